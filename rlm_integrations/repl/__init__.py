@@ -1,0 +1,40 @@
+"""REPLs that run LM-written code: the local sandboxed worker and the Modal sandbox.
+
+Importing this package is cheap: each backend loads on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlm_integrations.repl._output import truncate_middle
+    from rlm_integrations.repl._pool import prewarm
+    from rlm_integrations.repl.local import LocalREPL
+    from rlm_integrations.repl.modal import ModalREPL
+    from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer, HostCallback
+
+__all__ = ["REPL", "CellResult", "FinalAnswer", "HostCallback", "LocalREPL", "ModalREPL", "prewarm", "truncate_middle"]
+
+_LOCATIONS = {
+    "REPL": "rlm_integrations.repl.protocol",
+    "CellResult": "rlm_integrations.repl.protocol",
+    "FinalAnswer": "rlm_integrations.repl.protocol",
+    "HostCallback": "rlm_integrations.repl.protocol",
+    "LocalREPL": "rlm_integrations.repl.local",
+    "ModalREPL": "rlm_integrations.repl.modal",
+    "prewarm": "rlm_integrations.repl._pool",
+    "truncate_middle": "rlm_integrations.repl._output",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rlm_integrations.repl' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,214 @@
+"""The host's handle on one worker process.
+
+A reader thread turns the worker's protocol lines into messages in a mailbox that any
+event loop can await, so a worker started on one loop (or by the warm pool, on none)
+can serve a REPL on another. Killing is from outside: SIGKILL to the worker's process
+group, which no code inside can catch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["EOF", "Mailbox", "WorkerProcess"]
+
+EOF: dict[str, Any] = {"op": "eof"}
+"""The message a mailbox yields once the worker's output has closed."""
+
+_STDERR_TAIL_BYTES = 4096
+_SIGNAL_REASONS = {
+    signal.SIGKILL: "it was killed (SIGKILL)",
+    signal.SIGXCPU: "it exceeded its CPU-time limit (SIGXCPU)",
+    signal.SIGSEGV: "it crashed (SIGSEGV)",
+    signal.SIGABRT: "it aborted (SIGABRT)",
+}
+
+
+def _import_roots() -> list[str]:
+    """Directories the worker needs on sys.path: this package's and RestrictedPython's."""
+    roots = [str(Path(__file__).resolve().parents[2])]
+    spec = importlib.util.find_spec("RestrictedPython")
+    if spec is not None and spec.origin:
+        root = str(Path(spec.origin).resolve().parents[1])
+        if root not in roots:
+            roots.append(root)
+    return roots
+
+
+_BOOTSTRAP = "import sys; sys.path[:0] = {roots!r}; from rlm_integrations.repl._worker import main; main()"
+
+
+class Mailbox:
+    """A thread-safe FIFO whose `get` is awaitable from any event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: collections.deque[dict[str, Any]] = collections.deque()
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any]]] | None = None
+
+    def put(self, item: dict[str, Any]) -> None:
+        """Add an item (from any thread)."""
+        with self._lock:
+            waiter, self._waiter = self._waiter, None
+            if waiter is None:
+                self._items.append(item)
+                return
+        loop, future = waiter
+        try:
+            loop.call_soon_threadsafe(self._deliver, future, item)
+        except RuntimeError:  # that loop is closed: keep the item for the next reader
+            with self._lock:
+                self._items.appendleft(item)
+
+    def _deliver(self, future: asyncio.Future[dict[str, Any]], item: dict[str, Any]) -> None:
+        if future.done():  # the reader gave up (timeout or cancellation): keep the item, in order
+            with self._lock:
+                self._items.appendleft(item)
+        else:
+            future.set_result(item)
+
+    async def get(self) -> dict[str, Any]:
+        """Wait for the next item."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._items:
+                return self._items.popleft()
+            future: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._waiter = (loop, future)
+        try:
+            return await future
+        finally:
+            with self._lock:
+                if self._waiter is not None and self._waiter[1] is future:
+                    self._waiter = None
+
+
+class WorkerProcess:
+    """A started worker: its process, scratch directory and message stream.
+
+    Args:
+        python: the interpreter to run the worker with (default: this one).
+    """
+
+    def __init__(self, python: str | None = None) -> None:
+        self.scratch_dir = tempfile.mkdtemp(prefix="rlm-repl-")
+        command = [python or sys.executable, "-I", "-B", "-c", _BOOTSTRAP.format(roots=_import_roots())]
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={},
+            cwd=self.scratch_dir,
+            start_new_session=True,
+            close_fds=True,
+        )
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._stdin: IO[bytes] = self._process.stdin
+        self.mailbox = Mailbox()
+        self.ready = threading.Event()
+        self.info: dict[str, Any] = {}
+        self._stderr_tail = bytearray()
+        self._send_lock = threading.Lock()
+        # Threads hold no reference to `self`, so an abandoned worker is collected and killed.
+        self._finalizer = weakref.finalize(self, _terminate, self._process, self.scratch_dir)
+        threading.Thread(
+            target=_read_protocol,
+            args=(self._process.stdout, self.mailbox, self.ready, self.info),
+            name="rlm-worker-reader",
+            daemon=True,
+        ).start()
+        threading.Thread(
+            target=_drain_stderr, args=(self._process.stderr, self._stderr_tail), name="rlm-worker-stderr", daemon=True
+        ).start()
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id."""
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self._process.poll() is None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Write one message (raises `BrokenPipeError` if the worker is gone)."""
+        data = json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+        with self._send_lock:
+            self._stdin.write(data)
+            self._stdin.flush()
+
+    def kill(self) -> None:
+        """Kill the worker's whole process group and remove its scratch directory (idempotent)."""
+        self._finalizer()
+
+    def describe_exit(self) -> str:
+        """Why the worker stopped, in words, with the end of its stderr if it wrote any."""
+        code = self._process.poll()
+        if code is None:
+            reason = "it stopped answering"
+        elif code < 0:
+            number = -code
+            try:
+                name = signal.Signals(number)
+                reason = _SIGNAL_REASONS.get(name, f"it was stopped by {name.name}")
+            except ValueError:
+                reason = f"it was stopped by signal {number}"
+        else:
+            reason = f"it exited with code {code}"
+        tail = bytes(self._stderr_tail).decode("utf-8", "replace").strip()
+        if tail:
+            reason += f"; its last words: {tail[-600:]}"
+        return reason
+
+
+def _read_protocol(stream: IO[bytes], mailbox: Mailbox, ready: threading.Event, info: dict[str, Any]) -> None:
+    try:
+        for line in stream:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = {"op": "error", "error": "unreadable message from the worker"}
+            if message.get("op") == "ready":
+                info.update(message)
+                ready.set()
+            mailbox.put(message)
+    except (OSError, ValueError):
+        pass
+    mailbox.put(EOF)
+
+
+def _drain_stderr(stream: IO[bytes], tail: bytearray) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+            tail.extend(chunk)
+            del tail[:-_STDERR_TAIL_BYTES]
+
+
+def _terminate(process: subprocess.Popen[bytes], scratch_dir: str) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        with contextlib.suppress(OSError):
+            if stream is not None:
+                stream.close()
+    shutil.rmtree(scratch_dir, ignore_errors=True)
