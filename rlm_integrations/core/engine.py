@@ -1,0 +1,550 @@
+"""The RLM loop: one run (and, through `rlm_query`, its children) over a REPL.
+
+An `Engine` holds what a whole recursion tree shares (models, config, budget, event bus,
+REPL factory, sub-call slots). `Engine.run` runs one level: load the context, let the
+root model write code turn by turn, run it, feed back a bounded summary, and stop at
+FINAL or at a limit, always with a result rather than an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlm_integrations.core import prompts
+from rlm_integrations.core.budget import Budget, BudgetExceeded
+from rlm_integrations.core.config import RLMConfig
+from rlm_integrations.core.events import (
+    CellFinished,
+    CellStarted,
+    ContextInfo,
+    EventBus,
+    IterationFinished,
+    IterationStarted,
+    LMCallFinished,
+    LMCallStarted,
+    RunFinished,
+    RunStarted,
+    SubCallFinished,
+    SubCallStarted,
+)
+from rlm_integrations.core.parsing import parse_reply
+from rlm_integrations.core.policy import ChatPolicy, Policy
+from rlm_integrations.errors import ModelError, REPLError, UsageError
+from rlm_integrations.lm.protocol import LanguageModel
+from rlm_integrations.repl._output import truncate_middle
+from rlm_integrations.repl.protocol import REPL, CellResult
+
+__all__ = ["Engine", "RunOutcome"]
+
+REPLFactory = Callable[[RLMConfig], REPL]
+PolicyFactory = Callable[[LanguageModel], Policy]
+
+_PREVIEW_EVENT_CHARS = 2_000
+_OUTPUT_RESERVE_TOKENS = 1_024
+_ids = itertools.count(1)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}{next(_ids)}"
+
+
+@dataclass
+class RunOutcome:
+    """How one run ended."""
+
+    answer: Any = None
+    status: str = "completed"
+    limit: str | None = None
+    error: str | None = None
+    iterations: int = 0
+    run_id: str = ""
+
+
+@dataclass
+class _RunState:
+    run_id: str
+    depth: int
+    cell_id: str | None = None
+    iteration: int = 0
+    answers: list[Any] = field(default_factory=list)
+
+
+class Engine:
+    """Everything a recursion tree shares, and the loop that runs each of its levels."""
+
+    def __init__(
+        self,
+        *,
+        root_model: LanguageModel,
+        sub_model: LanguageModel,
+        config: RLMConfig,
+        bus: EventBus,
+        repl_factory: REPLFactory,
+        policy_factory: PolicyFactory | None = None,
+        tools: dict[str, Callable[..., Any]] | None = None,
+    ) -> None:
+        self.root_model = root_model
+        self.sub_model = sub_model
+        self.config = config
+        self.budget = Budget(config)
+        self.bus = bus
+        self.repl_factory = repl_factory
+        self.policy_factory: PolicyFactory = policy_factory or ChatPolicy
+        self.tools = dict(tools or {})
+        self._sub_slots = asyncio.Semaphore(config.sub_concurrency)
+
+    # -- one level of the tree ----------------------------------------------------------------
+    async def run(
+        self,
+        query: str,
+        context: Any,
+        *,
+        depth: int = 0,
+        parent_id: str | None = None,
+        parent_cell_id: str | None = None,
+    ) -> RunOutcome:
+        """Run the loop for `query` over `context` at `depth`; never raises for run outcomes.
+
+        Raises:
+            UnsupportedContextError: the context cannot be loaded (before any model call).
+            asyncio.CancelledError: the task was cancelled (the REPL is closed first).
+        """
+        state = _RunState(run_id=_new_id("run-"), depth=depth)
+        started = time.monotonic()
+        info = await describe(context, self.config.context_preview_chars)
+        self.bus.emit(
+            RunStarted(
+                run_id=state.run_id,
+                parent_id=parent_id,
+                parent_cell_id=parent_cell_id,
+                depth=depth,
+                query=query,
+                context=info,
+                model=self.root_model.name,
+                sub_model=self.sub_model.name,
+            )
+        )
+        outcome = RunOutcome(run_id=state.run_id, status="error", error="the run did not finish")
+        try:
+            outcome = await self._run_level(query, context, info, state)
+        except REPLError as error:
+            outcome = RunOutcome(run_id=state.run_id, status="error", error=f"REPL failure: {error}")
+        except ModelError as error:
+            outcome = RunOutcome(run_id=state.run_id, status="error", error=f"model failure: {error}")
+        finally:
+            self.bus.emit(
+                RunFinished(
+                    run_id=state.run_id,
+                    status=outcome.status,
+                    limit=outcome.limit,
+                    answer=_jsonable(outcome.answer),
+                    duration=time.monotonic() - started,
+                    iterations=state.iteration,
+                )
+            )
+        outcome.iterations = state.iteration
+        return outcome
+
+    async def _run_level(self, query: str, context: Any, info: ContextInfo | None, state: _RunState) -> RunOutcome:
+        config = self.config
+        repl = self.repl_factory(config)
+        async with repl:
+            if context is not None:
+                await repl.load("context", context)
+            self._register_functions(repl, state)
+            policy = self.policy_factory(self.root_model)
+            policy.begin(
+                prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools)),
+                prompts.first_message(query, info, config.max_iterations),
+            )
+            stop: BudgetExceeded | None = None
+            for iteration in range(1, config.max_iterations + 1):
+                stop = self.budget.exhausted()
+                if stop is not None:
+                    break
+                state.iteration = iteration
+                found, answer = await self._iteration(policy, repl, state, iteration)
+                if found:
+                    return RunOutcome(answer=answer, status="completed", run_id=state.run_id)
+            else:
+                stop = BudgetExceeded("max_iterations", f"all {config.max_iterations} turns are used")
+            return await self._close_out(policy, repl, state, stop)
+
+    async def _iteration(self, policy: Policy, repl: REPL, state: _RunState, iteration: int) -> tuple[bool, Any]:
+        began = time.monotonic()
+        self.bus.emit(IterationStarted(run_id=state.run_id, iteration=iteration))
+        try:
+            reply = await self._root_call(policy, state, iteration, closing=None)
+        except BudgetExceeded:
+            return False, None
+        parsed = parse_reply(reply)
+        found, answer = False, None
+        if not parsed.code_blocks and not parsed.has_final:
+            policy.observe(prompts.missing_code_message())
+        else:
+            reports: list[str] = []
+            for number, code in enumerate(parsed.code_blocks, 1):
+                cell = await self._run_cell(repl, state, iteration, code)
+                reports.append(self._feedback(cell, number, len(parsed.code_blocks)))
+                if cell.final is not None:
+                    found, answer = True, cell.final.value
+                    break
+            if not found and parsed.has_final:
+                found, answer, problem = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
+                if problem:
+                    reports.append(problem)
+            if not found:
+                turns_left = self.config.max_iterations - iteration
+                policy.observe(prompts.next_turn_message("\n\n".join(reports), turns_left))
+        self.bus.emit(IterationFinished(run_id=state.run_id, iteration=iteration, duration=time.monotonic() - began))
+        return found, answer
+
+    async def _textual_final(self, repl: REPL, text: object, variable: str | None) -> tuple[bool, Any, str | None]:
+        if variable is None:
+            return True, text, None
+        try:
+            return True, await repl.get(variable), None
+        except KeyError:
+            return False, None, f"FINAL_VAR({variable}): there is no variable named {variable!r} in the REPL."
+
+    async def _close_out(self, policy: Policy, repl: REPL, state: _RunState, stop: BudgetExceeded) -> RunOutcome:
+        status = _status_for(stop.limit)
+        try:
+            reply = await self._root_call(policy, state, state.iteration, closing=stop.args[0], purpose="final_answer")
+        except (BudgetExceeded, ModelError) as error:
+            return RunOutcome(status=status, limit=stop.limit, run_id=state.run_id, error=str(error) or None)
+        parsed = parse_reply(reply)
+        answer: Any = reply.strip()
+        if parsed.has_final:
+            found, value, _ = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
+            if found:
+                answer = value
+        return RunOutcome(answer=answer, status=status, limit=stop.limit, run_id=state.run_id)
+
+    # -- model calls ---------------------------------------------------------------------------
+    async def _root_call(
+        self, policy: Policy, state: _RunState, iteration: int, *, closing: str | None, purpose: str = "step"
+    ) -> str:
+        if closing is None:
+            self.budget.check()
+        call_id = _new_id("lm-")
+        model = policy.model_name
+        self.bus.emit(
+            LMCallStarted(
+                run_id=state.run_id,
+                call_id=call_id,
+                iteration=iteration,
+                model=model,
+                purpose="final_answer" if purpose == "final_answer" else "step",
+                new_messages=policy.pending_messages()
+                + ([{"role": "user", "content": closing}] if closing is not None else []),
+            )
+        )
+        began = time.monotonic()
+        try:
+            completion = await policy.step(closing=closing)
+        except ModelError as error:
+            self.bus.emit(
+                LMCallFinished(
+                    run_id=state.run_id,
+                    call_id=call_id,
+                    iteration=iteration,
+                    model=model,
+                    duration=time.monotonic() - began,
+                    error=str(error),
+                )
+            )
+            raise
+        self.budget.record(completion.model or model, completion.usage)
+        self.bus.emit(
+            LMCallFinished(
+                run_id=state.run_id,
+                call_id=call_id,
+                iteration=iteration,
+                model=model,
+                text=completion.text,
+                usage=completion.usage,
+                duration=time.monotonic() - began,
+            )
+        )
+        return completion.text
+
+    def _sub_prompt_chars(self) -> int:
+        window = self.sub_model.context_window
+        if not window:
+            return 100_000
+        return max(1_000, int((window - _OUTPUT_RESERVE_TOKENS) * 3.5))
+
+    async def _sub_call(self, state: _RunState, function: str, prompt: Any) -> str:
+        if not isinstance(prompt, str):
+            raise TypeError(f"{function}() takes a str prompt, got {type(prompt).__name__}")
+        model = self.sub_model
+        window = model.context_window
+        if window:
+            tokens = model.count_tokens(prompt)
+            if tokens > window - _OUTPUT_RESERVE_TOKENS:
+                per_chunk = max(1_000, int(len(prompt) * (window - _OUTPUT_RESERVE_TOKENS) / tokens * 0.9))
+                raise ValueError(
+                    f"{function}: the prompt is about {tokens:,} tokens ({len(prompt):,} characters) but the "
+                    f"sub-model {model.name} accepts {window:,}; nothing was sent. Split the text into chunks "
+                    f"of about {per_chunk:,} characters and query each chunk."
+                )
+        self.budget.check()
+        call_id = _new_id("sub-")
+        self.bus.emit(
+            SubCallStarted(
+                run_id=state.run_id,
+                call_id=call_id,
+                cell_id=state.cell_id,
+                function=function,
+                model=model.name,
+                prompt=truncate_middle(prompt, _PREVIEW_EVENT_CHARS),
+                prompt_chars=len(prompt),
+            )
+        )
+        began = time.monotonic()
+        params: dict[str, Any] = {}
+        if self.config.sub_max_tokens is not None:
+            params["max_tokens"] = self.config.sub_max_tokens
+        try:
+            async with self._sub_slots:
+                self.budget.check()
+                completion = await model.acomplete([{"role": "user", "content": prompt}], **params)
+        except Exception as error:
+            self.bus.emit(
+                SubCallFinished(
+                    run_id=state.run_id,
+                    call_id=call_id,
+                    cell_id=state.cell_id,
+                    function=function,
+                    model=model.name,
+                    duration=time.monotonic() - began,
+                    error=str(error),
+                )
+            )
+            if isinstance(error, BudgetExceeded):
+                raise RuntimeError(
+                    f"budget exhausted ({error}): no more model calls; submit your best answer"
+                ) from None
+            raise
+        self.budget.record(completion.model or model.name, completion.usage)
+        self.bus.emit(
+            SubCallFinished(
+                run_id=state.run_id,
+                call_id=call_id,
+                cell_id=state.cell_id,
+                function=function,
+                model=model.name,
+                response=truncate_middle(completion.text, _PREVIEW_EVENT_CHARS),
+                usage=completion.usage,
+                duration=time.monotonic() - began,
+            )
+        )
+        return completion.text
+
+    async def _child_run(self, state: _RunState, prompt: Any, context: Any) -> str:
+        if not isinstance(prompt, str):
+            raise TypeError(f"rlm_query() takes a str prompt, got {type(prompt).__name__}")
+        if state.depth + 1 > self.config.max_depth:
+            text = prompt if context is None else f"{prompt}\n\nContext:\n{_as_text(context)}"
+            return await self._sub_call(state, "rlm_query", text)
+        self.budget.check()
+        call_id = _new_id("sub-")
+        cell_id = state.cell_id
+        self.bus.emit(
+            SubCallStarted(
+                run_id=state.run_id,
+                call_id=call_id,
+                cell_id=cell_id,
+                function="rlm_query",
+                model=self.root_model.name,
+                prompt=truncate_middle(prompt, _PREVIEW_EVENT_CHARS),
+                prompt_chars=len(prompt),
+            )
+        )
+        began = time.monotonic()
+        try:
+            outcome = await self.run(
+                prompt, context, depth=state.depth + 1, parent_id=state.run_id, parent_cell_id=cell_id
+            )
+        except UsageError as error:
+            self.bus.emit(
+                SubCallFinished(
+                    run_id=state.run_id,
+                    call_id=call_id,
+                    cell_id=cell_id,
+                    function="rlm_query",
+                    model=self.root_model.name,
+                    duration=time.monotonic() - began,
+                    error=str(error),
+                )
+            )
+            raise ValueError(str(error)) from None
+        answer = _as_text(outcome.answer) if outcome.answer is not None else ""
+        failure = None if outcome.status == "completed" else f"child run ended with status {outcome.status}"
+        self.bus.emit(
+            SubCallFinished(
+                run_id=state.run_id,
+                call_id=call_id,
+                cell_id=cell_id,
+                function="rlm_query",
+                model=self.root_model.name,
+                response=truncate_middle(answer, _PREVIEW_EVENT_CHARS),
+                duration=time.monotonic() - began,
+                error=failure if not answer else None,
+                child_run_id=outcome.run_id,
+            )
+        )
+        if not answer and failure:
+            raise RuntimeError(f"rlm_query: {failure} ({outcome.error or outcome.limit or 'no answer'})")
+        return answer
+
+    # -- the REPL side -----------------------------------------------------------------------
+    def _register_functions(self, repl: REPL, state: _RunState) -> None:
+        async def llm_query(prompt: str) -> str:
+            return await self._sub_call(state, "llm_query", prompt)
+
+        async def llm_query_batched(prompts_: list[str]) -> list[str]:
+            return await _gather_each(_as_list(prompts_, "llm_query_batched"), llm_query)
+
+        async def rlm_query(prompt: str, context: Any = None) -> str:
+            return await self._child_run(state, prompt, context)
+
+        async def rlm_query_batched(prompts_: list[str], contexts: list[Any] | None = None) -> list[str]:
+            items = _as_list(prompts_, "rlm_query_batched")
+            pieces = [None] * len(items) if contexts is None else _as_list(contexts, "rlm_query_batched contexts")
+            if len(pieces) != len(items):
+                raise ValueError("rlm_query_batched: prompts and contexts must have the same length")
+            pairs = list(zip(items, pieces, strict=True))
+            return await _gather_each(pairs, lambda pair: rlm_query(pair[0], pair[1]))
+
+        repl.register("llm_query", llm_query)
+        repl.register("llm_query_batched", llm_query_batched)
+        repl.register("rlm_query", rlm_query)
+        repl.register("rlm_query_batched", rlm_query_batched)
+        for name, tool in self.tools.items():
+            repl.register(name, tool)
+
+    async def _run_cell(self, repl: REPL, state: _RunState, iteration: int, code: str) -> CellResult:
+        cell_id = _new_id("cell-")
+        state.cell_id = cell_id
+        self.bus.emit(CellStarted(run_id=state.run_id, cell_id=cell_id, iteration=iteration, code=code))
+        cell = await repl.execute(code)
+        state.cell_id = None
+        self.bus.emit(
+            CellFinished(
+                run_id=state.run_id,
+                cell_id=cell_id,
+                iteration=iteration,
+                stdout=cell.stdout,
+                value=cell.value,
+                error=cell.error,
+                error_type=cell.error_type,
+                duration=cell.duration,
+                final=cell.final is not None,
+                timed_out=cell.timed_out,
+                restarted=cell.restarted,
+                lost_variables=cell.lost_variables,
+            )
+        )
+        return cell
+
+    def _feedback(self, cell: CellResult, number: int, count: int) -> str:
+        limit = self.config.feedback_chars
+        title = "Output" if count == 1 else f"Output of block {number}"
+        parts: list[str] = []
+        if cell.stdout:
+            size = f"{cell.output_chars:,} characters" + (", cut" if len(cell.stdout) < cell.output_chars else "")
+            shown = truncate_middle(cell.stdout.rstrip("\n"), limit)
+            if len(shown) < len(cell.stdout.rstrip("\n")):
+                size = f"{cell.output_chars:,} characters, cut to {limit:,}"
+            parts.append(f"{title} ({size}):\n{shown}")
+        if cell.value is not None:
+            parts.append(f"Value: {truncate_middle(cell.value, limit)}")
+        if cell.error is not None:
+            parts.append(f"Error:\n{truncate_middle(cell.error, limit)}")
+        if not parts:
+            parts.append(f"{title}: (nothing printed; use print() to see values)")
+        return "\n".join(parts)
+
+
+async def _gather_each(items: list[Any], call: Callable[[Any], Awaitable[str]]) -> list[str]:
+    async def one(item: Any) -> str:
+        try:
+            return await call(item)
+        except Exception as error:  # one failed prompt does not sink the batch
+            return f"Error: {type(error).__name__}: {error}"
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+def _as_list(value: Any, function: str) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{function}() takes a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _status_for(limit: str) -> str:
+    if limit == "max_iterations":
+        return "max_iterations"
+    if limit == "timeout_s":
+        return "timeout"
+    return "budget_exhausted"
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _tool_docs(tools: dict[str, Callable[..., Any]]) -> dict[str, str]:
+    docs: dict[str, str] = {}
+    for name, tool in tools.items():
+        doc = (tool.__doc__ or "a tool provided by the host.").strip().splitlines()[0]
+        docs[name] = doc
+    return docs
+
+
+async def describe(context: Any, preview_chars: int) -> ContextInfo | None:
+    """Record the context once: type, size, hash and a preview (never the context itself)."""
+    if context is None:
+        return None
+    if isinstance(context, str | bytes):
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(_bytes_of(context)).hexdigest())
+        preview = context[:preview_chars] if isinstance(context, str) else repr(context[:preview_chars])
+        return ContextInfo(type=type(context).__name__, chars=len(context), sha256=digest, preview=preview)
+    if isinstance(context, list | tuple | dict):
+        chars = sum(len(item) if isinstance(item, str) else len(repr(item)) for item in _sample_values(context))
+        preview = truncate_middle(
+            repr(context[:3] if not isinstance(context, dict) else dict(list(context.items())[:3])), preview_chars
+        )
+        return ContextInfo(type=type(context).__name__, chars=chars, items=len(context), preview=preview)
+    text = repr(context)
+    return ContextInfo(type=type(context).__name__, chars=len(text), preview=text[:preview_chars])
+
+
+def _bytes_of(context: str | bytes) -> bytes:
+    return context.encode("utf-8", "surrogatepass") if isinstance(context, str) else context
+
+
+def _sample_values(context: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> list[Any]:
+    return list(context.values()) if isinstance(context, dict) else list(context)

@@ -1,0 +1,87 @@
+"""Reading the root model's reply: code blocks, and FINAL(...) / FINAL_VAR(name) written as text."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+
+__all__ = ["ParsedReply", "parse_reply"]
+
+_FENCE = re.compile(r"```[ \t]*(repl|python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
+_FINAL_VAR = re.compile(r"\bFINAL_VAR\(\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*\)")
+_FINAL = re.compile(r"\bFINAL\(")
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    """What a reply asks for.
+
+    Attributes:
+        code_blocks: code to run, in order (```repl, ```python or a bare fence).
+        final_text: the answer written as ``FINAL(...)`` outside code, if any (a literal
+            is evaluated: ``FINAL("Paris")`` gives ``Paris``).
+        final_variable: the name written as ``FINAL_VAR(name)`` outside code, if any.
+    """
+
+    code_blocks: list[str]
+    final_text: object | None = None
+    final_variable: str | None = None
+
+    @property
+    def has_final(self) -> bool:
+        """True if the text itself submits an answer."""
+        return self.final_text is not None or self.final_variable is not None
+
+
+def parse_reply(text: str) -> ParsedReply:
+    """Split a reply into code blocks and a textual FINAL, if any."""
+    blocks: list[str] = []
+    prose_parts: list[str] = []
+    position = 0
+    for match in _FENCE.finditer(text):
+        prose_parts.append(text[position : match.start()])
+        position = match.end()
+        code = match.group(2).strip("\n")
+        if code.strip():
+            blocks.append(code)
+    prose_parts.append(text[position:])
+    prose = "".join(prose_parts)
+    variable_match = _FINAL_VAR.search(prose)
+    if variable_match:
+        return ParsedReply(blocks, None, variable_match.group(1))
+    final = _final_argument(prose)
+    return ParsedReply(blocks, final, None)
+
+
+def _final_argument(prose: str) -> object | None:
+    match = _FINAL.search(prose)
+    if match is None:
+        return None
+    start = match.end()
+    depth = 1
+    quote: str | None = None
+    index = start
+    while index < len(prose):
+        char = prose[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                break
+        index += 1
+    raw = prose[start:index].strip()
+    if not raw:
+        return None
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw

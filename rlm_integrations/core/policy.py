@@ -1,0 +1,83 @@
+"""How the next step is produced. `ChatPolicy` drives a chat model (the paper's form);
+the DSPy integration supplies a policy backed by `dspy.Predict`. The loop does not care which.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from rlm_integrations.lm.protocol import Completion, LanguageModel, Message
+
+__all__ = ["ChatPolicy", "Policy"]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """One run's conversation with its root model.
+
+    Lifecycle: `begin` once, then `step` / `observe` pairs; `step(closing=...)` with
+    the closing request when a limit is hit. A policy instance serves one run.
+    """
+
+    model_name: str
+
+    def begin(self, system: str, first: str) -> None:
+        """Start the conversation."""
+        ...
+
+    async def step(self, *, closing: str | None = None) -> Completion:
+        """Ask for the next reply (with `closing`, the request to answer without code)."""
+        ...
+
+    def observe(self, feedback: str) -> None:
+        """Add what the last reply's cells did (or a correction) to the conversation."""
+        ...
+
+    def pending_messages(self) -> list[dict[str, str]]:
+        """Messages added since the previous `step` (for the trajectory)."""
+        ...
+
+
+class ChatPolicy:
+    """A plain chat conversation: system prompt, then alternating replies and feedback.
+
+    Args:
+        model: the root language model.
+        params: extra parameters for every call (temperature, max_tokens, ...).
+    """
+
+    def __init__(self, model: LanguageModel, **params: Any) -> None:
+        self.model = model
+        self.model_name = model.name
+        self.params = params
+        self.messages: list[Message] = []
+        self._reported = 0
+
+    def begin(self, system: str, first: str) -> None:
+        """Start with the system prompt and the first user message."""
+        self.messages = [{"role": "system", "content": system}, {"role": "user", "content": first}]
+        self._reported = 0
+
+    async def step(self, *, closing: str | None = None) -> Completion:
+        """Call the model with the conversation so far and append its reply."""
+        if closing is not None:
+            self._add_user(closing)
+        completion = await self.model.acomplete(list(self.messages), **self.params)
+        self._reported = len(self.messages)
+        self.messages.append({"role": "assistant", "content": completion.text})
+        return completion
+
+    def observe(self, feedback: str) -> None:
+        """Append feedback as the next user message."""
+        self._add_user(feedback)
+
+    def _add_user(self, text: str) -> None:
+        # Never two user messages in a row (some servers reject it): merge instead.
+        if self.messages and self.messages[-1]["role"] == "user":
+            self.messages[-1] = {"role": "user", "content": self.messages[-1]["content"] + "\n\n" + text}
+        else:
+            self.messages.append({"role": "user", "content": text})
+
+    def pending_messages(self) -> list[dict[str, str]]:
+        """Messages added since the previous call."""
+        return [dict(m) for m in self.messages[self._reported :] if m["role"] != "assistant"]

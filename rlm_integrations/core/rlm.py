@@ -1,0 +1,195 @@
+"""`RLM`: the public face of the engine. `rlm.completion(query, context)` instead of `llm(prompt)`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rlm_integrations._sync import run_sync
+from rlm_integrations.core.config import RLMConfig
+from rlm_integrations.core.engine import Engine, PolicyFactory, REPLFactory
+from rlm_integrations.core.events import Event, EventBus, Observer
+from rlm_integrations.core.result import RLMResult
+from rlm_integrations.core.trajectory import Trajectory
+from rlm_integrations.errors import ConfigError, MissingExtraError, UnsupportedContextError, UsageError
+from rlm_integrations.lm.protocol import LanguageModel
+from rlm_integrations.repl.protocol import REPL
+
+__all__ = ["RLM"]
+
+_SCALARS = (str, bytes, int, float, bool, type(None))
+
+
+class RLM:
+    """A Recursive Language Model: the context lives in a REPL and the model works on it with code.
+
+    Args:
+        model: the root model: a LiteLLM model string (``"openai/gpt-5-mini"``) or any
+            `LanguageModel`.
+        sub_model: the model behind `llm_query` (default: `model`).
+        repl: ``"local"`` (the sandboxed worker, default), ``"modal"``, or a callable
+            that takes the `RLMConfig` and returns a fresh `REPL`.
+        config: limits and knobs (`RLMConfig`); budgets cover the whole recursion tree.
+        observers: callables that receive every event of every run.
+        tools: extra host functions callable from the REPL by name (their first
+            docstring line is shown to the model).
+        policy: how the root model is driven (default: `ChatPolicy`).
+
+    The object holds no per-run state: concurrent `acompletion` calls are independent.
+
+    Example:
+        ```python
+        rlm = RLM(ScriptedLM(["```repl\\nFINAL(len(context))\\n```"]))
+        result = rlm.completion("How long is the context?", context="abc")
+        assert result.answer == 3
+        ```
+    """
+
+    def __init__(
+        self,
+        model: str | LanguageModel,
+        sub_model: str | LanguageModel | None = None,
+        *,
+        repl: str | REPLFactory = "local",
+        config: RLMConfig | None = None,
+        observers: Sequence[Observer] = (),
+        tools: dict[str, Callable[..., Any]] | None = None,
+        policy: PolicyFactory | None = None,
+    ) -> None:
+        self.model = _resolve_model(model)
+        self.sub_model = self.model if sub_model is None else _resolve_model(sub_model)
+        self.config = config or RLMConfig()
+        self.repl_factory = _resolve_repl(repl)
+        self.observers = list(observers)
+        self.tools = dict(tools or {})
+        for name in self.tools:
+            if not name.isidentifier() or name.startswith("_"):
+                raise ConfigError(f"tool name {name!r} must be a public Python identifier")
+        self.policy = policy
+
+    def completion(self, query: str, context: Any = None, **overrides: Any) -> RLMResult:
+        """Answer `query` over `context` (blocking; also works inside a running event loop).
+
+        Args:
+            query: the question.
+            context: str, bytes, or JSON-compatible data (lists, dicts, ...), loaded once
+                into the REPL as `context`.
+            **overrides: `RLMConfig` fields for this call only.
+        """
+        return run_sync(self.acompletion(query, context, **overrides))
+
+    async def acompletion(
+        self, query: str, context: Any = None, *, observers: Sequence[Observer] = (), **overrides: Any
+    ) -> RLMResult:
+        """Answer `query` over `context`.
+
+        Running out of a budget is not an error: the result's `status` and `limit` say
+        which limit ended the run, and `answer` is the best answer the model gave.
+
+        Raises:
+            UsageError: an empty query, or an `RLMConfig` override that does not exist.
+            UnsupportedContextError: a context the REPL cannot hold (before any model call).
+            asyncio.CancelledError / KeyboardInterrupt: the REPLs are closed first.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise UsageError("query must be a non-empty string: the question the RLM should answer")
+        _check_context(context)
+        config = self._config_with(overrides)
+        recorded: list[Event] = []
+        bus = EventBus([recorded.append, *self.observers, *observers])
+        engine = Engine(
+            root_model=self.model,
+            sub_model=self.sub_model,
+            config=config,
+            bus=bus,
+            repl_factory=self.repl_factory,
+            policy_factory=self.policy,
+            tools=self.tools,
+        )
+        started = time.monotonic()
+        outcome = await engine.run(query, context)
+        return RLMResult(
+            answer=outcome.answer,
+            status=outcome.status,  # type: ignore[arg-type]
+            limit=outcome.limit,
+            error=outcome.error,
+            usage=engine.budget.usage(),
+            iterations=outcome.iterations,
+            duration=time.monotonic() - started,
+            trajectory=Trajectory(events=recorded),
+        )
+
+    def _config_with(self, overrides: dict[str, Any]) -> RLMConfig:
+        if not overrides:
+            return self.config
+        unknown = sorted(set(overrides) - set(RLMConfig.model_fields))
+        if unknown:
+            raise UsageError(f"unknown RLMConfig field(s): {', '.join(unknown)}")
+        return self.config.model_copy(update=overrides)
+
+
+def _resolve_model(model: str | LanguageModel) -> LanguageModel:
+    if isinstance(model, str):
+        from rlm_integrations.lm.litellm import LiteLLMModel
+
+        return LiteLLMModel(model)
+    for attribute in ("acomplete", "name", "count_tokens"):
+        if not hasattr(model, attribute):
+            raise UsageError(
+                f"model must be a LiteLLM model string or a LanguageModel; {type(model).__name__} has no {attribute!r}"
+            )
+    return model
+
+
+def _resolve_repl(repl: str | REPLFactory) -> REPLFactory:
+    if callable(repl):
+        return repl
+    if repl == "local":
+        from rlm_integrations.repl.local import LocalREPL
+
+        def local(config: RLMConfig) -> REPL:
+            return LocalREPL(
+                cell_timeout_s=config.cell_timeout_s,
+                memory_limit_mb=config.memory_limit_mb,
+                max_output_chars=config.max_output_chars,
+            )
+
+        return local
+    if repl == "modal":
+        try:
+            from rlm_integrations.repl.modal import ModalREPL  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as error:
+            raise MissingExtraError("modal", "repl='modal'") from error
+
+        def modal(config: RLMConfig) -> REPL:
+            return ModalREPL(cell_timeout_s=config.cell_timeout_s, max_output_chars=config.max_output_chars)  # type: ignore[no-any-return,unused-ignore]
+
+        return modal
+    raise ConfigError(f"repl must be 'local', 'modal' or a callable returning a REPL, got {repl!r}")
+
+
+def _check_context(context: Any, depth: int = 0) -> None:
+    """Refuse context types the REPL cannot hold, cheaply (containers are sampled, not walked fully)."""
+    if isinstance(context, _SCALARS):
+        return
+    if isinstance(context, list | tuple) and depth < 3:
+        for item in list(context[:50]):
+            _check_context(item, depth + 1)
+        return
+    if isinstance(context, dict) and depth < 3:
+        for key, value in list(context.items())[:50]:
+            if not isinstance(key, str):
+                raise UnsupportedContextError(
+                    f"context dict keys must be str, got {type(key).__name__}; convert them with str()",
+                    value_type="dict",
+                )
+            _check_context(value, depth + 1)
+        return
+    if isinstance(context, list | tuple | dict):
+        return
+    raise UnsupportedContextError(
+        f"context of type {type(context).__name__} is not supported. Pass a str, bytes, or JSON-compatible "
+        "data (lists and dicts of str, numbers, bools, None); convert other objects first, e.g. with str().",
+        value_type=type(context).__name__,
+    )
