@@ -314,9 +314,9 @@ def fmt_ratio(theirs: float | None, ours: float | None, better: str = "faster", 
     if theirs is None or ours is None or ours <= 0 or theirs <= 0:
         return "—"
     ratio = theirs / ours
-    if ratio >= 1:
-        return f"{ratio:.3g}× {better}"
-    return f"{1 / ratio:.3g}× {worse}"
+    word = better if ratio >= 1 else worse
+    ratio = max(ratio, 1 / ratio)
+    return f"{ratio:,.0f}× {word}" if ratio >= 100 else f"{ratio:.3g}× {word}"
 
 
 def print_table(
@@ -345,11 +345,20 @@ def print_table(
         for note in notes:
             console.print(note, highlight=False, markup=False)
         return
-    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
+    import textwrap
+
+    def cells(row: Sequence[str], first_width: int) -> list[list[str]]:
+        return [textwrap.wrap(str(c), first_width if i == 0 else 30) or [""] for i, c in enumerate(row)]
+
+    first = max(len(str(r[0])) for r in [columns, *rows])
+    table = [cells(columns, first), *(cells(r, first) for r in rows)]
+    widths = [max(len(line) for row in table for line in row[i]) for i in range(len(columns))]
     print(title)
-    print("  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    for index, row in enumerate(table):
+        for depth in range(max(len(c) for c in row)):
+            parts = [(c[depth] if depth < len(c) else "").ljust(w) for c, w in zip(row, widths, strict=True)]
+            print(" | ".join(parts).rstrip())
+        if index == 0:
+            print("-+-".join("-" * w for w in widths))
     for note in notes:
         print(note)

@@ -68,10 +68,26 @@ class Plan:
     child_timeout_s: float
 
 
-FULL = Plan(sizes=(MB, 10 * MB, 100 * MB), cold_reps=20, pool_reps=15, cell_reps=200, ctx_cell_reps=100,
-            load_reps=3, budget_s=20.0, child_timeout_s=420.0)
-QUICK = Plan(sizes=(MB // 10, MB, 10 * MB), cold_reps=3, pool_reps=3, cell_reps=30, ctx_cell_reps=20,
-             load_reps=1, budget_s=5.0, child_timeout_s=180.0)
+FULL = Plan(
+    sizes=(MB, 10 * MB, 100 * MB),
+    cold_reps=20,
+    pool_reps=15,
+    cell_reps=200,
+    ctx_cell_reps=100,
+    load_reps=3,
+    budget_s=20.0,
+    child_timeout_s=420.0,
+)
+QUICK = Plan(
+    sizes=(MB // 10, MB, 10 * MB),
+    cold_reps=3,
+    pool_reps=3,
+    cell_reps=30,
+    ctx_cell_reps=20,
+    load_reps=1,
+    budget_s=5.0,
+    child_timeout_s=180.0,
+)
 
 
 # --------------------------------------------------------------------------- contenders
@@ -90,6 +106,7 @@ class Contender:
     is_async = False
     has_worker = True
     resends_inputs = False  # its RLM loop passes every input again on every iteration
+    check_code = "print(len(context))"  # verifies a load; must print or return the length
 
     def import_(self) -> None:
         """Import the implementation (timed as import time)."""
@@ -121,6 +138,7 @@ class Ours(Contender):
     label = "ours: LocalREPL"
     isolation = "worker process + RestrictedPython; rlimits, per-cell kill, empty env"
     is_async = True
+    check_code = "len(context)"
 
     def __init__(self) -> None:
         self.pool = False
@@ -240,13 +258,17 @@ def _why_deno_failed(message: str, handle: Any) -> str:
     text = condense_error(message, limit=4000)
     if "Import '" not in text:  # dspy may read stdout before Deno's error reaches stderr
         with contextlib.suppress(Exception):
-            probe = subprocess.run(list(handle.deno_command), input="", capture_output=True, text=True,
-                                   timeout=60, check=False)
+            probe = subprocess.run(
+                list(handle.deno_command), input="", capture_output=True, text=True, timeout=60, check=False
+            )
             text += " | " + condense_error(probe.stderr, limit=4000)
     url = re.search(r"Import '([^']+)' failed", text)
     if url and re.search(r"dns error|failed to lookup|error sending request", text):
-        return (f"offline: dspy's runner.js imports {url.group(1)} at start-up and that host is unreachable "
-                f"here (DNS lookup failed), so Deno exits before Pyodide loads; dspy says: {condense_error(message)}")
+        said = condense_error(message, limit=60)
+        return (
+            f"offline: dspy's runner.js imports {url.group(1)} at start-up and that host is unreachable "
+            f"here (DNS lookup failed), so Deno exits before Pyodide loads (dspy: {said})"
+        )
     return condense_error(text)
 
 
@@ -343,9 +365,28 @@ async def _trivial_cell(c: Contender, rec: Recorder, plan: Plan) -> None:
         rec.fail("cell", error)
 
 
+async def _paired(c: Contender, loaded: Any, plan: Plan) -> tuple[Timing, Timing]:
+    """Time `x = 1` alternately on `loaded` and on a fresh empty REPL, so drift hits both alike."""
+    empty = await _call(c, c.open)
+    try:
+        for handle in (loaded, empty):
+            for _ in range(3):
+                await _call(c, c.cell, handle, TRIVIAL)
+        with_context: list[float] = []
+        without: list[float] = []
+        spent = 0.0
+        while len(with_context) < plan.ctx_cell_reps and not (len(with_context) >= 3 and spent > plan.budget_s):
+            with_context.append(await _timed(c, c.cell, loaded, TRIVIAL))
+            without.append(await _timed(c, c.cell, empty, TRIVIAL))
+            spent += with_context[-1] + without[-1]
+        return Timing.of(with_context), Timing.of(without)
+    finally:
+        await _call(c, c.close, empty)
+
+
 async def _contexts(c: Contender, rec: Recorder, plan: Plan) -> None:
     for size in plan.sizes:
-        tag = f"{size // 1000}k" if size < MB else f"{size // MB}M"
+        tag = _tag(size)
         rec.step(f"load_{tag}")
         text = make_text(size)
         gc.collect()
@@ -353,22 +394,23 @@ async def _contexts(c: Contender, rec: Recorder, plan: Plan) -> None:
         try:
             loads: list[float] = []
             spent = 0.0
-            for rep in range(plan.load_reps):
+            for _ in range(plan.load_reps):
                 if handle is not None:
                     await _call(c, c.close, handle)
                 handle = await _call(c, c.open)
                 loads.append(await _timed(c, c.load, handle, text))
                 spent += loads[-1]
-                if rep >= 0 and spent > plan.budget_s:
+                if spent > plan.budget_s:
                     break
             rec.set(f"load_{tag}", Timing.of(loads))
-            check = await _call(c, c.cell, handle, "n = len(context)\nprint(n)")
-            printed = getattr(check, "stdout", check)
-            if str(size) not in str(printed):
-                rec.fail(f"check_{tag}", f"len(context) printed {str(printed)[:80]!r}, expected {size}")
+            check = await _call(c, c.cell, handle, c.check_code)
+            shown = f"{getattr(check, 'stdout', check)} {getattr(check, 'value', '')}"
+            if str(size) not in shown:
+                rec.fail(f"check_{tag}", f"{c.check_code} gave {shown[:80]!r}, expected {size}")
             rec.step(f"cell_{tag}")
-            rec.set(f"cell_{tag}", await _repeat(c, lambda h=handle: c.cell(h, TRIVIAL), plan.ctx_cell_reps,
-                                                 plan.budget_s))
+            loaded, empty = await _paired(c, handle, plan)
+            rec.set(f"cell_{tag}", loaded)
+            rec.set(f"cell_empty_{tag}", empty)
             if c.resends_inputs and size == plan.sizes[-1]:
                 rec.step(f"cell_inputs_{tag}")
                 resend = lambda h=handle, t=text: c.cell_with_inputs(h, TRIVIAL, t)  # noqa: E731
@@ -456,6 +498,14 @@ async def _start_and_run(c: Ours, pool: bool) -> Any:
 
 async def phase_pool(c: Ours, rec: Recorder, plan: Plan) -> None:
     """Starts from the warm pool: one at a time, then a batch of 4 at once (beside 4 cold)."""
+    rec.step("pool_default")
+    # What a user gets with no prewarm: the first REPL finds the pool empty (and starts a refill).
+    for name in ("default_first_start", "default_second_start"):
+        start = time.perf_counter()
+        repl = await _start_and_run(c, pool=True)
+        rec.set(name, time.perf_counter() - start)
+        await c.close(repl)
+        await _wait_quiet()
     rec.step("pool")
     samples: list[float] = []
     for _ in range(plan.pool_reps):
@@ -488,6 +538,7 @@ def phase_sync(c: Ours, rec: Recorder, plan: Plan) -> None:
     repl.execute_sync(TRIVIAL)
     rec.set("sync_cold_start", time.perf_counter() - start)
     try:
+
         def run() -> None:
             result = repl.execute_sync(TRIVIAL)
             if result.error:
@@ -563,8 +614,11 @@ def collect(keys: list[str], quick: bool, plan: Plan, timeout_s: float) -> dict[
             merged["errors"].update(data.get("errors", {}))
             if error:
                 merged["phase_errors"][phase] = f"{error} (during {data.get('step', 'start')})"
-            print(f"  done in {time.perf_counter() - start:.1f} s" + (f" — {error}" if error else ""),
-                  file=sys.stderr, flush=True)
+            print(
+                f"  done in {time.perf_counter() - start:.1f} s" + (f" — {error}" if error else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         results[key] = merged
     return results
 
@@ -598,7 +652,7 @@ def _targets(ours: dict[str, Any], plan: Plan) -> dict[str, tuple[str, bool | No
     big = 100 * MB
     if big in plan.sizes:
         check(f"load_{_tag(big)}", 0.5, "< 0.5 s")
-    base, top = _median(m, "cell"), _median(m, f"cell_{_tag(plan.sizes[-1])}")
+    base, top = _median(m, f"cell_empty_{_tag(plan.sizes[-1])}"), _median(m, f"cell_{_tag(plan.sizes[-1])}")
     if base is not None and top is not None:
         ok = top <= 1.5 * base or top - base <= 1e-4
         out["growth"] = ("≤ 1.5× (or +0.1 ms)", ok, f"{top / base:.2f}×")
@@ -625,16 +679,22 @@ def _rows(plan: Plan) -> list[tuple[str, str, str]]:
         ("import time (first import)", "import", "time"),
         ("cold start → first cell (median)", "cold_start", "time"),
         ("first cold start in the process", "first_start", "time"),
+        ("defaults, no prewarm: 1st REPL in the process", "default_first_start", "time"),
+        ("defaults, no prewarm: 2nd REPL (pool refilled)", "default_second_start", "time"),
         ("start from warm pool → first cell", "pool_start", "time"),
         ("4 REPLs at once → first cell in each, cold", "batch4_cold", "time"),
         ("4 REPLs at once → first cell in each, pool of 4", "batch4_pool", "time"),
         ("trivial cell `x = 1` round trip", "cell", "time"),
         ("cell returning a value `x`", "cell_value", "time"),
-        ("  of which in the worker", "cell_in_worker", "time"),
+        ("  of which exec in the worker (CellResult.duration)", "cell_in_worker", "time"),
         ("trivial cell, sync API", "sync_cell", "time"),
     ]
     rows += [(f"load {_label(s)} string context", f"load_{_tag(s)}", "time") for s in plan.sizes]
-    rows += [(f"trivial cell with {_label(s)} loaded", f"cell_{_tag(s)}", "time") for s in plan.sizes]
+    for s in plan.sizes:
+        rows += [
+            (f"trivial cell with {_label(s)} loaded", f"cell_{_tag(s)}", "time"),
+            ("  same moment, empty REPL", f"cell_empty_{_tag(s)}", "time"),
+        ]
     rows += [
         (f"cell as its RLM loop runs it ({_label(top)}, inputs re-sent)", f"cell_inputs_{_tag(top)}", "time"),
         (f"host peak RSS increase ({_label(top)} session)", "host_rss_increase", "bytes"),
@@ -651,8 +711,9 @@ def _pass_text(text: str, passed: bool | None) -> str:
     return f"{text}: " + ("PASS" if passed else "FAIL" if passed is False else "not measured")
 
 
-def _metric_row(results: dict[str, dict[str, Any]], targets: dict[str, Any], label: str, name: str,
-                kind: str) -> list[str]:
+def _metric_row(
+    results: dict[str, dict[str, Any]], targets: dict[str, Any], label: str, name: str, kind: str
+) -> list[str]:
     row = [label]
     for key, result in results.items():
         if _status(result) != "runs":
@@ -668,9 +729,9 @@ def _metric_row(results: dict[str, dict[str, Any]], targets: dict[str, Any], lab
 
 
 def _growth_row(results: dict[str, dict[str, Any]], targets: dict[str, Any], plan: Plan) -> list[str]:
-    row = [f"per-cell growth, {_label(plan.sizes[-1])} loaded vs none"]
+    row = [f"per-cell growth: {_label(plan.sizes[-1])} loaded ÷ empty REPL (alternating)"]
     for key, result in results.items():
-        base = _median(result["metrics"], "cell")
+        base = _median(result["metrics"], f"cell_empty_{_tag(plan.sizes[-1])}")
         top = _median(result["metrics"], f"cell_{_tag(plan.sizes[-1])}")
         row.append(f"{top / base:.2f}×" if base and top else "—")
         if key == "ours":
@@ -698,8 +759,9 @@ def _notes(results: dict[str, dict[str, Any]], plan: Plan, info: dict[str, Any])
     return notes
 
 
-def _main_table(results: dict[str, dict[str, Any]], plan: Plan, targets: dict[str, Any]) -> tuple[list[str],
-                                                                                                  list[list[str]]]:
+def _main_table(
+    results: dict[str, dict[str, Any]], plan: Plan, targets: dict[str, Any]
+) -> tuple[list[str], list[list[str]]]:
     columns = ["metric"]
     header_rows: list[list[str]] = [["isolation"], ["status"]]
     for key, result in results.items():
@@ -732,11 +794,19 @@ def _ratio_table(results: dict[str, dict[str, Any]], plan: Plan) -> tuple[list[s
         *[(f"load {_label(s)}", f"load_{_tag(s)}") for s in plan.sizes],
         (f"cell with {_label(plan.sizes[-1])} loaded", f"cell_{top}"),
     ]
-    rows = [[label, *[fmt_ratio(_median(results[k]["metrics"], name), _median(ours, name)) for k in others]]
-            for label, name in specs]
-    rows.append(["host peak RSS increase",
-                 *[fmt_ratio(results[k]["metrics"].get("host_rss_increase"), ours.get("host_rss_increase"),
-                             "less", "more") for k in others]])
+    rows = [
+        [label, *[fmt_ratio(_median(results[k]["metrics"], name), _median(ours, name)) for k in others]]
+        for label, name in specs
+    ]
+    rows.append(
+        [
+            "host peak RSS increase",
+            *[
+                fmt_ratio(results[k]["metrics"].get("host_rss_increase"), ours.get("host_rss_increase"), "less", "more")
+                for k in others
+            ],
+        ]
+    )
     if any(f"cell_inputs_{top}" in results[k]["metrics"] for k in others):
         row = [f"cell as each RLM loop runs it ({_label(plan.sizes[-1])} loaded)"]
         for k in others:
@@ -751,13 +821,18 @@ def report(results: dict[str, dict[str, Any]], plan: Plan, info: dict[str, Any],
     """Print the measurement table and the ratio table; return both (and the targets) for JSON."""
     targets = _targets(results["ours"], plan) if "ours" in results else {}
     columns, rows = _main_table(results, plan, targets)
-    print_table("REPL benchmark (measured now, on this machine)", columns, rows, _notes(results, plan, info),
-                plain=plain)
+    print_table(
+        "REPL benchmark (measured now, on this machine)", columns, rows, _notes(results, plan, info), plain=plain
+    )
     ratio_columns, ratio_rows = _ratio_table(results, plan)
     if ratio_rows:
         print()
-        print_table("ours vs each contender (their time ÷ ours; 'N× faster' means ours is faster)",
-                    ratio_columns, ratio_rows, plain=plain)
+        print_table(
+            "ours vs each contender (their time ÷ ours; 'N× faster' means ours is faster)",
+            ratio_columns,
+            ratio_rows,
+            plain=plain,
+        )
     return {
         "targets": {k: {"target": t, "passed": p, "detail": d} for k, (t, p, d) in targets.items()},
         "table": {"columns": columns, "rows": rows},
@@ -790,8 +865,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = report(results, plan, info, args.plain)
     print(f"\ntotal benchmark time: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if args.json:
-        write_json(args.json, {"machine": info, "plan": plan.__dict__, "quick": args.quick,
-                               "results": results, **summary})
+        write_json(
+            args.json, {"machine": info, "plan": plan.__dict__, "quick": args.quick, "results": results, **summary}
+        )
     return 0
 
 

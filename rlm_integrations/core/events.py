@@ -202,6 +202,7 @@ class EventBus:
         self.observers: list[Observer] = list(observers or [])
 
     def emit(self, event: Event) -> None:
+        """Deliver `event` to every observer, in order."""
         for observer in self.observers:
             try:
                 observer(event)
@@ -225,6 +226,7 @@ class JSONLWriter:
             self._owned = False
 
     def __call__(self, event: Event) -> None:
+        """Write `event` as one line and flush."""
         self._file.write(json.dumps(event.model_dump(mode="json"), ensure_ascii=False) + "\n")
         self._file.flush()
 

@@ -1,5 +1,7 @@
-"""How the next step is produced. `ChatPolicy` drives a chat model (the paper's form);
-the DSPy integration supplies a policy backed by `dspy.Predict`. The loop does not care which.
+"""How the next step is produced.
+
+`ChatPolicy` drives a chat model (the paper's form); the DSPy integration supplies a
+policy backed by `dspy.Predict`. The loop does not care which.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ _SCALARS = (str, bytes, int, float, bool, type(None))
 
 
 class RLM:
-    """A Recursive Language Model: the context lives in a REPL and the model works on it with code.
+    r"""A Recursive Language Model: the context lives in a REPL and the model works on it with code.
 
     Args:
         model: the root model: a LiteLLM model string (``"openai/gpt-5-mini"``) or any

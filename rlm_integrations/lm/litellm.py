@@ -8,21 +8,37 @@ Retries are ours, not LiteLLM's or the OpenAI SDK's (both are turned off per req
 `tenacity` retries rate limits (429), server errors (5xx), timeouts and connection
 errors with exponential backoff and jitter, waiting at least as long as the provider's
 `Retry-After` asks. A caller error (any other 4xx) and a malformed response fail at once.
+
+Connections: LiteLLM caches one HTTP client per event loop and never closes it when the
+loop ends, which leaks sockets (and `ResourceWarning`s) every time `asyncio.run` or our
+sync `complete()` finishes. So every `LiteLLMModel` call on a loop shares one
+`aiohttp.ClientSession` that this module owns (passed as LiteLLM's `shared_session`), and
+that session is closed when the loop shuts down its async generators, which
+`asyncio.run`, `asyncio.Runner` and pytest-asyncio all do. Connections are still pooled
+and reused for the lifetime of a loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.errors import (
@@ -34,6 +50,9 @@ from rlm_integrations.errors import (
 )
 from rlm_integrations.lm._tokens import estimate_messages_tokens, estimate_tokens
 from rlm_integrations.lm.protocol import Completion, Message, TokenUsage
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["LiteLLMModel"]
 
@@ -47,6 +66,9 @@ _AMBIENT_CREDENTIAL_PROVIDERS = frozenset({"azure", "bedrock", "sagemaker", "sag
 
 # Parameters the model object owns; passing them per call would break retries or parsing.
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "num_retries"})
+
+_CONNECTION_LIMIT = 256
+"""Simultaneous connections per event loop, across all models."""
 
 ErrorKind = Literal["context_window", "malformed", "transient", "fatal"]
 
@@ -62,6 +84,61 @@ def _import_litellm() -> ModuleType:
         litellm.suppress_debug_info = True
         _litellm = litellm
     return _litellm
+
+
+_loop_sessions: dict[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncIterator[None]]] = {}
+
+
+async def _session_for_running_loop(litellm: ModuleType) -> aiohttp.ClientSession:
+    """The HTTP session shared by every call on the running loop, created on first use.
+
+    Its closer is an async generator parked at its `yield`: the loop records it when it
+    first runs, and `loop.shutdown_asyncgens()` (called by `asyncio.run` and
+    `asyncio.Runner` before the loop closes) resumes it, which closes the session.
+    """
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    entry = _loop_sessions.get(loop)
+    if entry is not None and not entry[0].closed:
+        return entry[0]
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=_CONNECTION_LIMIT),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=bool(getattr(litellm, "aiohttp_trust_env", False)),
+    )
+
+    async def closer() -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if _loop_sessions.get(loop, (None,))[0] is session:
+                del _loop_sessions[loop]
+            await _drain_litellm_logging(loop)
+            await session.close()
+
+    keeper = closer()
+    _loop_sessions[loop] = (session, keeper)
+    await anext(keeper)
+    return session
+
+
+async def _drain_litellm_logging(loop: asyncio.AbstractEventLoop) -> None:
+    """Run LiteLLM's queued logging callbacks before `loop` closes (best effort).
+
+    LiteLLM queues a logging coroutine per call on a global worker bound to one loop; left
+    pending when the loop closes, they are carried to the next loop with a warning.
+    """
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER as worker
+
+        if getattr(worker, "_bound_loop", None) is not loop:
+            return
+        if worker.pending_count:
+            await asyncio.wait_for(worker.flush(), timeout=1.0)
+        await worker.stop(timeout=1.0)
+    except Exception:  # pragma: no cover - depends on LiteLLM internals
+        logger.debug("could not drain LiteLLM's logging worker", exc_info=True)
 
 
 class LiteLLMModel:
@@ -174,6 +251,10 @@ class LiteLLMModel:
         self.retry_initial_delay_s = retry_initial_delay_s
         self.retry_max_delay_s = retry_max_delay_s
         self.params: dict[str, Any] = params
+        # exponential from the initial delay, plus up to one initial delay of jitter
+        self._backoff = wait_exponential(multiplier=retry_initial_delay_s, max=retry_max_delay_s) + wait_random(
+            0, retry_initial_delay_s
+        )
         self._bare_model: str = bare_model
         self._custom_prices: tuple[float, float] | None = (
             None if input_price is None else (float(input_price), float(output_price))
@@ -215,11 +296,22 @@ class LiteLLMModel:
             request["api_base"] = self.api_base
         if self._api_key is not None:
             request["api_key"] = self._api_key
+        if request.get("shared_session") is None:
+            request["shared_session"] = await _session_for_running_loop(litellm)
+
+        # Classify each failure once, when it happens: tenacity re-raises the last one from
+        # inside its own handler, which rewrites the exception's `__context__` chain.
+        kinds: dict[int, tuple[BaseException, ErrorKind]] = {}
+
+        def classify(error: BaseException) -> ErrorKind:
+            if id(error) not in kinds:
+                kinds[id(error)] = (error, _classify(litellm, error))
+            return kinds[id(error)][1]
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self._wait,
-            retry=retry_if_exception(lambda error: _classify(litellm, error) == "transient"),
+            retry=retry_if_exception(lambda error: classify(error) == "transient"),
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -231,7 +323,8 @@ class LiteLLMModel:
                     attempts += 1
                     response = await litellm.acompletion(**request)
         except Exception as error:
-            raise self._translate(litellm, error, messages, attempts, time.monotonic() - started) from error
+            kind = classify(error)
+            raise self._translate(litellm, error, kind, messages, attempts, time.monotonic() - started) from error
         return self._parse(litellm, response, messages)
 
     def complete(self, messages: Sequence[Message], **params: Any) -> Completion:
@@ -250,9 +343,7 @@ class LiteLLMModel:
     # -- retries -----------------------------------------------------------------------
 
     def _wait(self, state: RetryCallState) -> float:
-        backoff = wait_exponential_jitter(
-            initial=self.retry_initial_delay_s, max=self.retry_max_delay_s, jitter=self.retry_initial_delay_s
-        )(state)
+        backoff = self._backoff(state)
         error = state.outcome.exception() if state.outcome is not None else None
         retry_after = _retry_after_s(error) if error is not None else None
         if retry_after is not None:
@@ -321,9 +412,14 @@ class LiteLLMModel:
         return float(prompt_cost) + float(completion_cost)
 
     def _translate(
-        self, litellm: ModuleType, error: Exception, messages: Sequence[Message], attempts: int, elapsed_s: float
+        self,
+        litellm: ModuleType,
+        error: Exception,
+        kind: ErrorKind,
+        messages: Sequence[Message],
+        attempts: int,
+        elapsed_s: float,
     ) -> ModelError:
-        kind = _classify(litellm, error)
         if kind == "context_window":
             prompt_tokens = _parse_int(r"resulted in (\d+) tokens", str(error)) or estimate_messages_tokens(messages)
             window = _parse_int(r"maximum context length is (\d+)", str(error)) or self.context_window or 0
