@@ -67,6 +67,12 @@ class _AugmentedAssignRewriter(ast.NodeTransformer):
         return ast.copy_location(assign, node)
 
 
+def _calls_print(node: ast.AST) -> bool:
+    # RestrictedPython binds `print` per compiled unit; a trailing expression that prints
+    # must stay in the body, where that binding exists. Its value is None anyway.
+    return any(isinstance(n, ast.Name) and n.id == "print" for n in ast.walk(node))
+
+
 def _is_pure(node: ast.AST) -> bool:
     if isinstance(node, ast.Name | ast.Constant):
         return True
@@ -225,7 +231,7 @@ class Notebook:
         if self.restricted:
             tree = ast.fix_missing_locations(_AugmentedAssignRewriter().visit(tree))
         trailing_node: ast.Expression | None = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
+        if tree.body and isinstance(tree.body[-1], ast.Expr) and not _calls_print(tree.body[-1]):
             last = tree.body.pop()
             assert isinstance(last, ast.Expr)
             trailing_node = ast.Expression(body=last.value)

@@ -137,6 +137,7 @@ class Worker:
         self._memory_limit_mb: int | None = None
         self._memory_limited = False
         self._loaded_bytes = 0
+        self._restricted = True
 
     # -- callbacks into the host --------------------------------------------------------------
     def _call_host(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -168,6 +169,7 @@ class Worker:
                 call_host=self._call_host,
             )
             self._memory_limit_mb = message.get("memory_limit_mb")
+            self._restricted = message.get("policy", "restricted") == "restricted"
             return {"op": "ok"}
         notebook = self._notebook
         if notebook is None:
@@ -193,24 +195,52 @@ class Worker:
         return {"op": "error", "error": f"unknown op {op!r}"}
 
     def _read_value(self, message: dict[str, Any]) -> Any:
+        size = os.path.getsize(message["path"])
+        self._make_room(3 * size)
         with open(message["path"], "rb") as source:
             data = source.read()
-        self._loaded_bytes += len(data)
         kind = message["format"]
         if kind == "bytes":
-            return data
-        if kind == "str":
-            return data.decode("utf-8", "surrogatepass")
-        return json.loads(data)
+            value: Any = data
+        elif kind == "str":
+            value = data.decode("utf-8", "surrogatepass")
+        else:
+            value = json.loads(data)
+        del data
+        self._loaded_bytes += size
+        if self._memory_limited:
+            self._memory_limited = False
+            self._apply_memory_limit()
+        return value
+
+    def _limit_bytes(self) -> int:
+        budget_mb = self._memory_limit_mb if self._memory_limit_mb is not None else 2048
+        # Room for the loaded context: code that splits or copies it needs a few times its size.
+        return _address_space_bytes() + budget_mb * 1024 * 1024 + 2 * self._loaded_bytes
+
+    def _make_room(self, extra: int) -> None:
+        """Before a host-driven load, lift the soft limit so the load itself fits."""
+        if not self._memory_limited:
+            return
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        wanted = _address_space_bytes() + extra + 64 * 1024 * 1024
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(
+                resource.RLIMIT_AS, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard)
+            )
 
     def _apply_memory_limit(self) -> None:
+        """Limit the address space before user code runs.
+
+        Restricted cells cannot reach `resource`, so only the soft limit is set and later
+        loads can lift it; unrestricted cells could, so there the limit is hard as well.
+        """
         if self._memory_limited:
             return
         self._memory_limited = True
-        budget_mb = self._memory_limit_mb if self._memory_limit_mb is not None else 2048
-        # Room for the loaded context: code that splits or copies it needs a few times its size.
-        limit = _address_space_bytes() + budget_mb * 1024 * 1024 + 2 * self._loaded_bytes
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        limit = self._limit_bytes()
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard if self._restricted else limit))
 
     @staticmethod
     def _set_cpu_limit(seconds: float | None) -> None:

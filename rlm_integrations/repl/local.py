@@ -340,7 +340,8 @@ class LocalREPL:
             while True:
                 remaining = None if limit is None else max(limit - active, 0.0)
                 try:
-                    message = await asyncio.wait_for(worker.mailbox.get(), remaining)
+                    async with asyncio.timeout(remaining):
+                        message = await worker.mailbox.get()
                 except TimeoutError:
                     return await self._recover(names_before, timed_out=True, duration=loop.time() - started)
                 active += loop.time() - resumed
