@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint format typecheck test benchmark all
+.PHONY: install demo lint format typecheck test benchmark all
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,9 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/python -m rlm_integrations.demo
 
 lint: install
 	$(BIN)/ruff check .
