@@ -1,0 +1,64 @@
+"""The public surface is frozen here: a change to it must be deliberate."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import rlm_integrations
+import rlm_integrations.lm
+import rlm_integrations.repl
+
+PACKAGE = pathlib.Path(rlm_integrations.__file__).parent
+
+
+def test_top_level_exports():
+    assert sorted(rlm_integrations.__all__) == ["RLM", "RLMConfig", "RLMResult", "__version__"]
+    for name in ("RLM", "RLMConfig", "RLMResult"):
+        assert getattr(rlm_integrations, name).__name__ == name
+
+
+def test_repl_and_lm_exports_resolve():
+    for name in ("LocalREPL", "CellResult", "FinalAnswer", "REPL", "prewarm"):
+        assert getattr(rlm_integrations.repl, name) is not None
+    for name in ("LiteLLMModel", "ScriptedLM", "LanguageModel", "Completion", "TokenUsage"):
+        assert getattr(rlm_integrations.lm, name) is not None
+
+
+def test_core_imports_no_framework():
+    banned = {"dspy", "langchain", "langchain_core", "langgraph", "modal"}
+    offenders = []
+    for path in (PACKAGE / "core").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [(path.name, n) for n in names if n.split(".")[0] in banned]
+    assert offenders == []
+
+
+def test_importing_the_package_is_lazy():
+    code = (
+        "import sys, rlm_integrations, rlm_integrations.repl, rlm_integrations.lm; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('litellm', 'RestrictedPython')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "litellm" not in out
+    assert "RestrictedPython" not in out
+
+
+def test_worker_modules_use_only_stdlib_and_restrictedpython():
+    allowed_roots = set(sys.stdlib_module_names) | {"RestrictedPython", "rlm_integrations", "__future__"}
+    for name in ("_worker.py", "_notebook.py", "_policy.py", "_codec.py", "_output.py"):
+        tree = ast.parse((PACKAGE / "repl" / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module.split(".")[0] in allowed_roots, (name, node.module)
+                if node.module.startswith("rlm_integrations"):
+                    assert node.module.startswith("rlm_integrations.repl._"), (name, node.module)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] in allowed_roots, (name, alias.name)
