@@ -105,7 +105,9 @@ async def _session_for_running_loop(litellm: ModuleType) -> aiohttp.ClientSessio
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=_CONNECTION_LIMIT),
         cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=bool(getattr(litellm, "aiohttp_trust_env", False)),
+        # proxies from the environment only where LiteLLM itself would use them
+        trust_env=bool(getattr(litellm, "aiohttp_trust_env", False))
+        or os.environ.get("AIOHTTP_TRUST_ENV", "").lower() in {"1", "true", "yes"},
     )
 
     async def closer() -> AsyncIterator[None]:
@@ -279,7 +281,10 @@ class LiteLLMModel:
             **params: completion parameters for this call only (they override the defaults).
 
         Returns:
-            The reply with its usage (from the provider) and cost (None when unknown).
+            The reply with its usage and cost. Usage is the provider's (estimated when the
+            response carries none); cost is priced by the model name from LiteLLM's local
+            map, even behind `api_base`, and is None when the price is unknown. A reply with
+            no text content (only tool calls, say) has `text == ""`.
 
         Raises:
             ContextWindowExceededError: the provider says the prompt exceeds the window.
@@ -443,7 +448,13 @@ class LiteLLMModel:
                 f"in {elapsed_s:.1f}s: {reason}",
                 model=self.model,
             )
-        return ModelError(f"{self.model} rejected the request: {_describe(error)}", model=self.model)
+        status = getattr(error, "status_code", None)
+        if not isinstance(status, int):
+            return ModelError(f"{self.model} call failed: {_describe(error)}", model=self.model)
+        hint = ""
+        if status in (401, 403):
+            hint = " (check the API key: pass api_key=... or set the provider's environment variable)"
+        return ModelError(f"{self.model} rejected the request{hint}: {_describe(error)}", model=self.model)
 
     def __repr__(self) -> str:
         base = f", api_base={self.api_base!r}" if self.api_base else ""
