@@ -1,27 +1,22 @@
 """The README's main job: an RLM finds a fact hidden in about a million characters.
 
-Run with ``python -m rlm_integrations.demo``. With a model string in ``RLM_MODEL`` (any
-LiteLLM model, e.g. ``openai/gpt-5-mini``, with its API key in the environment) the demo
-uses that model. Without one it uses a built-in scripted model that replays a fixed
-search strategy, so the sandbox, the loop, sub-calls and the trajectory all run for real
-on a machine with no API key and no network; it says so plainly. (The embedded local
-model is tracked separately and will become the no-key default.)
+Run with ``rlm demo`` (or ``python -m rlm_integrations.demo``). The model is chosen as
+for ``rlm run``: ``--model``, then ``RLM_MODEL``, then a provider key in the environment,
+then the embedded local model. ``--model scripted-demo`` replays a fixed search strategy
+instead of a model, so the sandbox, the loop and sub-calls can be shown with no model at all.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import sys
-import time
 from collections.abc import Sequence
 
-from rlm_integrations.core.config import RLMConfig
-from rlm_integrations.core.rlm import RLM
-from rlm_integrations.lm.protocol import LanguageModel
 from rlm_integrations.lm.scripted import ScriptedLM
 
-__all__ = ["build_haystack", "main"]
+__all__ = ["DEMO_QUESTION", "build_haystack", "main", "scripted_demo_model", "scripted_sub_model"]
+
+DEMO_QUESTION = "What is the secret code?"
 
 _WORDS = (
     "river stone market lantern orchard harbor meadow signal copper violet winter garden "
@@ -56,47 +51,21 @@ def build_haystack(chars: int = 1_000_000, *, seed: int = 7) -> tuple[str, str]:
     return "".join(sentences), secret
 
 
-def _choose_model() -> tuple[LanguageModel, str]:
-    model_string = os.environ.get("RLM_MODEL")
-    if model_string:
-        from rlm_integrations.lm.litellm import LiteLLMModel
+def scripted_demo_model() -> ScriptedLM:
+    """The offline stand-in for a model: replays a fixed strategy (look, search, read, answer)."""
+    return ScriptedLM(_SCRIPT, name="scripted-demo")
 
-        return LiteLLMModel(model_string), f"{model_string} (from RLM_MODEL, through LiteLLM)"
-    model = ScriptedLM(_SCRIPT, name="scripted-demo")
-    return model, "the built-in scripted demo model (no RLM_MODEL set: it replays a fixed search strategy)"
+
+def scripted_sub_model() -> ScriptedLM:
+    """The scripted demo's sub-model: acknowledges the passage it was given."""
+    return ScriptedLM(lambda messages: "The passage states the secret code.", name="scripted-sub")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; returns the process exit code (0 when the answer is right)."""
-    del argv
-    text, secret = build_haystack()
-    model, description = _choose_model()
-    sub_model = (
-        ScriptedLM(lambda messages: "The passage says the secret code is there.", name="scripted-sub")
-        if (isinstance(model, ScriptedLM))
-        else model
-    )
-    print(f"Model: {description}")
-    print(f"Context: {len(text):,} characters of generated prose with one hidden fact")
-    rlm = RLM(model, sub_model, config=RLMConfig(max_iterations=8, cell_timeout_s=30))
-    started = time.monotonic()
-    result = rlm.completion("What is the secret code?", context=text)
-    elapsed = time.monotonic() - started
-    print()
-    for event in result.trajectory.iter_events("cell_end"):
-        code_shown = getattr(event, "stdout", "").strip().splitlines()
-        print(
-            f"[cell {event.cell_id}] printed {len(code_shown)} line(s)"
-            + (f": {code_shown[0][:100]}" if code_shown else "")
-        )
-    print()
-    print(f"Answer: {result.answer!r}  (expected {secret!r}: {'correct' if str(result.answer) == secret else 'WRONG'})")
-    usage = result.usage
-    print(
-        f"Status: {result.status}; {result.iterations} iterations; {usage.calls} model calls; "
-        f"{usage.total_tokens:,} tokens; {elapsed:.2f} s"
-    )
-    return 0 if str(result.answer) == secret else 1
+    """`python -m rlm_integrations.demo`: the same as `rlm demo`."""
+    from rlm_integrations.cli import main as cli_main
+
+    return cli_main(["demo", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""Which model the CLI uses: an explicit argument, then the environment, then the embedded local model."""
+
+from __future__ import annotations
+
+import os
+
+from rlm_integrations.lm.protocol import LanguageModel
+
+__all__ = ["PROVIDER_DEFAULTS", "choose_model"]
+
+PROVIDER_DEFAULTS: tuple[tuple[str, str], ...] = (
+    ("OPENAI_API_KEY", "openai/gpt-4o-mini"),
+    ("ANTHROPIC_API_KEY", "anthropic/claude-3-5-haiku-20241022"),
+    ("GEMINI_API_KEY", "gemini/gemini-2.0-flash"),
+)
+"""Provider keys the CLI looks for, in order, and the model it then uses."""
+
+
+def choose_model(spec: str | None) -> tuple[LanguageModel, str]:
+    """Resolve a model argument to a `LanguageModel` and a sentence that says which one it is.
+
+    `spec` may be a LiteLLM model string, ``"local"``, a path to a ``.gguf`` file, or
+    ``"scripted-demo"`` (the demo's offline scripted model). With no `spec`, ``RLM_MODEL``
+    is used, then the first provider key found in the environment, then the local model.
+    """
+    if spec:
+        return _from_spec(spec, "from --model")
+    from_environment = os.environ.get("RLM_MODEL")
+    if from_environment:
+        return _from_spec(from_environment, "from RLM_MODEL")
+    for variable, model in PROVIDER_DEFAULTS:
+        if os.environ.get(variable):
+            return _from_spec(model, f"because {variable} is set")
+    return _from_spec("local", "no model given and no provider key found")
+
+
+def _from_spec(spec: str, reason: str) -> tuple[LanguageModel, str]:
+    if spec == "scripted-demo":
+        from rlm_integrations.demo import scripted_demo_model
+
+        return scripted_demo_model(), f"the scripted demo model ({reason}; it replays a fixed search strategy)"
+    if spec == "local" or spec.endswith(".gguf"):
+        from rlm_integrations.lm.local import LocalModel
+
+        model = LocalModel(None if spec == "local" else spec)
+        return model, f"{model.name}, local on the CPU through llama.cpp ({reason})"
+    from rlm_integrations.lm.litellm import LiteLLMModel
+
+    return LiteLLMModel(spec), f"{spec} through LiteLLM ({reason})"

@@ -1,0 +1,231 @@
+"""The `rlm` command: `rlm run`, `rlm demo` (and `rlm view` where the viewer is installed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from rlm_integrations._sync import run_sync
+from rlm_integrations.cli._context import read_context
+from rlm_integrations.cli._models import choose_model
+from rlm_integrations.core.config import RLMConfig
+from rlm_integrations.core.events import Event, JSONLWriter
+from rlm_integrations.core.result import RLMResult
+from rlm_integrations.core.rlm import RLM
+from rlm_integrations.errors import RLMError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="rlm",
+    help="Recursive Language Models: answer questions over contexts far larger than a model's window.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Progress:
+    """An observer that keeps live counters of a run tree and renders them as one line."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.iteration = 0
+        self.depth = 0
+        self.max_depth_seen = 0
+        self.calls = 0
+        self.tokens = 0
+        self.cost: float | None = 0.0
+        self.cells = 0
+        self.last = "starting"
+
+    def __call__(self, event: Event) -> None:
+        kind = event.kind
+        if kind == "run_start":
+            self.max_depth_seen = max(self.max_depth_seen, event.depth)  # type: ignore[union-attr]
+        elif kind == "iteration_start" and event.run_id.endswith("-1"):
+            self.iteration = event.iteration  # type: ignore[union-attr]
+        elif kind in ("lm_call_end", "sub_call_end"):
+            usage = getattr(event, "usage", None)
+            if usage is not None:
+                self.calls += 1
+                self.tokens += usage.total_tokens
+                self.cost = None if self.cost is None or usage.cost_usd is None else self.cost + usage.cost_usd
+        elif kind == "cell_end":
+            self.cells += 1
+        self.last = kind.replace("_", " ")
+
+    def render(self) -> Table:
+        table = Table.grid(padding=(0, 2))
+        cost = "unknown" if self.cost is None else f"${self.cost:.4f}"
+        table.add_row(
+            f"[bold]iteration[/] {self.iteration}",
+            f"[bold]depth[/] {self.max_depth_seen}",
+            f"[bold]LM calls[/] {self.calls}",
+            f"[bold]tokens[/] {self.tokens:,}",
+            f"[bold]cost[/] {cost}",
+            f"[bold]cells[/] {self.cells}",
+            f"[bold]elapsed[/] {time.monotonic() - self.started:.1f}s",
+            f"[dim]{self.last}[/]",
+        )
+        return table
+
+
+def _config(**fields: Any) -> RLMConfig:
+    return RLMConfig(**{name: value for name, value in fields.items() if value is not None})
+
+
+def _execute(
+    console: Console,
+    rlm: RLM,
+    query: str,
+    context: Any,
+    trajectory: Path | None,
+) -> RLMResult:
+    progress = Progress()
+    observers: list[Any] = [progress]
+    writer = JSONLWriter(trajectory) if trajectory is not None else None
+    if writer is not None:
+        observers.append(writer)
+    try:
+        with Live(progress.render(), console=console, refresh_per_second=4, transient=True) as live:
+            observers.append(lambda _event: live.update(progress.render()))
+            return run_sync(rlm.acompletion(query, context, observers=observers))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _summary(console: Console, result: RLMResult, model_description: str, trajectory: Path | None) -> None:
+    usage = result.usage
+    table = Table(title="Run summary", show_header=False)
+    table.add_row("model", model_description)
+    table.add_row("status", result.status + (f" ({result.limit})" if result.limit else ""))
+    table.add_row("iterations", str(result.iterations))
+    table.add_row("LM calls", str(usage.calls))
+    table.add_row("tokens", f"{usage.total_tokens:,}")
+    cost = usage.cost_usd
+    table.add_row(
+        "cost", "unknown" if cost is None else f"${cost:.4f}" + ("" if usage.cost_complete else " (some unknown)")
+    )
+    table.add_row("time", f"{result.duration:.1f} s")
+    if trajectory is not None:
+        table.add_row("trajectory", str(trajectory))
+    if result.error:
+        table.add_row("error", result.error)
+    console.print(table)
+
+
+@app.command()
+def run(
+    query: Annotated[str, typer.Option("--query", "-q", help="The question to answer.")],
+    context: Annotated[
+        list[str] | None,
+        typer.Option("--context", "-c", help="A file, a folder, '-' for stdin, or a URL. Repeatable."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Root model: a LiteLLM string, 'local', or a .gguf path.")] = None,
+    sub_model: Annotated[str | None, typer.Option(help="Model behind llm_query (default: the root model).")] = None,
+    max_iterations: Annotated[int | None, typer.Option(help="Root-model turns.")] = None,
+    max_depth: Annotated[int | None, typer.Option(help="Recursion depth of rlm_query.")] = None,
+    max_llm_calls: Annotated[int | None, typer.Option(help="Model calls in the whole tree.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Tokens in the whole tree.")] = None,
+    max_cost: Annotated[float | None, typer.Option(help="Spend in USD in the whole tree.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Wall-clock seconds for the run.")] = None,
+    cell_timeout: Annotated[float | None, typer.Option(help="Wall-clock seconds per code cell.")] = None,
+    trajectory: Annotated[Path | None, typer.Option(help="Write every event here as JSON lines.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> int:
+    """Answer QUERY over the given context with an RLM."""
+    console = Console(stderr=True)
+    loaded = read_context(context or [])
+    config = _config(
+        max_iterations=max_iterations,
+        max_depth=max_depth,
+        max_llm_calls=max_llm_calls,
+        max_tokens=max_tokens,
+        max_cost_usd=max_cost,
+        timeout_s=timeout,
+        cell_timeout_s=cell_timeout,
+    )
+    root, description = choose_model(model)
+    sub = choose_model(sub_model)[0] if sub_model else root
+    console.print(f"[bold]Model:[/] {description}")
+    result = _execute(console, RLM(root, sub, config=config), query, loaded, trajectory)
+    if json_output:
+        print(json.dumps({"answer": result.answer, "status": result.status, "limit": result.limit}, default=str))
+    else:
+        console.print()
+        print(result.answer)
+    _summary(console, result, description, trajectory)
+    return 0 if result.ok else 1
+
+
+@app.command()
+def demo(
+    model: Annotated[
+        str | None, typer.Option(help="A LiteLLM string, 'local', a .gguf path, or 'scripted-demo'.")
+    ] = None,
+    size: Annotated[int, typer.Option(help="Characters of haystack.")] = 1_000_000,
+    seed: Annotated[int, typer.Option(help="Seed of the haystack generator.")] = 7,
+    trajectory: Annotated[Path | None, typer.Option(help="Write every event here as JSON lines.")] = None,
+) -> int:
+    """Hide a fact in about a million characters, ask an RLM for it, and check the answer."""
+    from rlm_integrations.demo import DEMO_QUESTION, build_haystack, scripted_sub_model
+
+    console = Console(stderr=True)
+    text, secret = build_haystack(size, seed=seed)
+    root, description = choose_model(model)
+    sub = scripted_sub_model() if root.name == "scripted-demo" else root
+    console.print(f"[bold]Model:[/] {description}")
+    console.print(f"[bold]Context:[/] {len(text):,} characters of generated prose with one hidden fact")
+    console.print(f"[bold]Question:[/] {DEMO_QUESTION}")
+    config = RLMConfig(max_iterations=10, cell_timeout_s=30, max_depth=1)
+    result = _execute(console, RLM(root, sub, config=config), DEMO_QUESTION, text, trajectory)
+    for event in result.trajectory.iter_events("cell_start"):
+        console.print(f"[dim]--- {event.cell_id} (iteration {event.iteration}) ---[/]")  # type: ignore[union-attr]
+        console.print(event.code, markup=False, highlight=False)  # type: ignore[union-attr]
+    correct = str(result.answer).strip() == secret
+    console.print()
+    verdict = "[green]correct[/]" if correct else "[red]WRONG[/]"
+    console.print(f"[bold]Answer:[/] {result.answer!r} (expected {secret!r}: {verdict})")
+    _summary(console, result, description, trajectory)
+    return 0 if correct else 1
+
+
+def _register_optional_commands() -> None:
+    try:
+        from rlm_integrations.cli import view  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return
+    view.register(app)
+
+
+_register_optional_commands()
+
+
+def entry(argv: list[str] | None) -> int:
+    """Run the app on `argv` and return an exit code (errors print a one-line message)."""
+    import click
+
+    try:
+        outcome = app(args=argv, prog_name="rlm", standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        return int(stop.exit_code)
+    except click.exceptions.Abort:
+        print("Aborted.", file=sys.stderr)
+        return 130
+    except click.ClickException as problem:
+        problem.show()
+        return int(problem.exit_code)
+    except RLMError as problem:
+        print(f"Error: {problem}", file=sys.stderr)
+        return 2
+    return outcome if isinstance(outcome, int) else 0

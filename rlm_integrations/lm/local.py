@@ -1,0 +1,143 @@
+"""`LocalModel`: the embedded default, a small GGUF model run by llama.cpp on the CPU.
+
+Needs the ``[local]`` extra (``llama-cpp-python``). With no `model_path`, the verified
+Qwen2.5-Coder-0.5B-Instruct file is fetched into the cache on first use (see
+`rlm_integrations.lm._model_store`). The chat template comes from the GGUF file itself.
+
+Prefix caching: llama.cpp keeps the evaluated tokens of the previous prompt and only
+processes the new suffix, so a growing conversation is not re-read every turn. Sub-calls
+on the same model would evict that state, so every completion's state is also kept in
+an in-memory cache keyed by its tokens, and the longest matching prefix is restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rlm_integrations._sync import run_sync
+from rlm_integrations.errors import ContextWindowExceededError, MissingExtraError, ModelError
+from rlm_integrations.lm._model_store import QWEN_CODER_05B, ensure_model
+from rlm_integrations.lm._tokens import estimate_tokens
+from rlm_integrations.lm.protocol import Completion, Message, TokenUsage
+
+__all__ = ["LocalModel"]
+
+_EXACT_COUNT_LIMIT_CHARS = 200_000
+
+
+def _import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as error:
+        raise MissingExtraError("local", "LocalModel (llama.cpp on the CPU)") from error
+    return llama_cpp
+
+
+class LocalModel:
+    """A GGUF chat model on the CPU through llama.cpp; the no-API-key default.
+
+    Args:
+        model_path: a GGUF file; None fetches and verifies the default model
+            (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M) into the cache.
+        n_ctx: the context window in tokens (the default model supports 32,768).
+        n_threads: CPU threads (default: llama.cpp's choice).
+        max_tokens: default cap on generated tokens per call.
+        temperature: sampling temperature (0 is greedy and repeatable).
+        seed: sampling seed.
+        cache_bytes: memory for saved prompt states (prefix cache); 0 disables it.
+        name: the model's name in usage reports.
+
+    Raises:
+        MissingExtraError: llama-cpp-python is not installed (`pip install "rlm-integrations[local]"`).
+        ModelFetchError: the default model could not be fetched or did not verify.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = 32_768,
+        n_threads: int | None = None,
+        max_tokens: int = 768,
+        temperature: float = 0.0,
+        seed: int = 0,
+        cache_bytes: int = 1 << 30,
+        name: str | None = None,
+    ) -> None:
+        llama_cpp = _import_llama()
+        path = Path(model_path) if model_path is not None else ensure_model(QWEN_CODER_05B)
+        if not path.is_file():
+            raise FileNotFoundError(f"no GGUF model file at {path}")
+        self.path = path
+        self.name = name or (QWEN_CODER_05B.name if model_path is None else path.stem)
+        self.context_window: int | None = n_ctx
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self._lock = threading.Lock()
+        self._llama = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_batch=512,
+            seed=seed,
+            verbose=False,
+        )
+        if cache_bytes > 0:
+            self._llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=cache_bytes))
+
+    def count_tokens(self, text: str) -> int:
+        """Exact token count for texts up to 200K characters, an estimate beyond."""
+        if len(text) > _EXACT_COUNT_LIMIT_CHARS:
+            return estimate_tokens(text)
+        with self._lock:
+            return len(self._llama.tokenize(text.encode("utf-8", "ignore"), add_bos=False, special=False))
+
+    async def acomplete(self, messages: Sequence[Message], **params: Any) -> Completion:
+        """Generate a reply (in a thread, so the event loop stays free)."""
+        return await asyncio.to_thread(self._complete_blocking, list(messages), params)
+
+    def complete(self, messages: Sequence[Message], **params: Any) -> Completion:
+        """Blocking form of `acomplete`."""
+        return run_sync(self.acomplete(messages, **params))
+
+    def _complete_blocking(self, messages: list[Message], params: dict[str, Any]) -> Completion:
+        max_tokens = int(params.pop("max_tokens", None) or self.max_tokens)
+        temperature = float(params.pop("temperature", self.temperature))
+        params.pop("timeout", None)
+        window = self.context_window or 0
+        with self._lock:
+            try:
+                response = self._llama.create_chat_completion(
+                    messages=[dict(m) for m in messages],
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    **params,
+                )
+            except ValueError as error:
+                if "context window" in str(error).lower() or "exceed" in str(error).lower():
+                    raise ContextWindowExceededError(
+                        f"{self.name}: the prompt does not fit the {window:,}-token window ({error})",
+                        model=self.name,
+                        prompt_tokens=0,
+                        max_tokens=window,
+                    ) from error
+                raise ModelError(f"{self.name} failed: {error}", model=self.name) from error
+            except RuntimeError as error:
+                raise ModelError(f"{self.name} failed: {error}", model=self.name) from error
+        choice = response["choices"][0]
+        text = choice["message"].get("content") or ""
+        usage = response.get("usage") or {}
+        return Completion(
+            text=text,
+            usage=TokenUsage(
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                cost_usd=0.0,
+                calls=1,
+            ),
+            model=self.name,
+        )
