@@ -13,12 +13,13 @@ import hashlib
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_integrations.core import prompts
 from rlm_integrations.core.budget import Budget, BudgetExceeded
+from rlm_integrations.core.calls import ModelCall, current_model_call
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.events import (
     CellFinished,
@@ -39,14 +40,17 @@ from rlm_integrations.core.policy import ChatPolicy, Policy
 from rlm_integrations.errors import ModelError, REPLError, UsageError
 from rlm_integrations.lm.protocol import LanguageModel
 from rlm_integrations.repl._output import truncate_middle
-from rlm_integrations.repl.protocol import REPL, CellResult
+from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer
 
 __all__ = ["Engine", "RunOutcome"]
 
 REPLFactory = Callable[[RLMConfig], REPL]
 PolicyFactory = Callable[[LanguageModel], Policy]
+AnswerCheck = Callable[[FinalAnswer], Any]
+"""Checks a submitted answer and returns the value to keep; a ValueError rejects it (the message is the feedback)."""
 
 _PREVIEW_EVENT_CHARS = 2_000
+_REJECTED = "FINAL was not accepted:"
 _OUTPUT_RESERVE_TOKENS = 1_024
 _ids = itertools.count(1)
 
@@ -74,6 +78,9 @@ class _RunState:
     cell_id: str | None = None
     iteration: int = 0
     answers: list[Any] = field(default_factory=list)
+    variables: Mapping[str, Any] | None = None
+    policy: Policy | None = None
+    check_answer: AnswerCheck | None = None
 
 
 class Engine:
@@ -109,14 +116,24 @@ class Engine:
         depth: int = 0,
         parent_id: str | None = None,
         parent_cell_id: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        policy: Policy | None = None,
+        check_answer: AnswerCheck | None = None,
     ) -> RunOutcome:
         """Run the loop for `query` over `context` at `depth`; never raises for run outcomes.
+
+        The last three arguments apply to this run only (child runs never inherit them):
+        `variables` are loaded into the REPL next to `context`, once; `policy` replaces
+        `policy_factory(root_model)`; `check_answer` sees every answer submitted during
+        the loop and may convert it or reject it with feedback (not the closing answer).
 
         Raises:
             UnsupportedContextError: the context cannot be loaded (before any model call).
             asyncio.CancelledError: the task was cancelled (the REPL is closed first).
         """
-        state = _RunState(run_id=_new_id("run-"), depth=depth)
+        state = _RunState(
+            run_id=_new_id("run-"), depth=depth, variables=variables, policy=policy, check_answer=check_answer
+        )
         started = time.monotonic()
         info = await describe(context, self.config.context_preview_chars)
         self.bus.emit(
@@ -138,6 +155,13 @@ class Engine:
             outcome = RunOutcome(run_id=state.run_id, status="error", error=f"REPL failure: {error}")
         except ModelError as error:
             outcome = RunOutcome(run_id=state.run_id, status="error", error=f"model failure: {error}")
+        except UsageError:
+            raise
+        except asyncio.CancelledError:
+            outcome = RunOutcome(run_id=state.run_id, status="cancelled", error="the run was cancelled")
+            raise
+        except Exception as error:  # a misbehaving model or tool ends the run, never the caller
+            outcome = RunOutcome(run_id=state.run_id, status="error", error=f"{type(error).__name__}: {error}")
         finally:
             self.bus.emit(
                 RunFinished(
@@ -156,10 +180,11 @@ class Engine:
         config = self.config
         repl = self.repl_factory(config)
         async with repl:
-            if context is not None:
-                await repl.load("context", context)
+            await repl.load("context", context)  # None too: the prompt tells the model `context` is None
+            for name, value in (state.variables or {}).items():
+                await repl.load(name, value)
             self._register_functions(repl, state)
-            policy = self.policy_factory(self.root_model)
+            policy = state.policy or self.policy_factory(self.root_model)
             policy.begin(
                 prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools)),
                 prompts.first_message(query, info, config.max_iterations),
@@ -170,7 +195,14 @@ class Engine:
                 if stop is not None:
                     break
                 state.iteration = iteration
-                found, answer = await self._iteration(policy, repl, state, iteration)
+                try:
+                    async with asyncio.timeout_at(self._deadline()):
+                        found, answer = await self._iteration(policy, repl, state, iteration)
+                except TimeoutError:
+                    if self._deadline() is None or asyncio.get_running_loop().time() < (self._deadline() or 0):
+                        raise
+                    stop = BudgetExceeded("timeout_s", f"the run's {config.timeout_s:g} s time limit is used up")
+                    break
                 if found:
                     return RunOutcome(answer=answer, status="completed", run_id=state.run_id)
             else:
@@ -190,14 +222,22 @@ class Engine:
             policy.observe(prompts.missing_code_message())
         else:
             reports: list[str] = []
+            rejected = False
             for number, code in enumerate(parsed.code_blocks, 1):
                 cell = await self._run_cell(repl, state, iteration, code)
                 reports.append(self._feedback(cell, number, len(parsed.code_blocks)))
                 if cell.final is not None:
-                    found, answer = True, cell.final.value
+                    found, answer, problem = self._check_answer(state, cell.final)
+                    if problem:
+                        reports.append(problem)
+                        rejected = True
                     break
-            if not found and parsed.has_final:
+            if not found and not rejected and parsed.has_final:
                 found, answer, problem = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
+                if found:
+                    found, answer, problem = self._check_answer(
+                        state, FinalAnswer(value=answer, variable=parsed.final_variable)
+                    )
                 if problem:
                     reports.append(problem)
             if not found:
@@ -205,6 +245,14 @@ class Engine:
                 policy.observe(prompts.next_turn_message("\n\n".join(reports), turns_left))
         self.bus.emit(IterationFinished(run_id=state.run_id, iteration=iteration, duration=time.monotonic() - began))
         return found, answer
+
+    def _check_answer(self, state: _RunState, final: FinalAnswer) -> tuple[bool, Any, str | None]:
+        if state.check_answer is None:
+            return True, final.value, None
+        try:
+            return True, state.check_answer(final), None
+        except ValueError as error:
+            return False, None, f"{_REJECTED} {error}"
 
     async def _textual_final(self, repl: REPL, text: object, variable: str | None) -> tuple[bool, Any, str | None]:
         if variable is None:
@@ -216,8 +264,15 @@ class Engine:
 
     async def _close_out(self, policy: Policy, repl: REPL, state: _RunState, stop: BudgetExceeded) -> RunOutcome:
         status = _status_for(stop.limit)
+        timeout_s = self.config.timeout_s
+        grace = None if timeout_s is None else min(60.0, max(5.0, 0.25 * timeout_s))
         try:
-            reply = await self._root_call(policy, state, state.iteration, closing=stop.args[0], purpose="final_answer")
+            closing = prompts.closing_request(str(stop))
+            async with asyncio.timeout(grace):
+                reply = await self._root_call(policy, state, state.iteration, closing=closing, purpose="final_answer")
+        except TimeoutError:
+            error = "the closing request timed out"
+            return RunOutcome(status=status, limit=stop.limit, run_id=state.run_id, error=error)
         except (BudgetExceeded, ModelError) as error:
             return RunOutcome(status=status, limit=stop.limit, run_id=state.run_id, error=str(error) or None)
         parsed = parse_reply(reply)
@@ -227,6 +282,12 @@ class Engine:
             if found:
                 answer = value
         return RunOutcome(answer=answer, status=status, limit=stop.limit, run_id=state.run_id)
+
+    def _deadline(self) -> float | None:
+        """The event-loop time at which the whole tree's `timeout_s` runs out (None: no limit)."""
+        if self.config.timeout_s is None:
+            return None
+        return asyncio.get_running_loop().time() + self.config.timeout_s - self.budget.elapsed()
 
     # -- model calls ---------------------------------------------------------------------------
     async def _root_call(
@@ -248,6 +309,9 @@ class Engine:
             )
         )
         began = time.monotonic()
+        token = current_model_call.set(
+            ModelCall(state.run_id, call_id, state.depth, iteration, "root", purpose)
+        )
         try:
             completion = await policy.step(closing=closing)
         except ModelError as error:
@@ -262,6 +326,8 @@ class Engine:
                 )
             )
             raise
+        finally:
+            current_model_call.reset(token)
         self.budget.record(completion.model or model, completion.usage)
         self.bus.emit(
             LMCallFinished(
@@ -280,7 +346,7 @@ class Engine:
         window = self.sub_model.context_window
         if not window:
             return 100_000
-        return max(1_000, int((window - _OUTPUT_RESERVE_TOKENS) * 3.5))
+        return max(100, int(_prompt_limit(window) * 3.5))
 
     async def _sub_call(self, state: _RunState, function: str, prompt: Any) -> str:
         if not isinstance(prompt, str):
@@ -289,8 +355,9 @@ class Engine:
         window = model.context_window
         if window:
             tokens = model.count_tokens(prompt)
-            if tokens > window - _OUTPUT_RESERVE_TOKENS:
-                per_chunk = max(1_000, int(len(prompt) * (window - _OUTPUT_RESERVE_TOKENS) / tokens * 0.9))
+            limit = _prompt_limit(window)
+            if tokens > limit:
+                per_chunk = max(100, int(len(prompt) * limit / tokens * 0.9))
                 raise ValueError(
                     f"{function}: the prompt is about {tokens:,} tokens ({len(prompt):,} characters) but the "
                     f"sub-model {model.name} accepts {window:,}; nothing was sent. Split the text into chunks "
@@ -316,7 +383,13 @@ class Engine:
         try:
             async with self._sub_slots:
                 self.budget.check()
-                completion = await model.acomplete([{"role": "user", "content": prompt}], **params)
+                token = current_model_call.set(
+                    ModelCall(state.run_id, call_id, state.depth, state.iteration, "sub", function, state.cell_id)
+                )
+                try:
+                    completion = await model.acomplete([{"role": "user", "content": prompt}], **params)
+                finally:
+                    current_model_call.reset(token)
         except Exception as error:
             self.bus.emit(
                 SubCallFinished(
@@ -483,6 +556,11 @@ async def _gather_each(items: list[Any], call: Callable[[Any], Awaitable[str]]) 
             return f"Error: {type(error).__name__}: {error}"
 
     return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+def _prompt_limit(window: int) -> int:
+    """Tokens a sub-prompt may take: the window less room for the reply (at most a quarter of it)."""
+    return window - min(_OUTPUT_RESERVE_TOKENS, window // 4)
 
 
 def _as_list(value: Any, function: str) -> list[Any]:

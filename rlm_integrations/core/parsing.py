@@ -8,9 +8,15 @@ from dataclasses import dataclass
 
 __all__ = ["ParsedReply", "parse_reply"]
 
-_FENCE = re.compile(r"```[ \t]*(repl|python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
-_FINAL_VAR = re.compile(r"\bFINAL_VAR\(\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*\)")
-_FINAL = re.compile(r"\bFINAL\(")
+# Every fence is matched (whatever its language), so a ```bash or ```text block keeps the
+# fences paired; only the code languages below are run.
+_FENCE = re.compile(r"```[ \t]*([^\s`]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_CODE_LANGUAGES = frozenset({"", "repl", "python", "python3", "py"})
+# A textual FINAL counts only at the start of a line (markdown emphasis allowed), as in the
+# paper's form: a mention in a sentence ("then I will call FINAL(answer)") is not an answer.
+_LINE_START = r"^[ \t>*_`]*"
+_FINAL_VAR = re.compile(_LINE_START + r"FINAL_VAR\(\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*\)", re.MULTILINE)
+_FINAL = re.compile(_LINE_START + r"FINAL\(", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -42,11 +48,11 @@ def parse_reply(text: str) -> ParsedReply:
     for match in _FENCE.finditer(text):
         prose_parts.append(text[position : match.start()])
         position = match.end()
-        code = match.group(2).strip("\n")
-        if code.strip():
+        code = match.group(2).replace("\r\n", "\n").strip("\n")
+        if match.group(1).lower() in _CODE_LANGUAGES and code.strip():
             blocks.append(code)
     prose_parts.append(text[position:])
-    prose = "".join(prose_parts)
+    prose = "\n".join(prose_parts)
     variable_match = _FINAL_VAR.search(prose)
     if variable_match:
         return ParsedReply(blocks, None, variable_match.group(1))

@@ -68,16 +68,19 @@ class RLM:
                 raise ConfigError(f"tool name {name!r} must be a public Python identifier")
         self.policy = policy
 
-    def completion(self, query: str, context: Any = None, **overrides: Any) -> RLMResult:
+    def completion(
+        self, query: str, context: Any = None, *, observers: Sequence[Observer] = (), **overrides: Any
+    ) -> RLMResult:
         """Answer `query` over `context` (blocking; also works inside a running event loop).
 
         Args:
             query: the question.
             context: str, bytes, or JSON-compatible data (lists, dicts, ...), loaded once
                 into the REPL as `context`.
+            observers: extra observers for this call only.
             **overrides: `RLMConfig` fields for this call only.
         """
-        return run_sync(self.acompletion(query, context, **overrides))
+        return run_sync(self.acompletion(query, context, observers=observers, **overrides))
 
     async def acompletion(
         self, query: str, context: Any = None, *, observers: Sequence[Observer] = (), **overrides: Any

@@ -153,7 +153,9 @@ class SandboxPolicy:
     """Builds the globals of a restricted namespace: builtins, guards and module proxies."""
 
     def __init__(self) -> None:
-        self._sandbox_classes: weakref.WeakSet[type] = weakref.WeakSet()
+        # Keyed by id() and checked by identity: membership tests on a WeakSet call __eq__/__hash__,
+        # which a crafted class could answer for a host class.
+        self._sandbox_classes: dict[int, weakref.ref[type]] = {}
         self._proxies: dict[str, object] = {}
         self._formatter = _SafeFormatter(self)
 
@@ -170,8 +172,6 @@ class SandboxPolicy:
             raise _refuse(name, f"{type(obj).__name__} objects are off limits")
         if isinstance(obj, _GENERATOR_TYPES) and name not in _GENERATOR_METHODS:
             raise _refuse(name, "generator internals are off limits")
-        if name in ("format", "format_map") and (isinstance(obj, str) or obj is str):
-            return self._guarded_format(obj, name)
         try:
             value = getattr(obj, name)
         except AttributeError:
@@ -180,6 +180,12 @@ class SandboxPolicy:
             raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}") from None
         if isinstance(value, _INTERNAL_TYPES):
             raise _refuse(name, f"it is a {type(value).__name__}")
+        if name in ("format", "format_map"):
+            # Judge the value, not the object asked: str subclasses and super() reach the same methods.
+            if value is str.format or value is str.format_map:
+                return self._guarded_format(str, name)
+            if isinstance(value, types.BuiltinMethodType) and isinstance(getattr(value, "__self__", None), str):
+                return self._guarded_format(value.__self__, name)
         return value
 
     def hasattr(self, obj: Any, name: Any) -> bool:
@@ -192,7 +198,7 @@ class SandboxPolicy:
 
     def _guarded_format(self, obj: Any, name: str) -> Callable[..., str]:
         formatter = self._formatter
-        if obj is str:  # unbound: str.format(template, *args)
+        if obj is str:  # unbound: str.format(template, *args), also reached through str subclasses
             if name == "format":
                 return lambda template, *args, **kwargs: formatter.vformat(str(template), args, kwargs)
             return lambda template, mapping: formatter.vformat(str(template), (), mapping)
@@ -204,8 +210,12 @@ class SandboxPolicy:
     def is_sandbox_made(self, obj: Any) -> bool:
         """True for classes defined by sandboxed code and for their instances."""
         if isinstance(obj, type):
-            return obj in self._sandbox_classes
-        return any(base in self._sandbox_classes for base in type(obj).__mro__)
+            return self._made_here(obj)
+        return any(self._made_here(base) for base in type(obj).__mro__)
+
+    def _made_here(self, cls: type) -> bool:
+        reference = self._sandbox_classes.get(id(cls))
+        return reference is not None and reference() is cls
 
     def write_guard(self, obj: Any) -> Any:
         """The `_write_` hook: pass writable objects through, wrap the rest in a refusing proxy."""
@@ -219,7 +229,9 @@ class SandboxPolicy:
             raise TypeError("class keyword arguments are not available in the REPL")
         metaclass: type = type(bases[0]) if bases else type
         cls: type = metaclass(name, bases, namespace)
-        self._sandbox_classes.add(cls)
+        registry = self._sandbox_classes
+        key = id(cls)
+        registry[key] = weakref.ref(cls, lambda _ref, key=key: registry.pop(key, None))
         return cls
 
     # -- imports ----------------------------------------------------------------------------
@@ -335,8 +347,11 @@ def _module_proxy(module: types.ModuleType) -> object:
 
 
 def _type_of(obj: Any) -> type:
-    """One-argument `type()`; building classes with three arguments is not available."""
-    return type(obj)
+    """One-argument `type()`; never hands out a metaclass (that would build classes with any dunder)."""
+    result = type(obj)
+    if issubclass(result, type):
+        raise TypeError("type() of a class is not available in the REPL")
+    return result
 
 
 def _public_dir(obj: Any = _MISSING) -> list[str]:

@@ -87,7 +87,9 @@ def _isolate_network() -> bool:
         libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
         return False
-    for flags in (_CLONE_NEWNET, _CLONE_NEWUSER | _CLONE_NEWNET):
+    # A user namespace first, even for root: inside it the worker has no capabilities over
+    # the host (it cannot read the host's /proc/<pid>/environ or raise its hard limits).
+    for flags in (_CLONE_NEWUSER | _CLONE_NEWNET, _CLONE_NEWNET):
         if libc.unshare(flags) == 0:
             return True
     return False

@@ -1,0 +1,105 @@
+"""Shared helpers for the engine tests: scripted root models, recording REPL factories, event helpers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from rlm_integrations import RLM, RLMConfig, RLMResult
+from rlm_integrations.core.events import Event
+from rlm_integrations.lm import Message, ScriptedLM
+from rlm_integrations.repl import LocalREPL
+
+# Per-cell limit for tests that do not test timeouts: generous, so a loaded CI box never trips it.
+CELL_TIMEOUT_S = 20.0
+
+CLOSING_MARKER = "Do not write code"
+"""Appears in the closing request the engine sends when a limit is hit."""
+
+
+def block(code: str, language: str = "repl") -> str:
+    """A fenced code block as a model would write it."""
+    return f"```{language}\n{code}\n```"
+
+
+def question_of(messages: Sequence[Message]) -> str:
+    """The query of the run a root-model request belongs to (from its first user message)."""
+    first_user = next(m["content"] for m in messages if m["role"] == "user")
+    head = first_user.split("\n", 1)[0]
+    assert head.startswith("Question: "), head
+    return head.removeprefix("Question: ")
+
+
+def turn_of(messages: Sequence[Message]) -> int:
+    """0 for a run's first root call, 1 for its second, and so on."""
+    return sum(1 for m in messages if m["role"] == "assistant")
+
+
+def is_closing(messages: Sequence[Message]) -> bool:
+    """True if this request is the engine's final-answer request after a limit."""
+    return CLOSING_MARKER in messages[-1]["content"]
+
+
+def router(scripts: dict[str, Sequence[str]], *, closing: str = "FINAL('closing answer')") -> Callable[..., str]:
+    """A reply function for a root model shared by several runs (parent, children, concurrent runs).
+
+    Each run is told apart by its question; its n-th root call gets `scripts[question][n]`
+    (the last reply repeats). The closing request after a limit gets `closing`.
+    """
+
+    def reply(messages: list[Message]) -> str:
+        if is_closing(messages):
+            return closing
+        script = scripts[question_of(messages)]
+        return script[min(turn_of(messages), len(script) - 1)]
+
+    return reply
+
+
+def last_user(messages: Sequence[Message]) -> str:
+    """The content of the last user message of a request."""
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
+
+
+def kinds(events: Iterable[Event]) -> list[str]:
+    """The `kind` of each event, in order."""
+    return [event.kind for event in events]
+
+
+def config(**fields: Any) -> RLMConfig:
+    """An RLMConfig with a generous cell timeout unless one is given."""
+    fields.setdefault("cell_timeout_s", CELL_TIMEOUT_S)
+    return RLMConfig(**fields)
+
+
+class RecordingREPLs:
+    """A REPL factory that builds real LocalREPLs and keeps them, so tests can see their workers."""
+
+    def __init__(self) -> None:
+        self.repls: list[LocalREPL] = []
+
+    def __call__(self, cfg: RLMConfig) -> LocalREPL:
+        repl = LocalREPL(
+            cell_timeout_s=cfg.cell_timeout_s,
+            memory_limit_mb=cfg.memory_limit_mb,
+            max_output_chars=cfg.max_output_chars,
+        )
+        self.repls.append(repl)
+        return repl
+
+
+def make_rlm(
+    replies: Sequence[str | BaseException] | Callable[..., Any] | ScriptedLM,
+    sub: ScriptedLM | None = None,
+    **fields: Any,
+) -> tuple[RLM, ScriptedLM, ScriptedLM]:
+    """An RLM over real LocalREPLs with a scripted root (and sub) model; returns (rlm, root, sub)."""
+    root = replies if isinstance(replies, ScriptedLM) else ScriptedLM(replies, name="root")
+    sub_model = sub if sub is not None else ScriptedLM(lambda m: f"sub:{m[-1]['content']}", name="sub")
+    return RLM(root, sub_model, config=config(**fields)), root, sub_model
+
+
+async def run(rlm: RLM, query: str = "What is it?", context: Any = "hello world", **kwargs: Any) -> RLMResult:
+    """`rlm.acompletion`, bounded so a hung run fails the test instead of the suite."""
+    return await asyncio.wait_for(rlm.acompletion(query, context, **kwargs), timeout=60)
