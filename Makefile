@@ -5,16 +5,25 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo lint format typecheck test benchmark all
 
+EXTRAS ?= dev,local
+# llama.cpp is built from source (about 8 minutes on 2 cores the first time; pip caches the wheel).
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@echo "Installing rlm-integrations[$(EXTRAS)] (the first build of llama.cpp takes several minutes) ..."
+	$(BIN)/python -m pip install --progress-bar on -e ".[$(EXTRAS)]"
 	touch $@
 
-install: $(BIN)/.installed
+$(BIN)/.model: $(BIN)/.installed
+	$(BIN)/rlm fetch-model
+	touch $@
+
+install: $(BIN)/.installed $(BIN)/.model
 
 demo: install
-	$(BIN)/python -m rlm_integrations.demo
+	$(BIN)/rlm demo
 
 lint: install
 	$(BIN)/ruff check .

