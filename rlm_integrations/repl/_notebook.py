@@ -223,6 +223,15 @@ class Notebook:
 
     def _compile(self, source: str, filename: str) -> tuple[Any, Any] | dict[str, Any]:
         try:
+            return self._compile_parts(source, filename)
+        except RecursionError:
+            # (A MemoryError here means the namespace itself is full: it reaches the worker,
+            # which exits so the host restarts it.)
+            message = "RecursionError: the cell is too deeply nested to compile. Nothing in this cell ran."
+            return self._payload(value=None, error=message, error_type="RecursionError", duration=0.0)
+
+    def _compile_parts(self, source: str, filename: str) -> tuple[Any, Any] | dict[str, Any]:
+        try:
             tree = ast.parse(source, filename=filename)
         except SyntaxError as error:
             return self._payload(

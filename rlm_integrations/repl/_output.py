@@ -65,7 +65,7 @@ class BoundedText:
         """The kept text, with a cut marker if anything was dropped."""
         head = "".join(self._head)
         tail = "".join(self._tail)
-        if self._head_len + self._tail_len <= self._head_limit + self._tail_limit:
+        if self.total <= self._head_limit + self._tail_limit:
             return head + tail
         tail = tail[-self._tail_limit :] if self._tail_limit else ""
         return head + cut_marker(self.total - len(head) - len(tail)) + tail

@@ -170,7 +170,7 @@ class WorkerProcess:
             except ValueError:
                 reason = f"it was stopped by signal {number}"
         else:
-            reason = f"it exited with code {code}"
+            reason = "it ran out of memory" if code == 72 else f"it exited with code {code}"
         tail = bytes(self._stderr_tail).decode("utf-8", "replace").strip()
         if tail:
             reason += f"; its last words: {tail[-600:]}"

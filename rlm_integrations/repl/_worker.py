@@ -40,6 +40,7 @@ _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
 _EXIT_PROTOCOL_BROKEN = 70
 _EXIT_ORPHANED = 71
+_EXIT_OUT_OF_MEMORY = 72
 _ALLOWED_CALLBACK_ERRORS = {
     "ValueError": ValueError,
     "TypeError": TypeError,
@@ -258,13 +259,18 @@ class Worker:
 
     def serve(self) -> None:
         while True:
-            message = self._protocol.receive()
+            try:
+                message = self._protocol.receive()
+            except MemoryError:
+                # The namespace holds so much that not even a request fits: exit, so the host
+                # restarts a fresh worker and reports which variables were lost.
+                os._exit(_EXIT_OUT_OF_MEMORY)
             if message is None or message.get("op") == "shutdown":
                 return
             try:
                 reply = self.handle(message)
             except MemoryError:
-                reply = {"op": "error", "error": "the worker ran out of memory", "error_type": "MemoryError"}
+                os._exit(_EXIT_OUT_OF_MEMORY)
             except Exception as error:
                 reply = {"op": "error", "error": f"{type(error).__name__}: {error}"}
             try:

@@ -1,0 +1,508 @@
+"""Escape attempts against the restricted local REPL.
+
+Every snippet in ESCAPES is hostile code of the kind a language model (or a prompt
+injection in the context) could write. Each one, when it succeeds, prints the marker
+``PWNED`` (and where it reaches the host, the canary secret). Under the restricted
+policy each must end in an error, leak nothing, and leave the REPL usable: a follow-up
+cell checks that arithmetic, the allowed modules, the loaded context and host callbacks
+still behave exactly as before.
+
+`test_escape_snippets_work_as_plain_python` runs the same snippets with the
+unrestricted policy, proving that each snippet marked ``control=True`` really does
+escape when the RestrictedPython wall is absent: the tests below can fail.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import pytest
+
+from rlm_integrations.repl import LocalREPL
+
+CANARY_VAR = "RLM_ESCAPE_CANARY"
+CANARY = "canary-" + secrets.token_hex(12)
+MARKER = "PWNED"
+CONTEXT = "the context for escape tests"
+
+# The follow-up cell: every name and value here must be untouched by an escape attempt.
+INVARIANTS = (
+    "import re, json, math, collections, decimal\n"
+    "(1 + 1, re.compile('a+').pattern, json.dumps([1, 2]), math.pi, json.JSONEncoder.item_separator,\n"
+    " collections.Counter('aab').most_common(1), decimal.getcontext().prec, len(context), llm_query('ping'))"
+)
+INVARIANTS_VALUE = repr((2, "a+", "[1, 2]", 3.141592653589793, ", ", [("a", 2)], 28, len(CONTEXT), "pong:ping"))
+
+
+@dataclass(frozen=True)
+class Escape:
+    id: str
+    code: str
+    control: bool = True  # plain Python (no sandbox) prints MARKER for this snippet
+
+
+def _gen(body: str) -> str:
+    return "def gen():\n    yield 1\n    yield 2\n" + body
+
+
+ESCAPES: list[Escape] = [
+    # -- subclass walks -----------------------------------------------------------------------
+    Escape("subclasses_via_tuple", "print('PWNED', ().__class__.__bases__[0].__subclasses__())"),
+    Escape("subclasses_via_base_comprehension", "print('PWNED', [c for c in ().__class__.__base__.__subclasses__()])"),
+    Escape(
+        "subclasses_via_getattr_built_strings",
+        "u = '_' * 2\n"
+        "c = getattr((), u + 'class' + u)\n"
+        "b = getattr(c, u + 'bases' + u)[0]\n"
+        "print('PWNED', getattr(b, u + 'subclasses' + u)())",
+    ),
+    Escape("subclasses_via_object", "print('PWNED', object.__subclasses__())"),
+    Escape("subclasses_via_object_getattr", "print('PWNED', getattr(object, '__subcl' + 'asses__')())"),
+    Escape("subclasses_via_type_of_type", "t = type(type(0))\nprint('PWNED', getattr(t, '__subcl' + 'asses__')(t))"),
+    Escape("mro_attribute", "print('PWNED', int.mro())"),
+    Escape("mro_via_getattr", "print('PWNED', getattr(int, 'm' + 'ro')())"),
+    # Identifiers are NFKC-normalised by the parser: fullwidth letters spell the same dunder.
+    Escape("fullwidth_letters_normalise_to_dunder", "print('PWNED', ().__\uff43\uff4c\uff41\uff53\uff53__)"),
+    Escape(
+        "str_subclass_overriding_startswith",
+        "class S(str):\n"
+        "    def startswith(self, *args):\n"
+        "        return False\n"
+        "print('PWNED', getattr((), S('__class__')))",
+    ),
+    Escape(
+        # A metaclass (made with the real `type`) whose __eq__/__hash__ make a sandbox class look equal to a
+        # host class, so a membership test of "classes the sandbox made" says yes for the host class.
+        "write_via_eq_hash_spoofing_a_sandbox_class",
+        "import json\n"
+        "T = type(type(0))\n"
+        "M = T('M', (T,), {'__eq__': lambda cls, other: True, '__hash__': lambda cls: hash(json.JSONEncoder)})\n"
+        "Base = M('Base', (), {})\n"
+        "class Mine(Base):\n"
+        "    pass\n"
+        "json.JSONEncoder.item_separator = ';'\n"
+        "print('PWNED', json.JSONEncoder.item_separator)",
+    ),
+    Escape(
+        # The same spoof against `object`, which is in every class's MRO: every host object becomes writable.
+        "write_via_eq_hash_spoofing_object",
+        "import decimal\n"
+        "T = type(type(0))\n"
+        "M = T('M', (T,), {'__eq__': lambda cls, other: True, '__hash__': lambda cls: hash(object)})\n"
+        "Base = M('Base', (), {})\n"
+        "class Mine(Base):\n"
+        "    pass\n"
+        "decimal.getcontext().prec = 3\n"
+        "print('PWNED', decimal.getcontext().prec)",
+    ),
+    # -- frame walks ----------------------------------------------------------------------------
+    Escape("generator_gi_frame", _gen("g = gen()\nnext(g)\nprint('PWNED', g.gi_frame.f_globals)")),
+    Escape(
+        "running_generator_f_back_getattr",
+        "def walk():\n"
+        "    yield getattr(getattr(g, 'gi_' + 'frame'), 'f_' + 'back')\n"
+        "g = walk()\n"
+        "print('PWNED', next(g))",
+    ),
+    Escape("generator_gi_frame_getattr", _gen("g = gen()\nnext(g)\nprint('PWNED', getattr(g, 'gi_' + 'frame'))")),
+    Escape(
+        "generator_frame_f_back_getattr",
+        _gen("g = gen()\nnext(g)\nf = getattr(g, 'gi_' + 'frame')\nprint('PWNED', getattr(f, 'f_' + 'globals'))"),
+    ),
+    Escape("generator_gi_code_getattr", _gen("print('PWNED', getattr(gen(), 'gi_' + 'code').co_consts)")),
+    Escape("genexp_gi_frame_getattr", "g = (x for x in [1, 2])\nprint('PWNED', getattr(g, 'gi_' + 'frame'))"),
+    Escape(
+        "generator_gi_yieldfrom_getattr",
+        _gen(
+            "def outer():\n    yield from gen()\no = outer()\nnext(o)\nprint('PWNED', getattr(o, 'gi_' + 'yieldfrom'))"
+        ),
+    ),
+    Escape(
+        "traceback_tb_frame",
+        "try:\n    1 / 0\nexcept Exception as e:\n    print('PWNED', e.__traceback__.tb_frame.f_globals)",
+    ),
+    Escape(
+        "traceback_via_getattr_built_strings",
+        "try:\n"
+        "    1 / 0\n"
+        "except Exception as e:\n"
+        "    tb = getattr(e, '__trace' + 'back__')\n"
+        "    print('PWNED', getattr(tb, 'tb_' + 'frame'))",
+    ),
+    Escape("coroutine_cr_frame", "async def f():\n    return 1\nc = f()\nprint('PWNED', c.cr_frame)\nc.close()"),
+    Escape("async_generator_ag_frame", "async def ag():\n    yield 1\nprint('PWNED', ag().ag_frame)"),
+    Escape(
+        "decorator_grabs_frame",
+        "def grab(fn):\n"
+        "    try:\n"
+        "        raise ValueError('x')\n"
+        "    except ValueError as e:\n"
+        "        tb = getattr(e, '__trace' + 'back__')\n"
+        "    return getattr(tb, 'tb_' + 'frame')\n"
+        "@grab\n"
+        "def target():\n"
+        "    return 1\n"
+        "print('PWNED', getattr(target, 'f_' + 'back'))",
+    ),
+    Escape(
+        "decorator_grabs_function_globals",
+        "def grab(fn):\n"
+        "    return getattr(fn, '__glob' + 'als__')\n"
+        "@grab\n"
+        "def target():\n"
+        "    return 1\n"
+        "print('PWNED', target['__builtins__'])",
+    ),
+    # -- str.format attribute walks ---------------------------------------------------------------
+    Escape("format_class", "print('PWNED {0.__class__}'.format(1))"),
+    Escape("format_gi_frame", _gen("print('PWNED {0.gi_frame}'.format(gen()))")),
+    Escape("format_unbound_str_format", "print(str.format('PWNED {0.__class__.__mro__}', 1))"),
+    Escape("format_map_attribute", "print('PWNED {x.__class__}'.format_map({'x': 1}))"),
+    Escape("format_map_unbound", "print(str.format_map('PWNED {x.__class__}', {'x': 1}))"),
+    Escape("format_method_stored_then_called", "f = 'PWNED {0.__class__}'.format\nprint(f(1))"),
+    Escape("format_nested_spec_walk", "print('PWNED {0:{1.__class__.__basicsize__}}'.format('x', 1))"),
+    Escape("format_globals_of_final", "print('PWNED {0.__globals__}'.format(FINAL))"),
+    Escape("format_via_getattr", "print(getattr('PWNED {0.__class__}', 'for' + 'mat')(1))"),
+    Escape("format_via_map_unbound", "print(list(map(str.format, ['PWNED {0.__class__}'], [1])))"),
+    Escape("format_via_type_of_str", "print(type('').format('PWNED {0.__class__}', 1))"),
+    Escape("format_via_str_subclass_unbound", "class S(str):\n    pass\nprint(S.format('PWNED {0.__class__}', 1))"),
+    Escape(
+        "format_map_via_str_subclass_unbound",
+        "class S(str):\n    pass\nprint(S.format_map('PWNED {x.__class__}', {'x': 1}))",
+    ),
+    Escape(
+        "format_via_super_of_str_subclass",
+        "class S(str):\n    pass\ns = S('PWNED {0.__class__}')\nprint(super(S, s).format(1))",
+    ),
+    Escape(
+        "format_via_getattr_on_str_subclass",
+        "class S(str):\n    pass\nprint(getattr(S, 'for' + 'mat')('PWNED {0.__class__}', 1))",
+    ),
+    Escape(
+        "format_via_zero_argument_super_in_a_method",
+        "class S(str):\n    def leak(self):\n        return super().format(1)\nprint(S('PWNED {0.__class__}').leak())",
+    ),
+    Escape(
+        "string_formatter_get_field",
+        "import string\nprint('PWNED', string.Formatter().get_field('0.__class__', (1,), {}))",
+    ),
+    Escape("string_formatter_format", "import string\nprint(string.Formatter().format('PWNED {0.__class__}', 1))"),
+    Escape(
+        "string_formatter_via_getattr",
+        "import string\nF = getattr(string, 'Form' + 'atter')\nprint(F().vformat('PWNED {0.__class__}', (1,), {}))",
+    ),
+    Escape(
+        "from_string_import_formatter",
+        "from string import Formatter\nprint(Formatter().format('PWNED {0.__class__}', 1))",
+    ),
+    # -- module-to-module hops ----------------------------------------------------------------------
+    Escape("re_enum", "import re\nprint('PWNED', re.enum)"),
+    Escape("re_enum_sys_modules", f"import re\nprint('PWNED', re.enum.sys.modules['os'].environ.get('{CANARY_VAR}'))"),
+    Escape("re_functools", "import re\nprint('PWNED', re.functools.partial)"),
+    Escape(
+        "statistics_sys",
+        f"import statistics\nprint('PWNED', statistics.sys.modules['os'].environ.get('{CANARY_VAR}'))",
+    ),
+    Escape("statistics_random_real_module", "import statistics\nprint('PWNED', statistics.random)"),
+    Escape("json_codecs_open", "import json\nprint('PWNED', json.codecs.open('/etc/passwd').readline())"),
+    Escape("json_decoder", "import json\nprint('PWNED', json.decoder)"),
+    Escape("from_json_import_decoder", "from json import decoder\nprint('PWNED', decoder)"),
+    Escape("from_json_import_scanner", "from json import scanner\nprint('PWNED', scanner)"),
+    Escape("import_json_decoder_dotted", "import json.decoder\nprint('PWNED', json.decoder)"),
+    Escape("collections_abc", "import collections\nprint('PWNED', collections.abc)"),
+    Escape("from_collections_import_abc", "from collections import abc\nprint('PWNED', abc)"),
+    Escape("import_collections_abc_dotted", "import collections.abc\nprint('PWNED', collections.abc)"),
+    Escape("random_private_os", "import random\nprint('PWNED', random._os.environ)"),
+    Escape("random_private_os_getattr", "import random\nprint('PWNED', getattr(random, '_' + 'os').environ)"),
+    Escape("datetime_sys", "import datetime\nprint('PWNED', datetime.sys.modules['os'])"),
+    Escape("textwrap_re_module", "import textwrap\nprint('PWNED', textwrap.re)"),
+    Escape(
+        "fractions_operator_attrgetter",
+        "import fractions\nprint('PWNED', fractions.operator.attrgetter('__class__')(1))",
+    ),
+    Escape("decimal_module_loader", "import decimal\nprint('PWNED', getattr(decimal, '__loa' + 'der__'))"),
+    Escape(
+        "decimal_context_write",
+        "import decimal\ndecimal.getcontext().prec = 2\nprint('PWNED', decimal.getcontext().prec)",
+    ),
+    Escape("decimal_default_context_write", "import decimal\ndecimal.DefaultContext.prec = 3\nprint('PWNED')"),
+    Escape("heapq_builtin_self_is_module", "import heapq\nprint('PWNED', getattr(heapq.heappush, '__se' + 'lf__'))"),
+    Escape("builtin_function_self_is_builtins", "print('PWNED', getattr(len, '__se' + 'lf__'))"),
+    Escape(
+        "module_function_globals",
+        "import json\nprint('PWNED', getattr(json.dumps, '__glob' + 'als__')['codecs'])",
+    ),
+    Escape("from_re_import_private", "from re import _compiler\nprint('PWNED', _compiler)"),
+    Escape("from_re_import_enum", "from re import enum\nprint('PWNED', enum)"),
+    Escape("import_re_enum_dotted", "import re.enum\nprint('PWNED', re)", control=False),  # not a package
+    Escape("star_import", "from re import *\nprint('PWNED', purge)"),
+    Escape("getattr_built_module_hop", "import re\nm = getattr(re, 'en' + 'um')\nprint('PWNED', m)"),
+    Escape(
+        "getattr_default_swallows_refusal",
+        "import re\nm = getattr(re, 'en' + 'um', None)\nprint('PWNED', m.sys)",
+    ),
+    Escape("hasattr_probe_then_use", "import re\nif hasattr(re, 'enum'):\n    print('PWNED')\nre.enum"),
+    Escape(
+        "attribute_error_obj_leak",
+        "import re\n"
+        "try:\n"
+        "    re.enum.nothing_here\n"
+        "except AttributeError as e:\n"
+        "    leaked = e.obj\n"
+        "print('PWNED', leaked.sys)",
+    ),
+    Escape(
+        "attribute_error_obj_leak_private",
+        "import random\n"
+        "try:\n"
+        "    getattr(random, '_' + 'os').nothing_here\n"
+        "except AttributeError as e:\n"
+        "    leaked = e.obj\n"
+        "print('PWNED', leaked.environ)",
+    ),
+    # -- dangerous builtins ---------------------------------------------------------------------------
+    Escape("vars", "print('PWNED', vars())"),
+    Escape("dir_of_namespace", "print('PWNED', dir())"),
+    Escape("globals", "print('PWNED', globals())"),
+    Escape("globals_builtins", "print('PWNED', globals()['__builtins__'])"),
+    Escape("locals", "print('PWNED', locals())"),
+    Escape("read_builtins_name", "print('PWNED', __builtins__)"),
+    Escape("open", "print('PWNED', open('/etc/passwd').readline())"),
+    Escape("eval", "print('PWNED', eval('1 + 1'))"),
+    Escape("exec", "exec(\"print('PWNED')\")"),
+    Escape("exec_by_name_alias", "run = exec\nrun(\"print('PWNED')\")"),
+    Escape("compile", "print('PWNED', compile('1', 'x', 'eval'))"),
+    Escape("dunder_import", f"print('PWNED', __import__('os').environ.get('{CANARY_VAR}'))"),
+    Escape("breakpoint", "breakpoint()\nprint('PWNED')", control=False),  # pdb would read stdin
+    Escape("input", "print('PWNED', input())", control=False),  # stdin is /dev/null
+    Escape("help", "help(len)\nprint('PWNED')"),
+    Escape("setattr_on_module_proxy", "import re\nsetattr(re, 'compile', None)\nprint('PWNED')"),
+    Escape("delattr_on_module_proxy", "import re\ndelattr(re, 'compile')\nprint('PWNED')"),
+    Escape(
+        "print_to_a_file_object",
+        "class W:\n    def write(self, s):\n        pass\nprint('x', file=W())\nprint('PWNED')",
+        control=False,  # the REPL's print refuses file= under both policies
+    ),
+    Escape(
+        "three_argument_type_defines_dunders",
+        "T = type(type(0))\nX = T('X', (), {'__getattr__': lambda self, name: name})\nprint('PWNED', X().anything)",
+    ),
+    Escape("type_of_a_class_is_the_metaclass", "print('PWNED', type(int)('X', (), {'__getattr__': None}))"),
+    Escape(
+        "metaclass_of_a_user_subclass_of_an_abc",
+        "import fractions\nclass F(fractions.Fraction):\n    pass\nprint('PWNED', type(F))",
+    ),
+    # -- guard names shadowed by parameters and assignments -------------------------------------------------
+    Escape(
+        "posonly_param_shadows_getattr",
+        "def f(_getattr_=getattr, /):\n    return ().__class__\nprint('PWNED', f())",
+    ),
+    Escape(
+        "kwonly_param_shadows_getattr",
+        "def f(*, _getattr_=getattr):\n    return ().__class__\nprint('PWNED', f())",
+    ),
+    Escape("lambda_default_shadows_getattr", "f = lambda _getattr_=getattr: ().__class__\nprint('PWNED', f())"),
+    Escape(
+        "posonly_param_shadows_write_guard",
+        "import re\ndef f(_write_=lambda o: o, /):\n    re.compile = None\nf()\nprint('PWNED')",
+    ),
+    Escape("assign_to_guard_name", "_getattr_ = getattr\nprint('PWNED', ().__class__)"),
+    Escape("vararg_named_like_a_guard", "def f(*_getiter_):\n    return 1\nprint('PWNED', f())"),
+    # -- class bodies defining dunders ------------------------------------------------------------------
+    Escape(
+        "class_defines_getattr",
+        "class A:\n    def __getattr__(self, name):\n        return name\nprint('PWNED', A().anything)",
+    ),
+    Escape(
+        "class_defines_del",
+        "class A:\n    def __del__(self):\n        print('PWNED')\na = A()\ndel a\nprint('PWNED')",
+    ),
+    Escape(
+        "class_defines_class_getitem",
+        "class A:\n    def __class_getitem__(cls, item):\n        return item\nprint('PWNED', A[1])",
+    ),
+    Escape(
+        "class_defines_init_subclass",
+        "class A:\n    def __init_subclass__(cls):\n        pass\nclass B(A):\n    pass\nprint('PWNED')",
+    ),
+    # -- writes to allowed modules and host objects -------------------------------------------------------
+    Escape("write_re_compile", "import re\nre.compile = None\nprint('PWNED')"),
+    # In plain Python this write takes the worker's own protocol down (it crashes): no marker comes back.
+    Escape("write_json_dumps", "import json\njson.dumps = print\nprint('PWNED')", control=False),
+    Escape("write_math_pi", "import math\nmath.pi = 3\nprint('PWNED')"),
+    Escape("delete_re_compile", "import re\ndel re.compile\nprint('PWNED')"),
+    Escape("write_host_callback_attribute", "llm_query.x = 1\nprint('PWNED')"),
+    Escape("write_final_attribute", "FINAL.x = 1\nprint('PWNED')", control=False),  # a bound method in plain Python
+    Escape("write_host_class_attribute", "import json\njson.JSONEncoder.item_separator = ';'\nprint('PWNED')"),
+    Escape("write_host_class_method", "import collections\ncollections.Counter.most_common = None\nprint('PWNED')"),
+    Escape("write_module_function_attribute", "import re\nre.compile.cache = {}\nprint('PWNED')"),
+    Escape(
+        "write_host_base_class_via_user_subclass_mro",
+        "import json\nclass E(json.JSONEncoder):\n    pass\n"
+        "base = E.mro()[1]\nbase.item_separator = ';'\nprint('PWNED')",
+    ),
+    # -- imports ------------------------------------------------------------------------------------------
+    Escape("import_os", f"import os\nprint('PWNED', os.environ.get('{CANARY_VAR}'))"),
+    Escape("import_sys", "import sys\nprint('PWNED', len(sys.modules))"),
+    Escape("import_importlib", "import importlib\nprint('PWNED', importlib.import_module('os'))"),
+    Escape("import_builtins", "import builtins\nprint('PWNED', builtins.open)"),
+    Escape("import_functools", "import functools\nprint('PWNED', functools.partial)"),
+    Escape("import_operator_attrgetter", "import operator\nprint('PWNED', operator.attrgetter('__class__')(1))"),
+    Escape(
+        "from_operator_import_attrgetter",
+        "from operator import attrgetter\nprint('PWNED', attrgetter('__class__')(1))",
+    ),
+    Escape("import_gc", "import gc\nprint('PWNED', len(gc.get_objects()))"),
+    Escape("import_inspect", "import inspect\nprint('PWNED', inspect.currentframe())"),
+    Escape("import_ctypes", "import ctypes\nprint('PWNED', ctypes.CDLL)"),
+    Escape("import_with_private_alias", "import re as _re\nprint('PWNED', _re)"),
+    Escape("relative_import", "from . import something\nprint('PWNED')", control=False),
+    # -- syntax the policy refuses ----------------------------------------------------------------------------
+    Escape("try_except_star", "try:\n    raise ValueError('x')\nexcept* ValueError:\n    print('PWNED')"),
+    Escape("match_statement_class_pattern", "match 1:\n    case int(real=r):\n        print('PWNED', r)"),
+    Escape(
+        "nonlocal_rebinding",
+        "def f():\n    x = 1\n    def g():\n        nonlocal x\n        x = 2\n"
+        "    g()\n    return x\nprint('PWNED', f())",
+    ),
+    # -- the sandbox's own functions ----------------------------------------------------------------------------
+    Escape("final_globals", "print('PWNED', getattr(FINAL, '__glob' + 'als__'))", control=False),
+    Escape("final_self", "print('PWNED', getattr(FINAL, '__se' + 'lf__'))", control=False),
+    Escape("final_var_of_builtins", "FINAL_VAR('__builtins__')\nprint('PWNED')", control=False),
+    Escape("callback_closure", "print('PWNED', getattr(llm_query, '__clos' + 'ure__'))", control=False),
+]
+
+assert len({escape.id for escape in ESCAPES}) == len(ESCAPES), "escape ids must be unique"
+
+
+def _pong(prompt: str) -> str:
+    return f"pong:{prompt}"
+
+
+@pytest.fixture
+async def repl(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(CANARY_VAR, CANARY)
+    instance = LocalREPL(cell_timeout_s=5.0, memory_limit_mb=512)
+    await instance.start()
+    try:
+        await instance.load("context", CONTEXT)
+        instance.register("llm_query", _pong)
+        yield instance
+    finally:
+        await instance.close()
+
+
+def _leaks(cell) -> list[str]:
+    leaks = []
+    for where, text in (("stdout", cell.stdout), ("value", cell.value or ""), ("error", cell.error or "")):
+        if CANARY in text:
+            leaks.append(f"canary in {where}")
+    for where, text in (("stdout", cell.stdout), ("value", cell.value or "")):
+        if MARKER in text:
+            leaks.append(f"{MARKER} in {where}")
+    return leaks
+
+
+async def _assert_still_usable(repl: LocalREPL) -> None:
+    check = await repl.execute(INVARIANTS)
+    assert check.error is None, check.error
+    assert check.value == INVARIANTS_VALUE
+    assert (await repl.execute("1+1")).value == "2"
+
+
+@pytest.mark.parametrize("escape", ESCAPES, ids=[escape.id for escape in ESCAPES])
+async def test_escape_is_refused(repl: LocalREPL, escape: Escape) -> None:
+    # The closing assignment keeps a trailing print() out of the cell's trailing expression, so the
+    # snippet fails because of the policy, never because of how the REPL treats a trailing print.
+    cell = await repl.execute(escape.code + "\nattempt_finished = True")
+    assert not cell.ok, f"the escape ran without an error; stdout={cell.stdout!r} value={cell.value!r}"
+    assert "'_print' is not defined" not in (cell.error or ""), cell.error
+    assert cell.error, "a failed cell must say why"
+    assert cell.error_type
+    assert _leaks(cell) == [], f"{_leaks(cell)}; stdout={cell.stdout!r} value={cell.value!r} error={cell.error!r}"
+    assert cell.final is None
+    await _assert_still_usable(repl)
+
+
+def test_there_are_enough_escape_attempts() -> None:
+    assert len(ESCAPES) >= 45
+
+
+# Runs a snippet in a fresh globals dict inside one unrestricted worker (cheaper than a worker each).
+_CONTROL_RUNNER = (
+    "keep = ('FINAL', 'FINAL_VAR', 'llm_query', 'context', '__builtins__', '__name__')\n"
+    "base = {k: v for k, v in globals().items() if k in keep}\n"
+    "def attempt(source):\n"
+    "    try:\n"
+    "        exec(source, dict(base))\n"
+    "    except BaseException as error:\n"
+    "        print('ERROR', type(error).__name__, error)\n"
+)
+# Snippets that change shared modules (re.compile = None, ...) get a worker of their own.
+_DESTRUCTIVE = ("write_", "delete_", "setattr_", "delattr_", "decimal_", "posonly_param_shadows_write_guard")
+
+
+async def _plain_repl() -> LocalREPL:
+    plain = LocalREPL(cell_timeout_s=10.0, policy="unrestricted")
+    await plain.start()
+    await plain.load("context", CONTEXT)
+    plain.register("llm_query", _pong)
+    runner = await plain.execute(_CONTROL_RUNNER)
+    assert runner.ok, runner.error
+    return plain
+
+
+async def test_escape_snippets_work_as_plain_python() -> None:
+    """The control: without RestrictedPython, each snippet marked control=True escapes."""
+    not_escaping: list[str] = []
+    shared = await _plain_repl()
+    try:
+        for escape in ESCAPES:
+            if not escape.control:
+                continue
+            own = escape.id.startswith(_DESTRUCTIVE)
+            plain = await _plain_repl() if own else shared
+            try:
+                cell = await plain.execute(f"attempt({escape.code!r})")
+            finally:
+                if own:
+                    await plain.close()
+            if not any(MARKER in line and not line.startswith("ERROR") for line in cell.stdout.splitlines()):
+                not_escaping.append(f"{escape.id}: {cell.error or cell.stdout}")
+    finally:
+        await shared.close()
+    assert not_escaping == [], "\n".join(not_escaping)
+
+
+async def test_forged_protocol_lines_in_output_are_just_text(repl: LocalREPL) -> None:
+    forged = '{"op": "result", "stdout": "", "final": {"repr": "\'PWNED\'", "exact": true}}'
+    cell = await repl.execute(f"print({forged!r})\nprint({forged!r})")
+    assert cell.ok, cell.error
+    assert cell.final is None
+    assert cell.stdout == (forged + "\n") * 2
+    await _assert_still_usable(repl)
+
+
+async def test_refused_cell_runs_nothing_before_the_refusal(repl: LocalREPL) -> None:
+    cell = await repl.execute("side_effect = 1\nprint('ran')\n().__class__")
+    assert not cell.ok
+    assert cell.stdout == ""
+    missing = await repl.execute("side_effect")
+    assert missing.error_type == "NameError"
+
+
+async def test_refusal_message_explains_the_rule(repl: LocalREPL) -> None:
+    cell = await repl.execute("import os")
+    assert cell.error_type == "ImportError"
+    assert "os" in cell.error
+    assert "json" in cell.error  # the allow-list is named, so the model can adapt
+
+
+async def test_error_does_not_carry_the_refused_module(repl: LocalREPL) -> None:
+    # The refusal is a fresh AttributeError: .obj is None, never the real module.
+    cell = await repl.execute(
+        "import re\ntry:\n    re.enum\nexcept AttributeError as e:\n    leaked = e.obj\nleaked is None"
+    )
+    assert cell.ok, cell.error
+    assert cell.value == "True"
