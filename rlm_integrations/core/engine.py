@@ -50,6 +50,8 @@ AnswerCheck = Callable[[FinalAnswer], Any]
 """Checks a submitted answer and returns the value to keep; a ValueError rejects it (the message is the feedback)."""
 
 _PREVIEW_EVENT_CHARS = 2_000
+_PRELUDE = "import re\nimport json\nimport math\nimport collections"
+
 _REJECTED = "FINAL was not accepted:"
 _OUTPUT_RESERVE_TOKENS = 1_024
 _ids = itertools.count(1)
@@ -81,6 +83,8 @@ class _RunState:
     variables: Mapping[str, Any] | None = None
     policy: Policy | None = None
     check_answer: AnswerCheck | None = None
+    query: str = ""
+    code_seen: set[str] = field(default_factory=set)
 
 
 class Engine:
@@ -132,7 +136,12 @@ class Engine:
             asyncio.CancelledError: the task was cancelled (the REPL is closed first).
         """
         state = _RunState(
-            run_id=_new_id("run-"), depth=depth, variables=variables, policy=policy, check_answer=check_answer
+            run_id=_new_id("run-"),
+            depth=depth,
+            variables=variables,
+            policy=policy,
+            check_answer=check_answer,
+            query=query,
         )
         started = time.monotonic()
         info = await describe(context, self.config.context_preview_chars)
@@ -184,6 +193,8 @@ class Engine:
             for name, value in (state.variables or {}).items():
                 await repl.load(name, value)
             self._register_functions(repl, state)
+            # Models often use these without importing them; a NameError there wastes a turn.
+            await repl.execute(_PRELUDE)
             policy = state.policy or self.policy_factory(self.root_model)
             policy.begin(
                 prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools)),
@@ -223,7 +234,11 @@ class Engine:
         else:
             reports: list[str] = []
             rejected = False
+            repeated = False
             for number, code in enumerate(parsed.code_blocks, 1):
+                fingerprint = " ".join(code.split())
+                repeated = repeated or fingerprint in state.code_seen
+                state.code_seen.add(fingerprint)
                 cell = await self._run_cell(repl, state, iteration, code)
                 reports.append(self._feedback(cell, number, len(parsed.code_blocks)))
                 if cell.final is not None:
@@ -242,6 +257,10 @@ class Engine:
                     reports.append(problem)
             if not found:
                 turns_left = self.config.max_iterations - iteration
+                if repeated:
+                    reports.append(prompts.repeated_code_note())
+                if state.query:
+                    reports.append(prompts.question_reminder(state.query))
                 policy.observe(prompts.next_turn_message("\n\n".join(reports), turns_left))
         self.bus.emit(IterationFinished(run_id=state.run_id, iteration=iteration, duration=time.monotonic() - began))
         return found, answer

@@ -15,8 +15,10 @@ _CODE_LANGUAGES = frozenset({"", "repl", "python", "python3", "py"})
 # A textual FINAL counts only at the start of a line (markdown emphasis allowed), as in the
 # paper's form: a mention in a sentence ("then I will call FINAL(answer)") is not an answer.
 _LINE_START = r"^[ \t>*_`]*"
-_FINAL_VAR = re.compile(_LINE_START + r"FINAL_VAR\(\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*\)", re.MULTILINE)
-_FINAL = re.compile(_LINE_START + r"FINAL\(", re.MULTILINE)
+_FINAL_VAR = re.compile(
+    _LINE_START + r"FINAL_VAR\(\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?\s*\)", re.MULTILINE | re.IGNORECASE
+)
+_FINAL = re.compile(_LINE_START + r"FINAL\(", re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,15 @@ def _final_argument(prose: str) -> object | None:
     raw = prose[start:index].strip()
     if not raw:
         return None
+    return _literal_argument(raw)
+
+
+def _literal_argument(raw: str) -> object:
+    """Read `raw` as the argument list of a call: ``"x",`` is "x" (not a tuple); anything else stays text."""
     try:
+        call = ast.parse(f"f({raw})", mode="eval").body
+        if isinstance(call, ast.Call) and len(call.args) == 1 and not call.keywords:
+            return ast.literal_eval(call.args[0])
         return ast.literal_eval(raw)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return raw

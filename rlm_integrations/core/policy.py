@@ -6,8 +6,10 @@ policy backed by `dspy.Predict`. The loop does not care which.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol, runtime_checkable
 
+from rlm_integrations.core import prompts
 from rlm_integrations.lm.protocol import Completion, LanguageModel, Message
 
 __all__ = ["ChatPolicy", "Policy"]
@@ -45,11 +47,14 @@ class ChatPolicy:
 
     Args:
         model: the root language model.
+        example: start with one worked exchange (search, read the output, answer) before
+            the real question; small models need it, large ones are not hurt by it.
         params: extra parameters for every call (temperature, max_tokens, ...).
     """
 
-    def __init__(self, model: LanguageModel, **params: Any) -> None:
+    def __init__(self, model: LanguageModel, *, example: bool = True, **params: Any) -> None:
         self.model = model
+        self.example = example
         self.model_name = model.name
         self.params = params
         self.messages: list[Message] = []
@@ -57,7 +62,10 @@ class ChatPolicy:
 
     def begin(self, system: str, first: str) -> None:
         """Start with the system prompt and the first user message."""
-        self.messages = [{"role": "system", "content": system}, {"role": "user", "content": first}]
+        self.messages = [{"role": "system", "content": system}]
+        if self.example:
+            self.messages.extend(prompts.example_dialogue())  # type: ignore[arg-type]
+        self.messages.append({"role": "user", "content": first})
         self._reported = 0
 
     async def step(self, *, closing: str | None = None) -> Completion:
@@ -66,7 +74,7 @@ class ChatPolicy:
             self._add_user(closing)
         completion = await self.model.acomplete(list(self.messages), **self.params)
         self._reported = len(self.messages)
-        self.messages.append({"role": "assistant", "content": completion.text})
+        self.messages.append({"role": "assistant", "content": _without_imagined_output(completion.text)})
         return completion
 
     def observe(self, feedback: str) -> None:
@@ -83,3 +91,15 @@ class ChatPolicy:
     def pending_messages(self) -> list[dict[str, str]]:
         """Messages added since the previous call."""
         return [dict(m) for m in self.messages[self._reported :] if m["role"] != "assistant"]
+
+
+_IMAGINED_OUTPUT = re.compile(r"(```[^\n]*\n.*?```)\s*\n\s*Output\b.*\Z", re.DOTALL | re.IGNORECASE)
+
+
+def _without_imagined_output(text: str) -> str:
+    """Drop an "Output: ..." the model wrote itself after its code block.
+
+    Small models imitate the feedback format and invent the output of their own code;
+    kept in the history, the invention competes with the real output that follows.
+    """
+    return _IMAGINED_OUTPUT.sub(r"\1", text)

@@ -13,9 +13,12 @@ from rlm_integrations.repl._policy import ALLOWED_MODULES
 
 __all__ = [
     "closing_request",
+    "example_dialogue",
     "first_message",
     "missing_code_message",
     "next_turn_message",
+    "question_reminder",
+    "repeated_code_note",
     "system_prompt",
 ]
 
@@ -61,7 +64,10 @@ def next_turn_message(feedback: str, turns_left: int) -> str:
     ending = (
         "This is your last turn: call FINAL(answer) now."
         if turns_left <= 1
-        else (f"{turns_left} turns left. Write the next ```repl block, or call FINAL(answer) if you are sure.")
+        else (
+            f"{turns_left} turns left. If the output answers the question, reply with FINAL(answer). "
+            "Otherwise write the next ```repl block."
+        )
     )
     return f"{feedback}\n\n{ending}"
 
@@ -77,6 +83,49 @@ def missing_code_message() -> str:
 def closing_request(reason: str) -> str:
     """The last request when a limit is hit: answer now, no code."""
     return (
-        f"Stop here: {reason}. Do not write code. Reply with FINAL(your best answer) now, "
-        "based on what you have found so far."
+        f"Stop here: {reason}. Do not write code. Using what the outputs above showed, "
+        "reply with one line: FINAL( then the answer to the question, then )."
     )
+
+
+def repeated_code_note() -> str:
+    """Said when the model runs code it already ran (small models loop on one block)."""
+    return (
+        "Note: you already ran this exact code; its output is above. If that output answers the question, "
+        "call FINAL(answer) now. Otherwise write different code."
+    )
+
+
+def question_reminder(query: str) -> str:
+    """The question again, at the end of each turn's feedback."""
+    return f"Question: {query}"
+
+
+def example_dialogue() -> list[dict[str, str]]:
+    """One worked exchange shown before the real question: search, read the output, answer.
+
+    Small models follow a demonstrated exchange far better than a description of one; the
+    example's question and text are invented so that nothing in it can be copied as an answer.
+    """
+    return [
+        {
+            "role": "user",
+            "content": first_message(
+                "What is the capital of Zubrowka?",
+                ContextInfo(type="str", chars=1_204_332, preview="Chapter one. The train left the station at dawn"),
+                10,
+            ),
+        },
+        {
+            "role": "assistant",
+            "content": "```repl\nimport re\nfor m in re.finditer(r\"capital\", context):\n"
+            "    print(context[max(0, m.start() - 150):m.end() + 150])\n```",
+        },
+        {
+            "role": "user",
+            "content": "Output (96 characters):\nthe mountains. The capital of Zubrowka is Lutz, a town on the river, "
+            "and the trains stop there\n\n"
+            + next_turn_message("", 9).strip(),
+        },
+        {"role": "assistant", "content": 'FINAL("Lutz")'},
+    ]

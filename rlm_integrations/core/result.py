@@ -51,5 +51,17 @@ class RLMResult(BaseModel):
         """Write the trajectory as JSON lines (see `Trajectory.save`)."""
         self.trajectory.save(path)
 
+    def to_html(self, *, title: str | None = None) -> str:
+        """The trajectory as one self-contained HTML page (see `rlm_integrations.viewer`)."""
+        from rlm_integrations.viewer import render_html
+
+        return render_html(self.trajectory, title=title)
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the viewer in a sandboxed frame."""
+        from rlm_integrations.viewer import notebook_html
+
+        return notebook_html(self.trajectory)
+
     def __str__(self) -> str:
         return str(self.answer)

@@ -50,6 +50,8 @@ class LocalModel:
         seed: sampling seed.
         cache_bytes: memory for saved prompt states (prefix cache); 0 disables it.
         name: the model's name in usage reports.
+        stop: strings that end a reply. The default stops where a small model starts to
+            invent the output of the code it just wrote (the REPL supplies the real one).
 
     Raises:
         MissingExtraError: llama-cpp-python is not installed (`pip install "rlm-integrations[local]"`).
@@ -67,6 +69,7 @@ class LocalModel:
         seed: int = 0,
         cache_bytes: int = 1 << 30,
         name: str | None = None,
+        stop: tuple[str, ...] = ("\nOutput:", "\nOutput (", "\n```\nOutput"),
     ) -> None:
         llama_cpp = _import_llama()
         path = Path(model_path) if model_path is not None else ensure_model(QWEN_CODER_05B)
@@ -77,6 +80,7 @@ class LocalModel:
         self.context_window: int | None = n_ctx
         self.max_tokens = max_tokens
         self.temperature = temperature
+        self.stop = tuple(stop)
         self._lock = threading.Lock()
         self._llama = llama_cpp.Llama(
             model_path=str(path),
@@ -106,6 +110,7 @@ class LocalModel:
 
     def _complete_blocking(self, messages: list[Message], params: dict[str, Any]) -> Completion:
         max_tokens = int(params.pop("max_tokens", None) or self.max_tokens)
+        params.setdefault("stop", list(self.stop))
         temperature = float(params.pop("temperature", self.temperature))
         params.pop("timeout", None)
         window = self.context_window or 0

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rlm_integrations import RLM, RLMConfig, RLMResult
+from rlm_integrations.core import prompts
 from rlm_integrations.core.events import Event
 from rlm_integrations.lm import Message, ScriptedLM
 from rlm_integrations.repl import LocalREPL
@@ -23,9 +24,18 @@ def block(code: str, language: str = "repl") -> str:
     return f"```{language}\n{code}\n```"
 
 
+def conversation(messages: Sequence[Message]) -> list[Message]:
+    """The messages of the real run: without the worked example that the chat policy puts first."""
+    example = prompts.example_dialogue()
+    rest = list(messages[1:])
+    if [dict(m) for m in rest[: len(example)]] == example:
+        rest = rest[len(example) :]
+    return rest
+
+
 def question_of(messages: Sequence[Message]) -> str:
     """The query of the run a root-model request belongs to (from its first user message)."""
-    first_user = next(m["content"] for m in messages if m["role"] == "user")
+    first_user = next(m["content"] for m in conversation(messages) if m["role"] == "user")
     head = first_user.split("\n", 1)[0]
     assert head.startswith("Question: "), head
     return head.removeprefix("Question: ")
@@ -33,7 +43,7 @@ def question_of(messages: Sequence[Message]) -> str:
 
 def turn_of(messages: Sequence[Message]) -> int:
     """0 for a run's first root call, 1 for its second, and so on."""
-    return sum(1 for m in messages if m["role"] == "assistant")
+    return sum(1 for m in conversation(messages) if m["role"] == "assistant")
 
 
 def is_closing(messages: Sequence[Message]) -> bool:
