@@ -48,13 +48,14 @@ class ChatPolicy:
     Args:
         model: the root language model.
         example: start with one worked exchange (search, read the output, answer) before
-            the real question; small models need it, large ones are not hurt by it.
+            the real question. Small models need it; None (the default) asks the model,
+            through its `prefers_worked_example` attribute (True for `LocalModel`).
         params: extra parameters for every call (temperature, max_tokens, ...).
     """
 
-    def __init__(self, model: LanguageModel, *, example: bool = True, **params: Any) -> None:
+    def __init__(self, model: LanguageModel, *, example: bool | None = None, **params: Any) -> None:
         self.model = model
-        self.example = example
+        self.example = bool(getattr(model, "prefers_worked_example", False)) if example is None else example
         self.model_name = model.name
         self.params = params
         self.messages: list[Message] = []

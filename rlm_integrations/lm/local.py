@@ -58,6 +58,9 @@ class LocalModel:
         ModelFetchError: the default model could not be fetched or did not verify.
     """
 
+    prefers_worked_example = True
+    """Small models follow the REPL format only after a demonstrated exchange (see `ChatPolicy`)."""
+
     def __init__(
         self,
         model_path: str | Path | None = None,

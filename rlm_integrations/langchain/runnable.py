@@ -1,0 +1,450 @@
+"""`RLMRunnable`: a Recursive Language Model as a LangChain `Runnable`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from pydantic import ConfigDict, Field, model_validator
+
+from rlm_integrations._sync import run_sync
+from rlm_integrations.core.config import RLMConfig
+from rlm_integrations.core.events import Event, RunStarted
+from rlm_integrations.core.rlm import RLM
+from rlm_integrations.errors import BudgetExhaustedError, UsageError
+from rlm_integrations.langchain.callbacks import RunTreeTracer
+from rlm_integrations.langchain.chat_adapter import RunnableLM
+from rlm_integrations.langchain.schema import BUDGET_FIELDS, LIMIT_STATUSES, RLMInput, RLMOutput, RLMProgress
+
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+
+__all__ = ["RLMBudgetExhaustedError", "RLMRunnable", "should_retry"]
+
+T = TypeVar("T")
+RetrySpec = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+ChainRunManager = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
+_DEFAULTS = RLMConfig.model_validate({})
+
+
+class RLMBudgetExhaustedError(BudgetExhaustedError):
+    """A run ended on a limit and the runnable was built with ``raise_on_limit=True``.
+
+    `RLMRunnable.with_retry` never retries it (nor does a retry that uses `should_retry`):
+    running again would only spend the same budget again.
+
+    Attributes:
+        output: the run's output, with the best answer the model gave.
+    """
+
+    def __init__(self, output: RLMOutput) -> None:
+        limit = output.limit or output.status
+        super().__init__(
+            f"the RLM run stopped early: {output.status} ({limit}); the best answer so far is on .output.answer",
+            status=output.status,
+            limit=output.limit,
+        )
+        self.output = output
+
+
+def should_retry(error: BaseException) -> bool:
+    """Whether a retry may help: False for exhausted budgets and for the caller's own mistakes.
+
+    Use it when wrapping a chain that contains an RLM:
+    `chain.with_retry(retry_if_exception_type=should_retry)`.
+    """
+    return not isinstance(error, BudgetExhaustedError | UsageError)
+
+
+class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
+    r"""A Recursive Language Model as a LangChain `Runnable`.
+
+    The context is loaded into a sandboxed REPL; the root chat model writes code over
+    it, turn by turn, and the code can call the sub-model (`llm_query`) or a child RLM
+    (`rlm_query`). Every chat model call is a real LangChain call with callbacks, so
+    the run tree (turns, code cells as tool runs, sub-model calls under their cell,
+    child RLMs) appears in LangSmith and in `astream_events`.
+
+    Example:
+        ```python
+        from rlm_integrations.langchain import RLMRunnable
+
+        rlm = RLMRunnable(model=chat_model)             # any chat model Runnable
+        out = rlm.invoke({"query": "Which city is mentioned most?", "context": big_text})
+        out.answer, out.status, out.usage.total_tokens
+        ```
+
+    The budget fields (`max_iterations`, `max_depth`, `max_llm_calls`, `max_tokens`,
+    `max_cost_usd`, `timeout_s`) are the runnable's own fields, so
+    `configurable_fields` can expose them; they start from `rlm_config` when it is
+    given. An input can override them for one call. Nothing about a call is stored on
+    the instance: one runnable serves concurrent `batch` / `abatch` calls.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str | None = "RLM"
+    """The name of the runnable's run."""
+    model: Runnable[Any, Any]
+    """The root chat model: any `Runnable` that takes messages (wrappers included)."""
+    sub_model: Runnable[Any, Any] | None = None
+    """The model behind `llm_query` (default: `model`)."""
+    rlm_config: RLMConfig = Field(default_factory=lambda: RLMConfig.model_validate({}))
+    """Every other knob of the loop (cell timeout, output bounds, sub-call concurrency, ...)."""
+    max_iterations: int = Field(_DEFAULTS.max_iterations, ge=1)
+    """Root-model turns per run."""
+    max_depth: int = Field(_DEFAULTS.max_depth, ge=0)
+    """How deep `rlm_query` may recurse."""
+    max_llm_calls: int | None = Field(_DEFAULTS.max_llm_calls, ge=1)
+    """Model calls in the whole tree (None: no limit)."""
+    max_tokens: int | None = Field(_DEFAULTS.max_tokens, ge=1)
+    """Tokens in the whole tree, from `usage_metadata` (None: no limit)."""
+    max_cost_usd: float | None = Field(_DEFAULTS.max_cost_usd, gt=0)
+    """Spend in USD (LangChain models report no price, so this only binds with priced adapters)."""
+    timeout_s: float | None = Field(_DEFAULTS.timeout_s, gt=0)
+    """Wall-clock limit for the whole run (None: no limit)."""
+    repl: str | Callable[[RLMConfig], Any] = "local"
+    """``"local"`` (the sandboxed worker), ``"modal"``, or a callable returning a REPL."""
+    tools: dict[str, Callable[..., Any]] = Field(default_factory=dict)
+    """Extra host functions callable from the REPL by name."""
+    nostream: bool = False
+    """Tag internal model calls `nostream`, so LangGraph's "messages" stream leaves them out."""
+    raise_on_limit: bool = False
+    """Raise `RLMBudgetExhaustedError` when a limit ends the run, instead of returning the output."""
+    custom_events: bool = True
+    """Dispatch each loop event as a custom event (seen by `astream_events(version="v2")`)."""
+    trace_context_chars: int = Field(2_000, ge=0)
+    """A context longer than this is traced as its type, size and a preview, never whole."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budgets_from_config(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("rlm_config") is not None:
+            config = data["rlm_config"]
+            config = config if isinstance(config, RLMConfig) else RLMConfig.model_validate(config)
+            data = {**data, "rlm_config": config}
+            for field in BUDGET_FIELDS:
+                data.setdefault(field, getattr(config, field))
+        return data
+
+    @property
+    def InputType(self) -> type[RLMInput]:
+        """The input model."""
+        return RLMInput
+
+    @property
+    def OutputType(self) -> type[RLMOutput]:
+        """The output model."""
+        return RLMOutput
+
+    # -- invoke -------------------------------------------------------------------------------
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> RLMOutput:
+        """Run the RLM on one input (a `RLMInput`, a dict of its fields, or a query string)."""
+        request = self.coerce_input(input)
+
+        def call(_: Any, run_manager: ChainRunManager, config: RunnableConfig) -> RLMOutput:
+            return run_sync(self._arun(request, config, run_manager))
+
+        return self._call_with_config(cast(Any, call), cast(Any, self._traced_input(request)), config)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> RLMOutput:
+        """Async `invoke`."""
+        request = self.coerce_input(input)
+
+        async def call(_: Any, run_manager: ChainRunManager, config: RunnableConfig) -> RLMOutput:
+            return await self._arun(request, config, run_manager)
+
+        return await self._acall_with_config(cast(Any, call), cast(Any, self._traced_input(request)), config)
+
+    # -- streaming ----------------------------------------------------------------------------
+    def stream(  # type: ignore[override]
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[RLMProgress | RLMOutput]:
+        """Yield `RLMProgress` chunks while the run goes, then the `RLMOutput`."""
+        request = self.coerce_input(input)
+        transformer: Any = functools.partial(self._stream_transformer, request)
+        traced: Any = self._traced_input(request)
+        yield from self._transform_stream_with_config(iter([traced]), transformer, config)
+
+    async def astream(  # type: ignore[override]
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[RLMProgress | RLMOutput]:
+        """Yield `RLMProgress` chunks while the run goes, then the `RLMOutput`."""
+        request = self.coerce_input(input)
+        transformer: Any = functools.partial(self._astream_transformer, request)
+        traced: Any = self._traced_input(request)
+        async for chunk in self._atransform_stream_with_config(_one(traced), transformer, config):
+            yield chunk
+
+    def transform(  # type: ignore[override]
+        self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[RLMProgress | RLMOutput]:
+        """Stream from streamed input: the input chunks are merged first (an RLM needs the whole request)."""
+        merged: Any = None
+        for chunk in input:
+            merged = _merge(merged, chunk)
+        yield from self.stream(merged, config, **kwargs)
+
+    async def atransform(  # type: ignore[override]
+        self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[RLMProgress | RLMOutput]:
+        """Async `transform`."""
+        merged: Any = None
+        async for chunk in input:
+            merged = _merge(merged, chunk)
+        async for item in self.astream(merged, config, **kwargs):
+            yield item
+
+    def _stream_transformer(
+        self, request: RLMInput, inputs: Iterator[Any], run_manager: ChainRunManager, config: RunnableConfig
+    ) -> Iterator[RLMProgress | RLMOutput]:
+        for _ in inputs:
+            pass
+        yield from _iterate_in_thread(lambda: self._progress(request, config, run_manager))
+
+    async def _astream_transformer(
+        self, request: RLMInput, inputs: AsyncIterator[Any], run_manager: ChainRunManager, config: RunnableConfig
+    ) -> AsyncIterator[RLMProgress | RLMOutput]:
+        async for _ in inputs:
+            pass
+        async for chunk in self._progress(request, config, run_manager):
+            yield chunk
+
+    async def _progress(
+        self, request: RLMInput, config: RunnableConfig, run_manager: ChainRunManager
+    ) -> AsyncIterator[RLMProgress | RLMOutput]:
+        chunks: asyncio.Queue[RLMProgress | None] = asyncio.Queue()
+        task = asyncio.create_task(self._arun(request, config, run_manager, progress=chunks.put_nowait))
+        task.add_done_callback(lambda _: chunks.put_nowait(None))
+        try:
+            while (chunk := await chunks.get()) is not None:
+                yield chunk
+            yield task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # -- the run ------------------------------------------------------------------------------
+    async def _arun(
+        self,
+        request: RLMInput,
+        config: RunnableConfig,
+        run_manager: ChainRunManager,
+        progress: Callable[[RLMProgress], None] | None = None,
+    ) -> RLMOutput:
+        tracer = RunTreeTracer(run_manager, run_manager.run_id, custom_events=self.custom_events)
+        model = RunnableLM(self.model, config=config, router=tracer, nostream=self.nostream)
+        sub_model = (
+            model
+            if self.sub_model is None
+            else RunnableLM(self.sub_model, config=config, router=tracer, nostream=self.nostream)
+        )
+        rlm = RLM(model, sub_model, repl=self.repl, config=self.config_for(request), tools=self.tools)
+        observers: list[Callable[[Event], None]] = [tracer]
+        if progress is not None:
+            observers.append(_ProgressRelay(progress))
+        try:
+            result = await rlm.acompletion(request.query, request.context, observers=observers)
+        except BaseException as error:
+            await tracer.aclose(error)
+            raise
+        await tracer.aclose()
+        output = RLMOutput.from_result(result)
+        if self.raise_on_limit and output.status in LIMIT_STATUSES:
+            raise RLMBudgetExhaustedError(output)
+        return output
+
+    def config_for(self, request: RLMInput | None = None) -> RLMConfig:
+        """The `RLMConfig` a call runs with: `rlm_config`, the budget fields, then the input's overrides.
+
+        Raises:
+            pydantic.ValidationError: an override out of range.
+        """
+        values = self.rlm_config.model_dump()
+        values.update({field: getattr(self, field) for field in BUDGET_FIELDS})
+        if request is not None:
+            values.update(request.overrides())
+        return RLMConfig.model_validate(values)
+
+    def coerce_input(self, input: Any) -> RLMInput:
+        """Read an input: a `RLMInput`, a dict of its fields, a query string, a prompt value or a message.
+
+        Raises:
+            UsageError: anything else, or a dict that is not a valid `RLMInput`.
+        """
+        if isinstance(input, RLMInput):
+            return input
+        if isinstance(input, str):
+            return RLMInput(query=input)
+        if isinstance(input, PromptValue):
+            return RLMInput(query=input.to_string())
+        if isinstance(input, BaseMessage):
+            return RLMInput(query=str(input.text))
+        if isinstance(input, dict):
+            try:
+                return RLMInput.model_validate(input)
+            except ValueError as error:
+                raise UsageError(f"not a valid RLM input: {error}") from error
+        raise UsageError(
+            f"RLMRunnable takes a dict with 'query' (and optionally 'context'), a RLMInput or a str, "
+            f"got {type(input).__name__}"
+        )
+
+    def _traced_input(self, request: RLMInput) -> dict[str, Any]:
+        traced: dict[str, Any] = {
+            "query": request.query,
+            "context": _trace_view(request.context, self.trace_context_chars),
+        }
+        traced.update(request.overrides())
+        return traced
+
+    # -- LangChain conveniences ---------------------------------------------------------------
+    def with_retry(
+        self,
+        *,
+        retry_if_exception_type: RetrySpec = (Exception,),
+        wait_exponential_jitter: bool = True,
+        exponential_jitter_params: Any = None,
+        stop_after_attempt: int = 3,
+    ) -> Runnable[RLMInput, RLMOutput]:
+        """`Runnable.with_retry`, except that exhausted budgets and usage errors are never retried."""
+        return super().with_retry(
+            retry_if_exception_type=_retry_predicate(retry_if_exception_type),
+            wait_exponential_jitter=wait_exponential_jitter,
+            exponential_jitter_params=exponential_jitter_params,
+            stop_after_attempt=stop_after_attempt,
+        )
+
+    def as_tool(
+        self,
+        args_schema: Any = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        arg_types: dict[str, type] | None = None,
+    ) -> BaseTool:
+        """This RLM as an `RLMTool` (with `args_schema` or `arg_types`: LangChain's generic tool)."""
+        if args_schema is not None or arg_types is not None:
+            return super().as_tool(args_schema, name=name, description=description, arg_types=arg_types)
+        from rlm_integrations.langchain.tool import RLMTool
+
+        options: dict[str, Any] = {}
+        if name:
+            options["name"] = name
+        if description:
+            options["description"] = description
+        return RLMTool(rlm=self, **options)
+
+
+class _ProgressRelay:
+    """An observer that turns events into `RLMProgress` chunks, knowing each run's depth."""
+
+    def __init__(self, sink: Callable[[RLMProgress], None]) -> None:
+        self.sink = sink
+        self.depths: dict[str, int] = {}
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.depths[event.run_id] = event.depth
+        self.sink(RLMProgress.from_event(event, self.depths.get(event.run_id, 0)))
+
+
+def _retry_predicate(spec: RetrySpec) -> Callable[[BaseException], bool]:
+    def predicate(error: BaseException) -> bool:
+        if not should_retry(error):
+            return False
+        if isinstance(spec, tuple):
+            return isinstance(error, spec)
+        return bool(spec(error))
+
+    return predicate
+
+
+def _trace_view(context: Any, limit: int) -> Any:
+    """The context as traced: itself when small, else its type, size and a preview."""
+    if context is None or isinstance(context, int | float | bool):
+        return context
+    if isinstance(context, str | bytes):
+        if len(context) <= limit:
+            return context if isinstance(context, str) else context.decode("utf-8", "replace")
+        preview = context[: min(limit, 400)]
+        preview_text = preview if isinstance(preview, str) else preview.decode("utf-8", "replace")
+        return {"type": type(context).__name__, "chars": len(context), "preview": preview_text}
+    if isinstance(context, list | tuple | dict):
+        head = list(context.items())[:3] if isinstance(context, dict) else list(context[:3])
+        preview = repr(head)
+        if len(context) <= 3 and len(preview) <= limit:
+            return context
+        return {"type": type(context).__name__, "items": len(context), "preview": preview[: min(limit, 400)]}
+    return repr(context)[: min(limit, 400)]
+
+
+def _merge(merged: Any, chunk: Any) -> Any:
+    if isinstance(merged, dict) and isinstance(chunk, dict):
+        return {**merged, **chunk}
+    return chunk
+
+
+async def _one(item: T) -> AsyncIterator[T]:
+    yield item
+
+
+def _iterate_in_thread(make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+    """Drive an async iterator on a fresh loop in a helper thread and yield its items here.
+
+    Closing the returned iterator early cancels the async one and waits for the thread.
+    """
+    items: queue.Queue[tuple[str, Any]] = queue.Queue()
+    handles: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    async def pump() -> None:
+        handles["loop"] = asyncio.get_running_loop()
+        handles["task"] = asyncio.current_task()
+        iterator = make()
+        try:
+            async for item in iterator:
+                items.put(("item", item))
+        finally:
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    def target() -> None:
+        try:
+            with asyncio.Runner() as runner:
+                runner.run(pump(), context=context)
+        except BaseException as error:
+            items.put(("error", error))
+        else:
+            items.put(("done", None))
+
+    thread = threading.Thread(target=target, name="rlm-stream", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "item":
+                yield cast(T, value)
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        if thread.is_alive():
+            loop, task = handles.get("loop"), handles.get("task")
+            if loop is not None and task is not None:
+                loop.call_soon_threadsafe(task.cancel)
+            thread.join()
