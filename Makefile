@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo lint format typecheck test benchmark all
+.PHONY: install demo lint format typecheck test docs benchmark all
 
-EXTRAS ?= dev,local
+EXTRAS ?= dev,local,dspy,langchain,modal,docs
 # llama.cpp is built from source (about 8 minutes on 2 cores the first time; pip caches the wheel).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
@@ -37,6 +37,9 @@ typecheck: install
 
 test: install
 	$(BIN)/python -m pytest
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 benchmark: install
 	$(BIN)/python benchmarks/repl.py

@@ -26,6 +26,7 @@ def test_local_model_answers_with_usage(local_model):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_local_model_finds_a_needle_in_200k_characters_through_the_repl(local_model):
     text, secret = build_haystack(220_000, seed=11)
     assert len(text) >= 200_000

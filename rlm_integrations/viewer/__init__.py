@@ -1,0 +1,77 @@
+"""The trajectory viewer: one self-contained HTML file per run tree.
+
+```python
+from rlm_integrations.viewer import render_html, write_html
+
+write_html(result.trajectory, "run.html")     # or: rlm view run.jsonl -o run.html
+html = render_html("run.jsonl")               # a path, a Trajectory, an RLMResult or events
+```
+
+The page shows the run tree (child runs started by `rlm_query`, at every depth), each
+iteration's model reply, the code with highlighting, its output and errors, every
+sub-call, time, tokens and cost per node and in total, a timeline, and the final answer
+and status. It is searchable and keyboard-navigable, loads nothing from the network, and
+builds its rows when they are opened, so runs of thousands of steps stay responsive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rlm_integrations.core.events import Event
+from rlm_integrations.core.trajectory import Trajectory
+from rlm_integrations.viewer._load import read_events
+from rlm_integrations.viewer._model import build_view
+from rlm_integrations.viewer._render import iframe, page
+
+if TYPE_CHECKING:
+    from rlm_integrations.core.result import RLMResult
+
+__all__ = ["build_view", "notebook_html", "read_events", "render_html", "write_html"]
+
+
+def _events(source: Any) -> tuple[list[Event], list[str]]:
+    if isinstance(source, str | Path):
+        return read_events(source)
+    if isinstance(source, Trajectory):
+        return list(source.events), []
+    trajectory = getattr(source, "trajectory", None)
+    if isinstance(trajectory, Trajectory):
+        return list(trajectory.events), []
+    if isinstance(source, Iterable):
+        return list(source), []
+    raise TypeError(
+        f"expected a trajectory file path, a Trajectory, an RLMResult or events, got {type(source).__name__}"
+    )
+
+
+def render_html(source: str | Path | Trajectory | RLMResult | Iterable[Event], *, title: str | None = None) -> str:
+    """The viewer page for `source`, as one HTML document.
+
+    Args:
+        source: a JSON-lines trajectory file (as written by `RLMResult.save`, `rlm run
+            --trajectory` or `JSONLWriter`), a `Trajectory`, an `RLMResult`, or events.
+        title: the page title (default: the top-level run's query).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: the file holds no trajectory events.
+    """
+    events, problems = _events(source)
+    return page(build_view(events, title=title, problems=problems))
+
+
+def write_html(
+    source: str | Path | Trajectory | RLMResult | Iterable[Event], path: str | Path, *, title: str | None = None
+) -> Path:
+    """Write the viewer page for `source` to `path` and return the path (see `render_html`)."""
+    target = Path(path)
+    target.write_text(render_html(source, title=title), encoding="utf-8")
+    return target
+
+
+def notebook_html(source: str | Path | Trajectory | RLMResult | Iterable[Event], *, height: int = 640) -> str:
+    """The viewer in a sandboxed iframe, for notebooks (`RLMResult._repr_html_` uses it)."""
+    return iframe(render_html(source), height=height)
