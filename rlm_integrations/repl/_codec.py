@@ -12,11 +12,13 @@ import ast
 import math
 from typing import Any
 
-__all__ = ["decode_value", "encode_value", "is_plain_data"]
+__all__ = ["MAX_EXACT_CHARS", "decode_value", "encode_value", "is_plain_data"]
 
 _SCALARS = (type(None), bool, int, str, bytes)
 _MAX_DEPTH = 100
 _MAX_REPR_CHARS = 100_000
+MAX_EXACT_CHARS = 32 * 1024 * 1024
+"""Largest plain-data value (as repr) that crosses to the host exactly (FINAL values, `get`)."""
 
 
 def is_plain_data(value: Any, _depth: int = 0) -> bool:
@@ -38,7 +40,14 @@ def is_plain_data(value: Any, _depth: int = 0) -> bool:
 def encode_value(value: Any) -> dict[str, Any]:
     """Encode `value` for the wire: ``{"repr": str, "exact": bool}``."""
     if is_plain_data(value):
-        return {"repr": repr(value), "exact": True}
+        text = repr(value)
+        if len(text) <= MAX_EXACT_CHARS:
+            return {"repr": text, "exact": True}
+        # Too large to move exactly: the host gets a bounded repr instead of a copy that could exhaust it.
+        return {
+            "repr": text[:_MAX_REPR_CHARS] + f"... [{len(text) - _MAX_REPR_CHARS:,} characters cut]",
+            "exact": False,
+        }
     try:
         text = repr(value)
     except Exception as error:  # a broken __repr__ must not take the worker down

@@ -62,3 +62,13 @@ def test_worker_modules_use_only_stdlib_and_restrictedpython():
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     assert alias.name.split(".")[0] in allowed_roots, (name, alias.name)
+
+
+def test_huge_final_values_cross_to_the_host_bounded():
+    from rlm_integrations.repl._codec import MAX_EXACT_CHARS, decode_value, encode_value
+
+    value, exact = decode_value(encode_value("a" * (MAX_EXACT_CHARS + 10)))
+    assert not exact
+    assert len(value) < 200_000
+    assert "characters cut" in value
+    assert decode_value(encode_value(("x", 1, {2}))) == (("x", 1, {2}), True)
