@@ -161,12 +161,16 @@ def _resolve_repl(repl: str | REPLFactory) -> REPLFactory:
         return local
     if repl == "modal":
         try:
-            from rlm_integrations.repl.modal import ModalREPL  # type: ignore[import-not-found,unused-ignore]
+            from rlm_integrations.repl.modal import ModalREPL
         except ImportError as error:
             raise MissingExtraError("modal", "repl='modal'") from error
 
         def modal(config: RLMConfig) -> REPL:
-            return ModalREPL(cell_timeout_s=config.cell_timeout_s, max_output_chars=config.max_output_chars)  # type: ignore[no-any-return,unused-ignore]
+            return ModalREPL(
+                cell_timeout_s=config.cell_timeout_s,
+                max_output_chars=config.max_output_chars,
+                memory_limit_mb=config.memory_limit_mb,
+            )
 
         return modal
     raise ConfigError(f"repl must be 'local', 'modal' or a callable returning a REPL, got {repl!r}")

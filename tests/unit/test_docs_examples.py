@@ -31,8 +31,6 @@ FENCE = re.compile(r"^```python$", re.MULTILINE)
 EXPECTED_ERROR = re.compile(r"\s#\s*(?P<error>[A-Z]\w*Error)\b[^\n]*$")
 OWNER_GAPS = {
     ("security.md", 4): "uses LocalREPL without importing it",
-    ("guides/modal.md", 1): "needs a provider key and Modal credentials; not marked <!-- not executed -->",
-    ("guides/modal.md", 2): "needs a provider key and Modal credentials; not marked <!-- not executed -->",
 }
 """Blocks (page, example number) of pages written elsewhere that cannot run as written yet, and why."""
 
