@@ -38,7 +38,7 @@ from rlm_integrations.core.events import (
 from rlm_integrations.core.parsing import parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy
 from rlm_integrations.errors import ModelError, REPLError, UsageError
-from rlm_integrations.lm.protocol import LanguageModel
+from rlm_integrations.lm.protocol import LanguageModel, TokenUsage
 from rlm_integrations.repl._output import truncate_middle
 from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer
 
@@ -50,7 +50,7 @@ AnswerCheck = Callable[[FinalAnswer], Any]
 """Checks a submitted answer and returns the value to keep; a ValueError rejects it (the message is the feedback)."""
 
 _PREVIEW_EVENT_CHARS = 2_000
-_PRELUDE = "import re\nimport json\nimport math\nimport collections"
+_PRELUDE_MODULES = ("re", "json", "math", "collections")
 
 _REJECTED = "FINAL was not accepted:"
 _OUTPUT_RESERVE_TOKENS = 1_024
@@ -85,6 +85,42 @@ class _RunState:
     check_answer: AnswerCheck | None = None
     query: str = ""
     code_seen: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _SubCallRecord:
+    """A started sub-call (`llm_query` or `rlm_query`): emits its end event once it finishes."""
+
+    bus: EventBus
+    run_id: str
+    call_id: str
+    cell_id: str | None
+    function: str
+    model: str
+    began: float = field(default_factory=time.monotonic)
+
+    def finish(
+        self,
+        *,
+        response: str = "",
+        usage: TokenUsage | None = None,
+        error: str | None = None,
+        child_run_id: str | None = None,
+    ) -> None:
+        self.bus.emit(
+            SubCallFinished(
+                run_id=self.run_id,
+                call_id=self.call_id,
+                cell_id=self.cell_id,
+                function=self.function,
+                model=self.model,
+                response=truncate_middle(response, _PREVIEW_EVENT_CHARS),
+                usage=usage,
+                duration=time.monotonic() - self.began,
+                error=error,
+                child_run_id=child_run_id,
+            )
+        )
 
 
 class Engine:
@@ -194,7 +230,7 @@ class Engine:
                 await repl.load(name, value)
             self._register_functions(repl, state)
             # Models often use these without importing them; a NameError there wastes a turn.
-            await repl.execute(_PRELUDE)
+            await self._run_prelude(repl, state)
             policy = state.policy or self.policy_factory(self.root_model)
             policy.begin(
                 prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools)),
@@ -328,9 +364,7 @@ class Engine:
             )
         )
         began = time.monotonic()
-        token = current_model_call.set(
-            ModelCall(state.run_id, call_id, state.depth, iteration, "root", purpose)
-        )
+        token = current_model_call.set(ModelCall(state.run_id, call_id, state.depth, iteration, "root", purpose))
         try:
             completion = await policy.step(closing=closing)
         except ModelError as error:
@@ -383,19 +417,7 @@ class Engine:
                     f"of about {per_chunk:,} characters and query each chunk."
                 )
         self.budget.check()
-        call_id = _new_id("sub-")
-        self.bus.emit(
-            SubCallStarted(
-                run_id=state.run_id,
-                call_id=call_id,
-                cell_id=state.cell_id,
-                function=function,
-                model=model.name,
-                prompt=truncate_middle(prompt, _PREVIEW_EVENT_CHARS),
-                prompt_chars=len(prompt),
-            )
-        )
-        began = time.monotonic()
+        record = self._start_sub_call(state, function, model.name, prompt)
         params: dict[str, Any] = {}
         if self.config.sub_max_tokens is not None:
             params["max_tokens"] = self.config.sub_max_tokens
@@ -403,42 +425,23 @@ class Engine:
             async with self._sub_slots:
                 self.budget.check()
                 token = current_model_call.set(
-                    ModelCall(state.run_id, call_id, state.depth, state.iteration, "sub", function, state.cell_id)
+                    ModelCall(
+                        state.run_id, record.call_id, state.depth, state.iteration, "sub", function, record.cell_id
+                    )
                 )
                 try:
                     completion = await model.acomplete([{"role": "user", "content": prompt}], **params)
                 finally:
                     current_model_call.reset(token)
         except Exception as error:
-            self.bus.emit(
-                SubCallFinished(
-                    run_id=state.run_id,
-                    call_id=call_id,
-                    cell_id=state.cell_id,
-                    function=function,
-                    model=model.name,
-                    duration=time.monotonic() - began,
-                    error=str(error),
-                )
-            )
+            record.finish(error=str(error))
             if isinstance(error, BudgetExceeded):
                 raise RuntimeError(
                     f"budget exhausted ({error}): no more model calls; submit your best answer"
                 ) from None
             raise
         self.budget.record(completion.model or model.name, completion.usage)
-        self.bus.emit(
-            SubCallFinished(
-                run_id=state.run_id,
-                call_id=call_id,
-                cell_id=state.cell_id,
-                function=function,
-                model=model.name,
-                response=truncate_middle(completion.text, _PREVIEW_EVENT_CHARS),
-                usage=completion.usage,
-                duration=time.monotonic() - began,
-            )
-        )
+        record.finish(response=completion.text, usage=completion.usage)
         return completion.text
 
     async def _child_run(self, state: _RunState, prompt: Any, context: Any) -> str:
@@ -448,55 +451,46 @@ class Engine:
             text = prompt if context is None else f"{prompt}\n\nContext:\n{_as_text(context)}"
             return await self._sub_call(state, "rlm_query", text)
         self.budget.check()
-        call_id = _new_id("sub-")
-        cell_id = state.cell_id
-        self.bus.emit(
-            SubCallStarted(
-                run_id=state.run_id,
-                call_id=call_id,
-                cell_id=cell_id,
-                function="rlm_query",
-                model=self.root_model.name,
-                prompt=truncate_middle(prompt, _PREVIEW_EVENT_CHARS),
-                prompt_chars=len(prompt),
-            )
-        )
-        began = time.monotonic()
+        record = self._start_sub_call(state, "rlm_query", self.root_model.name, prompt)
+        cell_id = record.cell_id
         try:
             outcome = await self.run(
                 prompt, context, depth=state.depth + 1, parent_id=state.run_id, parent_cell_id=cell_id
             )
         except UsageError as error:
-            self.bus.emit(
-                SubCallFinished(
-                    run_id=state.run_id,
-                    call_id=call_id,
-                    cell_id=cell_id,
-                    function="rlm_query",
-                    model=self.root_model.name,
-                    duration=time.monotonic() - began,
-                    error=str(error),
-                )
-            )
+            record.finish(error=str(error))
             raise ValueError(str(error)) from None
         answer = _as_text(outcome.answer) if outcome.answer is not None else ""
         failure = None if outcome.status == "completed" else f"child run ended with status {outcome.status}"
-        self.bus.emit(
-            SubCallFinished(
-                run_id=state.run_id,
-                call_id=call_id,
-                cell_id=cell_id,
-                function="rlm_query",
-                model=self.root_model.name,
-                response=truncate_middle(answer, _PREVIEW_EVENT_CHARS),
-                duration=time.monotonic() - began,
-                error=failure if not answer else None,
-                child_run_id=outcome.run_id,
-            )
-        )
+        record.finish(response=answer, error=failure if not answer else None, child_run_id=outcome.run_id)
         if not answer and failure:
             raise RuntimeError(f"rlm_query: {failure} ({outcome.error or outcome.limit or 'no answer'})")
         return answer
+
+    def _prelude_names(self, state: _RunState) -> list[str]:
+        taken = set(self.tools) | set(state.variables or {})
+        return [name for name in _PRELUDE_MODULES if name not in taken]
+
+    async def _run_prelude(self, repl: REPL, state: _RunState) -> None:
+        """Import the modules models often use without importing (a tool or input of the same name wins)."""
+        names = self._prelude_names(state)
+        if names:
+            await repl.execute("\n".join(f"import {name}" for name in names))
+
+    def _start_sub_call(self, state: _RunState, function: str, model: str, prompt: str) -> _SubCallRecord:
+        record = _SubCallRecord(self.bus, state.run_id, _new_id("sub-"), state.cell_id, function, model)
+        self.bus.emit(
+            SubCallStarted(
+                run_id=record.run_id,
+                call_id=record.call_id,
+                cell_id=record.cell_id,
+                function=function,
+                model=model,
+                prompt=truncate_middle(prompt, _PREVIEW_EVENT_CHARS),
+                prompt_chars=len(prompt),
+            )
+        )
+        return record
 
     # -- the REPL side -----------------------------------------------------------------------
     def _register_functions(self, repl: REPL, state: _RunState) -> None:
@@ -529,6 +523,17 @@ class Engine:
         state.cell_id = cell_id
         self.bus.emit(CellStarted(run_id=state.run_id, cell_id=cell_id, iteration=iteration, code=code))
         cell = await repl.execute(code)
+        if cell.restarted:  # a fresh worker: bring the prelude back, and do not report it as lost
+            await self._run_prelude(repl, state)
+            prelude = set(self._prelude_names(state))
+            lost = [name for name in cell.lost_variables if name not in prelude]
+            if lost != cell.lost_variables:
+                error = cell.error or ""
+                for name in prelude:
+                    error = error.replace(f", {name}", "").replace(f"{name}, ", "")
+                if not lost:
+                    error = error.split(" Lost variables", 1)[0]
+                cell = cell.model_copy(update={"lost_variables": lost, "error": error})
         state.cell_id = None
         self.bus.emit(
             CellFinished(

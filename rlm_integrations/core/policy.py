@@ -74,8 +74,8 @@ class ChatPolicy:
         if closing is not None:
             self._add_user(closing)
         completion = await self.model.acomplete(list(self.messages), **self.params)
-        self._reported = len(self.messages)
         self.messages.append({"role": "assistant", "content": _without_imagined_output(completion.text)})
+        self._reported = len(self.messages)  # the reply is recorded by the call's end event, not again here
         return completion
 
     def observe(self, feedback: str) -> None:
@@ -91,16 +91,27 @@ class ChatPolicy:
 
     def pending_messages(self) -> list[dict[str, str]]:
         """Messages added since the previous call."""
-        return [dict(m) for m in self.messages[self._reported :] if m["role"] != "assistant"]
+        return [dict(m) for m in self.messages[self._reported :]]
 
 
-_IMAGINED_OUTPUT = re.compile(r"(```[^\n]*\n.*?```)\s*\n\s*Output\b.*\Z", re.DOTALL | re.IGNORECASE)
+_OUTPUT_LINE = re.compile(r"\n[ \t]*Output\b", re.IGNORECASE)
+_CODE_FENCE = re.compile(r"```[ \t]*(?:repl|python3?|py)\b", re.IGNORECASE)
 
 
 def _without_imagined_output(text: str) -> str:
-    """Drop an "Output: ..." the model wrote itself after its code block.
+    """Drop an "Output: ..." the model wrote itself after its code.
 
     Small models imitate the feedback format and invent the output of their own code;
     kept in the history, the invention competes with the real output that follows.
+    The cut is made only outside a code block and only where no further code block
+    follows, so every block that ran stays.
     """
-    return _IMAGINED_OUTPUT.sub(r"\1", text)
+    for match in _OUTPUT_LINE.finditer(text):
+        before = text[: match.start()]
+        fences = before.count("```")
+        if fences == 0 or fences % 2 == 1:
+            continue
+        if _CODE_FENCE.search(text, match.start()):
+            continue
+        return before.rstrip()
+    return text

@@ -15,6 +15,7 @@ from engine_helpers import (
     RecordingREPLs,
     block,
     config,
+    conversation,
     is_closing,
     kinds,
     last_user,
@@ -42,9 +43,13 @@ from rlm_integrations.core.events import (
     SubCallFinished,
     SubCallStarted,
 )
+from rlm_integrations.core.policy import ChatPolicy
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.errors import ConfigError, UnsupportedContextError, UsageError
 from rlm_integrations.lm import Message, ScriptedLM
+
+PRELUDE_MODULES = ("re", "json", "math", "collections")
+"""Imported by the engine's prelude cell before the first turn."""
 
 # -- the basic loop ------------------------------------------------------------------------------
 
@@ -67,8 +72,10 @@ async def test_multi_step_exploration_ends_with_final_in_code() -> None:
     assert result.iterations == 4
     assert len(root.calls) == 4
     # the root model never sees the context itself, only its description
-    assert context in root.calls[0][1]["content"]  # short context: the preview is all of it
-    assert "Question: Which word is most common?" in root.calls[0][1]["content"]
+    first = conversation(root.calls[0])[0]
+    assert first["role"] == "user"
+    assert context in first["content"]  # short context: the preview is all of it
+    assert "Question: Which word is most common?" in first["content"]
     # each turn's feedback shows what the previous cell printed; variables persist between cells
     assert f"{len(context)}\nalpha beta" in last_user(root.calls[1])
     assert "6" in last_user(root.calls[2])
@@ -268,7 +275,9 @@ async def test_cell_timeout_restarts_the_worker_and_the_model_is_told() -> None:
     assert "TimeoutError" in feedback and "restarted" in feedback
     assert "kept" in feedback  # the lost variable is named
     timed_out = [e for e in result.trajectory.events if isinstance(e, CellFinished) and e.timed_out]
-    assert len(timed_out) == 1 and timed_out[0].restarted and timed_out[0].lost_variables == ["kept"]
+    assert len(timed_out) == 1 and timed_out[0].restarted
+    # Of what the model defined, only `kept` is lost; the prelude's modules come back with the worker.
+    assert timed_out[0].lost_variables == ["kept"]
 
 
 async def test_time_in_sub_calls_does_not_count_against_the_cell_timeout() -> None:
@@ -379,7 +388,7 @@ async def test_sub_prompt_limit_is_stated_in_the_system_prompt_and_fits_small_wi
     # a small window still takes a small prompt (room for the reply is a fraction of the window)
     assert result.answer == "ok"
     assert len(sub.calls) == 1
-    assert "at most about 1,344 characters" in root.calls[0][0]["content"]
+    assert "at most 1,344 characters" in root.calls[0][0]["content"]
 
 
 async def test_oversized_prompt_in_a_batch_fails_alone() -> None:
@@ -844,3 +853,291 @@ async def test_trajectory_stores_a_big_context_once_and_grows_linearly(tmp_path:
             per_iteration[iteration] = per_iteration.get(iteration, 0) + len(line)
     assert len(per_iteration) == steps + 1
     assert max(per_iteration[i] for i in range(3, steps + 1)) < 1.5 * per_iteration[2]
+
+
+# -- prompting for small models --------------------------------------------------------------------
+
+
+class SmallScriptedLM(ScriptedLM):
+    """A scripted model that, like `LocalModel`, asks for the worked example."""
+
+    prefers_worked_example = True
+
+
+def with_example(model: Any) -> ChatPolicy:
+    return ChatPolicy(model, example=True)
+
+
+def without_example(model: Any) -> ChatPolicy:
+    return ChatPolicy(model, example=False)
+
+
+async def test_the_worked_example_is_sent_between_the_system_prompt_and_the_question() -> None:
+    root = ScriptedLM([block("print(len(context))"), block("FINAL(len(context))")], name="root")
+    rlm = RLM(root, config=config(), policy=with_example)
+    result = await run(rlm, "How long is it?", "abcd")
+    assert (result.status, result.answer) == ("completed", 4)
+
+    example = prompts.example_dialogue()
+    assert [m["role"] for m in example] == ["user", "assistant", "user", "assistant"]
+    first, second = root.calls
+    assert len(first) == 1 + len(example) + 1
+    assert first[0]["role"] == "system" and "`context`" in first[0]["content"]
+    assert first[1:-1] == example
+    assert first[-1]["role"] == "user" and first[-1]["content"].startswith("Question: How long is it?\n")
+    # every later request still opens with the same example; the run's own turns follow it
+    assert second[: 1 + len(example)] == first[: 1 + len(example)]
+    own = conversation(second)
+    assert [m["role"] for m in own] == ["user", "assistant", "user"]
+    assert own[0] == first[-1]
+    # the example's invented question and text appear nowhere in the run's own messages
+    assert all("Zubrowka" not in m["content"] and "Lutz" not in m["content"] for m in own)
+
+
+async def test_child_runs_get_the_worked_example_too() -> None:
+    root = ScriptedLM(
+        router({"P?": [block("FINAL(rlm_query('C?', context='abc'))")], "C?": [block("FINAL(len(context))")]}),
+        name="root",
+    )
+    rlm = RLM(root, config=config(), policy=with_example)
+    result = await run(rlm, "P?")
+    assert result.answer == "3"
+    example = prompts.example_dialogue()
+    assert len(root.calls) == 2
+    assert all(call[1:-1] == example for call in root.calls)
+    assert sorted(question_of(call) for call in root.calls) == ["C?", "P?"]
+
+
+async def test_chat_policy_sends_the_example_only_when_asked() -> None:
+    example = prompts.example_dialogue()
+    system = {"role": "system", "content": "SYS"}
+    first = {"role": "user", "content": "Question: q"}
+
+    def opening(policy: ChatPolicy) -> list[Message]:
+        policy.begin("SYS", "Question: q")
+        return policy.messages
+
+    plain, small = ScriptedLM(["x"], name="plain"), SmallScriptedLM(["x"], name="small")
+    # by default the model decides (LocalModel asks for it; API models and ScriptedLM do not) ...
+    assert opening(ChatPolicy(plain)) == [system, first]
+    assert opening(ChatPolicy(small)) == [system, *example, first]
+    # ... and `example=` overrides it either way
+    assert opening(ChatPolicy(plain, example=True)) == [system, *example, first]
+    assert opening(ChatPolicy(small, example=False)) == [system, first]
+
+
+async def test_example_false_leaves_the_example_out_of_a_run() -> None:
+    root = SmallScriptedLM([block("print(1)"), block("FINAL(2)")], name="root")
+    rlm = RLM(root, config=config(), policy=without_example)
+    result = await run(rlm, "q?")
+    assert result.answer == 2
+    assert [m["role"] for m in root.calls[0]] == ["system", "user"]
+    assert [m["role"] for m in root.calls[1]] == ["system", "user", "assistant", "user"]
+    assert root.calls[0][1]["content"].startswith("Question: q?\n")
+    assert not any("Zubrowka" in m["content"] for call in root.calls for m in call)
+    # and a model that asks for the example gets it with the default policy
+    small = SmallScriptedLM([block("FINAL(2)")], name="root")
+    await run(RLM(small, config=config()), "q?")
+    assert small.calls[0][1:-1] == prompts.example_dialogue()
+
+
+async def test_the_prelude_makes_common_modules_usable_without_an_import() -> None:
+    code = (
+        "FINAL([re.sub('o', '0', context), json.dumps({'n': 1}), math.floor(2.5), collections.Counter(context)['l']])"
+    )
+    rlm, root, _ = make_rlm([block(code)])
+    result = await run(rlm, context="hello world")
+    assert result.status == "completed"
+    assert result.answer == ["hell0 w0rld", '{"n": 1}', 2, 3]
+    assert "`re`, `json`, `math` and `collections` are already imported" in root.calls[0][0]["content"]
+    # the prelude is no turn of the model's: no cell events for it, the model's cell is the first
+    assert [e.code for e in result.trajectory.events if isinstance(e, CellStarted)] == [code]
+    assert len(root.calls) == 1 and result.iterations == 1
+
+
+async def test_running_the_same_code_again_adds_the_repeated_code_note() -> None:
+    note = prompts.repeated_code_note()
+    rlm, root, _ = make_rlm(
+        [
+            block("shout = context.upper()\nprint(shout)"),
+            block("shout  =  context.upper()\n\nprint(shout)"),  # the same code, spaced differently
+            block("print(len(context))"),
+            block("FINAL(shout)"),
+        ]
+    )
+    result = await run(rlm, "Shout it?")
+    assert result.answer == "HELLO WORLD"
+    first, repeat, different = (last_user(root.calls[turn]) for turn in (1, 2, 3))
+    assert note not in first and note not in different
+    assert repeat.count(note) == 1
+    # the code did run again; the note follows its output and comes before the question reminder
+    assert repeat.index("HELLO WORLD") < repeat.index(note) < repeat.index("Question: Shout it?")
+
+
+async def test_code_repeated_by_another_run_is_not_a_repeat() -> None:
+    note = prompts.repeated_code_note()
+    code = "print(len(context))"
+    root = ScriptedLM(
+        router(
+            {
+                "P?": [block(code), block("print(rlm_query('C?', context='abc'))"), block("FINAL(1)")],
+                "C?": [block(code), block("FINAL(len(context))")],
+            }
+        ),
+        name="root",
+    )
+    rlm = RLM(root, config=config())
+    result = await run(rlm, "P?")
+    assert result.answer == 1
+    child_feedback = [last_user(call) for call in root.calls if question_of(call) == "C?" and turn_of(call) == 1]
+    assert len(child_feedback) == 1
+    assert "3" in child_feedback[0] and note not in child_feedback[0]
+    assert all(note not in last_user(call) for call in root.calls)
+
+
+async def test_each_turns_feedback_ends_with_the_question_then_the_turns_left() -> None:
+    rlm, root, _ = make_rlm(
+        [block("print(len(context))"), block("print(context)"), block("FINAL(1)")], max_iterations=3
+    )
+    result = await run(rlm, "How long is it?", "abcd")
+    assert result.answer == 1
+    reminder = prompts.question_reminder("How long is it?")
+    assert reminder == "Question: How long is it?"
+    assert last_user(root.calls[1]) == prompts.next_turn_message(f"Output (2 characters):\n4\n\n{reminder}", 2)
+    assert last_user(root.calls[1]).endswith(
+        "\n\nQuestion: How long is it?\n\n2 turns left. If the output answers the question, reply with "
+        "FINAL(answer). Otherwise write the next ```repl block."
+    )
+    assert last_user(root.calls[2]).endswith(
+        "abcd\n\nQuestion: How long is it?\n\nThis is your last turn: call FINAL(answer) now."
+    )
+
+
+async def test_a_child_run_is_reminded_of_its_own_question() -> None:
+    root = ScriptedLM(
+        router(
+            {
+                "Parent question?": [block("FINAL(rlm_query('Child question?', context='abc'))")],
+                "Child question?": [block("print(context)"), block("FINAL(context)")],
+            }
+        ),
+        name="root",
+    )
+    result = await run(RLM(root, config=config()), "Parent question?")
+    assert result.answer == "abc"
+    (child_second,) = [call for call in root.calls if turn_of(call) == 1]
+    feedback = last_user(child_second)
+    assert "Question: Child question?" in feedback and "Parent question?" not in feedback
+
+
+async def test_output_the_model_invents_after_its_code_is_trimmed_from_the_history() -> None:
+    invented = "Let me compute it.\n" + block("print(6 * 7)") + "\n\nOutput:\n41\n"
+    rlm, root, _ = make_rlm([invented, block("FINAL(1)")])
+    result = await run(rlm)
+    assert result.answer == 1
+    history = root.calls[1]
+    assert history[-2] == {"role": "assistant", "content": "Let me compute it.\n" + block("print(6 * 7)")}
+    assert not any("41" in m["content"] for m in history[-2:])
+    assert last_user(history).startswith("Output (3 characters):\n42\n")  # the real output follows
+    # the trajectory keeps what the model actually wrote
+    replies = [e.text for e in result.trajectory.events if isinstance(e, LMCallFinished)]
+    assert replies[0] == invented
+
+
+@pytest.mark.parametrize(
+    ("reply", "stored"),
+    [
+        (block("x = 1") + "\nOutput: 1", block("x = 1")),
+        ("Look:\n" + block("print(x)") + "\n\noutput (2 characters):\n1\nso x is 1", "Look:\n" + block("print(x)")),
+        (block("print(x)") + "\nOutput:\n```\n1\n```", block("print(x)")),
+        (block("print(x)") + "\n  OUTPUT\n1", block("print(x)")),
+    ],
+)
+async def test_chat_policy_trims_invented_output(reply: str, stored: str) -> None:
+    policy = ChatPolicy(ScriptedLM([reply]))
+    policy.begin("SYS", "Question: q")
+    completion = await policy.step()
+    assert completion.text == reply  # the engine still reads the whole reply
+    assert policy.messages[-1] == {"role": "assistant", "content": stored}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        block("print(x)"),
+        block("print('Output: 1')"),
+        block("print(x)") + "\nThe output will show the count.",
+        block("print(x)") + "\nOutputs follow",
+        "Output: 5",
+        'FINAL("Lutz")',
+        "```repl\nprint(x)\nOutput: 1",  # unterminated fence: nothing after a closed block
+    ],
+)
+async def test_chat_policy_keeps_replies_without_invented_output(reply: str) -> None:
+    policy = ChatPolicy(ScriptedLM([reply]))
+    policy.begin("SYS", "Question: q")
+    await policy.step()
+    assert policy.messages[-1] == {"role": "assistant", "content": reply}
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [('FINAL("x",)', "x"), ("final('x')", "x"), ("Final(42)", 42), ('**final("a, b" , )**', "a, b")],
+)
+async def test_textual_final_forms_small_models_write(reply: str, answer: object) -> None:
+    rlm, root, _ = make_rlm([reply])
+    result = await run(rlm)
+    assert (result.status, result.answer, len(root.calls)) == ("completed", answer, 1)
+
+
+# -- fixed engine bugs, kept as regression tests --
+
+
+async def test_the_prelude_modules_survive_a_worker_restart() -> None:
+    rlm, root, _ = make_rlm(
+        [block("while True:\n    pass"), block("print(re.escape('a.b'))"), block("FINAL(1)")], cell_timeout_s=1.0
+    )
+    result = await run(rlm)
+    assert result.answer == 1
+    assert "restarted" in last_user(root.calls[1])
+    assert last_user(root.calls[2]).startswith("Output (5 characters):\na\\.b\n")
+
+
+async def test_a_worker_restart_does_not_report_the_prelude_modules_as_lost() -> None:
+    rlm, root, _ = make_rlm(
+        [block("kept = 1"), block("n = 0\nwhile True:\n    n += 1"), block("FINAL(len(context))")], cell_timeout_s=1.0
+    )
+    result = await run(rlm, context="abcd")
+    timed_out = [e for e in result.trajectory.events if isinstance(e, CellFinished) and e.timed_out]
+    assert len(timed_out) == 1 and timed_out[0].lost_variables == ["kept"]
+    assert "Lost variables (re-create them if you need them): kept." in last_user(root.calls[2])
+
+
+async def test_the_prelude_does_not_shadow_a_tool_with_a_module_name() -> None:
+    def math(x: int) -> int:
+        """Double a number."""
+        return 2 * x
+
+    root = ScriptedLM([block("print(math(21))"), block("FINAL(1)")], name="root")
+    result = await run(RLM(root, config=config(), tools={"math": math}))
+    assert result.answer == 1
+    assert "`math(...)`: Double a number." in root.calls[0][0]["content"]  # the model is told it is the tool
+    assert last_user(root.calls[1]).startswith("Output (3 characters):\n42\n")
+
+
+async def test_trimming_invented_output_keeps_every_code_block_that_ran() -> None:
+    reply = block("a = 6 * 7") + "\nOutput: (nothing)\n" + block("print(a)")
+    rlm, root, _ = make_rlm([reply, block("FINAL(a)")])
+    result = await run(rlm)
+    assert result.answer == 42
+    assert "Output of block 2" in last_user(root.calls[1])  # both blocks ran ...
+    stored = root.calls[1][-2]
+    assert stored["role"] == "assistant"
+    assert "print(a)" in stored["content"]  # ... so the history must show both
+
+
+async def test_the_trajectory_records_the_whole_first_request_with_the_example() -> None:
+    root = ScriptedLM([block("FINAL(1)")], name="root")
+    result = await run(RLM(root, config=config(), policy=with_example))
+    (started,) = [e for e in result.trajectory.events if isinstance(e, LMCallStarted)]
+    assert started.new_messages == [dict(m) for m in root.calls[0]]

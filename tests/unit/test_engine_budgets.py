@@ -5,7 +5,18 @@ from __future__ import annotations
 import time
 
 import pytest
-from engine_helpers import CLOSING_MARKER, block, config, is_closing, last_user, make_rlm, router, run
+from engine_helpers import (
+    CLOSING_MARKER,
+    block,
+    config,
+    is_closing,
+    last_user,
+    make_rlm,
+    question_of,
+    router,
+    run,
+    turn_of,
+)
 
 from rlm_integrations import RLM
 from rlm_integrations.core.events import CellFinished, LMCallFinished, LMCallStarted
@@ -245,10 +256,9 @@ async def test_root_model_error_on_the_closing_request_keeps_the_limit_status() 
 
 async def test_child_model_error_reaches_the_parent_cell_not_the_caller() -> None:
     def reply(messages: list[Message]) -> str:
-        first = next(m["content"] for m in messages if m["role"] == "user")
-        if first.startswith("Question: Child?"):
+        if question_of(messages) == "Child?":
             raise ModelError("child model broke", model="root")
-        if sum(m["role"] == "assistant" for m in messages) == 0:
+        if turn_of(messages) == 0:
             return block(
                 "try:\n"
                 "    r = rlm_query('Child?')\n"

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from engine_helpers import block, config, run
+from engine_helpers import block, config, conversation, run
 
 from rlm_integrations import RLM
+from rlm_integrations.core import prompts
 from rlm_integrations.core.events import LMCallFinished, SubCallFinished
+from rlm_integrations.core.policy import ChatPolicy
 from rlm_integrations.lm import LiteLLMModel
 from rlm_integrations.testing import FakeOpenAIServer, Fault
 
@@ -28,7 +30,8 @@ def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def turn(body: dict[str, Any]) -> int:
-    return sum(1 for m in body["messages"] if m.get("role") == "assistant")
+    """0 for a run's first root request, 1 for its second, ... (a worked example before the question is not a turn)."""
+    return sum(1 for m in conversation(body["messages"]) if m.get("role") == "assistant")
 
 
 def is_closing(body: dict[str, Any]) -> bool:
@@ -107,6 +110,30 @@ async def test_full_run_over_http_with_usage_from_the_server(server: FakeOpenAIS
     # the root conversation was sent whole each turn: system prompt first, no context in it
     assert roots[0].body["messages"][0]["role"] == "system"
     assert len(roots[-1].body["messages"]) == 2 + 2 * 3
+
+
+async def test_full_run_over_http_with_the_worked_example(server: FakeOpenAIServer) -> None:
+    rlm = RLM(model(server, ROOT), model(server, SUB), config=config(), policy=lambda m: ChatPolicy(m, example=True))
+    result = await run(rlm, "Say hello", "world, and more")
+
+    assert result.status == "completed", result.error
+    assert result.answer == "SUB[hello world]"
+    assert result.iterations == 4
+    # the server took the example (an assistant message right after the system prompt is fine) ...
+    assert all(r.status == 200 for r in server.requests)
+    roots = chat_requests(server, ROOT)
+    assert len(roots) == 4
+    example = prompts.example_dialogue()
+    for request in roots:
+        messages = request.body["messages"]
+        assert messages[0]["role"] == "system"
+        assert messages[1 : 1 + len(example)] == example
+    first_roles = [m["role"] for m in roots[0].body["messages"]]
+    assert first_roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert roots[0].body["messages"][-1]["content"].startswith("Question: Say hello\n")
+    # ... and the run's own turns follow it
+    assert len(roots[-1].body["messages"]) == 2 + len(example) + 2 * 3
+    assert "['SUB[one]', 'SUB[two]']" in roots[2].body["messages"][-1]["content"]
 
 
 async def test_priced_root_and_unpriced_sub(server: FakeOpenAIServer) -> None:

@@ -105,6 +105,44 @@ def test_not_a_final(reply: str) -> None:
     assert not parse_reply(reply).has_final
 
 
+@pytest.mark.parametrize(
+    ("reply", "value"),
+    [
+        ('FINAL("x",)', "x"),
+        ("FINAL('x' , )", "x"),
+        ("FINAL(42,)", 42),
+        ("FINAL([1, 2],)", [1, 2]),
+        ('FINAL(("a", "b"),)', ("a", "b")),  # a tuple only when the model writes one
+        ("FINAL(1, 2)", (1, 2)),  # several arguments read as before: a tuple
+        ("FINAL(x=1)", "x=1"),  # a keyword argument is not an answer value: the text as written
+    ],
+)
+def test_textual_final_is_read_as_call_arguments(reply: str, value: object) -> None:
+    parsed = parse_reply(reply)
+    assert parsed.final_text == value
+    assert type(parsed.final_text) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("reply", "value"),
+    [("final('Paris')", "Paris"), ("Final(42)", 42), ("**final(3)**", 3), ('I know it.\nfInAl("x",)', "x")],
+)
+def test_textual_final_is_case_insensitive(reply: str, value: object) -> None:
+    assert parse_reply(reply).final_text == value
+
+
+@pytest.mark.parametrize("reply", ["final_var(answer)", "Final_Var('answer')", "FINAL_var( answer )"])
+def test_textual_final_var_is_case_insensitive(reply: str) -> None:
+    assert (parse_reply(reply).final_variable, parse_reply(reply).final_text) == ("answer", None)
+
+
+@pytest.mark.parametrize(
+    "reply", ["then I will call final(answer)", "finally(3)", "my_final(3)", "```repl\nfinal(3)\n```"]
+)
+def test_lowercase_final_still_needs_the_textual_form(reply: str) -> None:
+    assert not parse_reply(reply).has_final
+
+
 def test_unclosed_final_takes_the_rest() -> None:
     assert parse_reply("FINAL('unterminated'").final_text == "unterminated"
 
