@@ -631,7 +631,7 @@ async def describe(context: Any, preview_chars: int) -> ContextInfo | None:
     if context is None:
         return None
     if isinstance(context, str | bytes):
-        digest = await asyncio.to_thread(lambda: hashlib.sha256(_bytes_of(context)).hexdigest())
+        digest = await asyncio.to_thread(_sha256_of, context)
         preview = context[:preview_chars] if isinstance(context, str) else repr(context[:preview_chars])
         return ContextInfo(type=type(context).__name__, chars=len(context), sha256=digest, preview=preview)
     if isinstance(context, list | tuple | dict):
@@ -644,8 +644,15 @@ async def describe(context: Any, preview_chars: int) -> ContextInfo | None:
     return ContextInfo(type=type(context).__name__, chars=len(text), preview=text[:preview_chars])
 
 
-def _bytes_of(context: str | bytes) -> bytes:
-    return context.encode("utf-8", "surrogatepass") if isinstance(context, str) else context
+def _sha256_of(context: str | bytes, chunk: int = 4 * 1024 * 1024) -> str:
+    """SHA-256 of the context's UTF-8 bytes, encoded a chunk at a time (no second copy of a huge context)."""
+    digest = hashlib.sha256()
+    if isinstance(context, bytes):
+        digest.update(context)
+    else:
+        for start in range(0, len(context), chunk):
+            digest.update(context[start : start + chunk].encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def _sample_values(context: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> list[Any]:
