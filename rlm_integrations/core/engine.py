@@ -85,6 +85,7 @@ class _RunState:
     check_answer: AnswerCheck | None = None
     query: str = ""
     code_seen: set[str] = field(default_factory=set)
+    prelude_done: bool = False
 
 
 @dataclass
@@ -229,8 +230,6 @@ class Engine:
             for name, value in (state.variables or {}).items():
                 await repl.load(name, value)
             self._register_functions(repl, state)
-            # Models often use these without importing them; a NameError there wastes a turn.
-            await self._run_prelude(repl, state)
             policy = state.policy or self.policy_factory(self.root_model)
             policy.begin(
                 prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools)),
@@ -522,6 +521,11 @@ class Engine:
         cell_id = _new_id("cell-")
         state.cell_id = cell_id
         self.bus.emit(CellStarted(run_id=state.run_id, cell_id=cell_id, iteration=iteration, code=code))
+        if not state.prelude_done:
+            # Models often use these without importing them; a NameError there wastes a turn. Run
+            # just before the first cell, so the worker's start overlaps the first model call.
+            state.prelude_done = True
+            await self._run_prelude(repl, state)
         cell = await repl.execute(code)
         if cell.restarted:  # a fresh worker: bring the prelude back, and do not report it as lost
             await self._run_prelude(repl, state)

@@ -1,0 +1,156 @@
+"""Engine events into DSPy: status messages for `dspy.streamify`, interpreter events for callbacks.
+
+Module and LM events need nothing from us (the module, its predictors and the LMs are
+DSPy objects, so `with_callbacks` reports them). This observer adds what DSPy cannot see:
+each cell's run, reported to callbacks as `on_interpreter_execute_start` / `_end`, and a
+`dspy.streaming.StatusMessage` per turn when the program runs under `dspy.streamify`.
+
+A `StatusMessageProvider` may define `rlm_status_message(event) -> str | None` to word
+(or silence) these messages; the default wording is `default_status_message`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import dspy
+from dspy.streaming.messages import StatusMessage, StatusStreamingCallback
+
+from rlm_integrations.core.events import (
+    CellFinished,
+    CellStarted,
+    Event,
+    IterationStarted,
+    LMCallStarted,
+    RunFinished,
+    RunStarted,
+)
+
+__all__ = ["DSPyBridge", "default_status_message"]
+
+logger = logging.getLogger("rlm_integrations.dspy")
+
+
+def default_status_message(event: Event, max_iterations: int) -> str | None:
+    """The status line for a root-run event, or None for events that get no message."""
+    if isinstance(event, IterationStarted):
+        return f"RLM turn {event.iteration}/{max_iterations}: writing code..."
+    if isinstance(event, CellFinished):
+        if event.final:
+            return f"RLM turn {event.iteration}: outputs submitted."
+        if event.error is not None:
+            return f"RLM turn {event.iteration}: the cell failed ({event.error_type or 'error'})."
+        return f"RLM turn {event.iteration}: the cell ran in {event.duration:.2f} s."
+    if isinstance(event, LMCallStarted) and event.purpose == "final_answer":
+        return "RLM: a limit was reached; extracting the outputs from what was found..."
+    if isinstance(event, RunFinished):
+        return f"RLM finished: {event.status} after {event.iterations} turn(s)."
+    return None
+
+
+class DSPyBridge:
+    """An engine observer for one call of the module (built inside the call, where DSPy's settings are live).
+
+    Args:
+        module: the `dspy.Module` reported as the callbacks' `instance`.
+        callbacks: the DSPy callbacks active for the call (global and the module's own).
+        max_iterations: the run's turn limit, for the messages.
+    """
+
+    def __init__(self, module: Any, callbacks: Sequence[Any], max_iterations: int) -> None:
+        self.module = module
+        self.callbacks = [c for c in callbacks if not isinstance(c, StatusStreamingCallback)]
+        self.max_iterations = max_iterations
+        self.provider = next(
+            (c.status_message_provider for c in callbacks if isinstance(c, StatusStreamingCallback)), None
+        )
+        self.stream = dspy.settings.send_stream
+        self.loop = _stream_loop() if self.stream is not None else None
+        self.root_run: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        """Handle one engine event (called on the engine's thread, in order)."""
+        if isinstance(event, RunStarted) and event.parent_id is None:
+            self.root_run = event.run_id
+        if event.run_id != self.root_run:
+            return
+        if self.callbacks and isinstance(event, CellStarted | CellFinished):
+            self._callbacks(event)
+        if self.stream is not None:
+            message = self._status(event)
+            if message:
+                self._send(StatusMessage(message))
+
+    def _callbacks(self, event: CellStarted | CellFinished) -> None:
+        for callback in self.callbacks:
+            try:
+                if isinstance(event, CellStarted):
+                    handler = getattr(callback, "on_interpreter_execute_start", None)
+                    if handler is not None:
+                        handler(call_id=event.cell_id, instance=self.module, inputs={"code": event.code})
+                else:
+                    handler = getattr(callback, "on_interpreter_execute_end", None)
+                    if handler is not None:
+                        outputs = {"stdout": event.stdout, "value": event.value, "error": event.error}
+                        handler(call_id=event.cell_id, outputs={**outputs, "final": event.final}, exception=None)
+            except Exception as error:
+                logger.warning("DSPy callback %r failed on %s: %s", callback, event.kind, error)
+
+    def _status(self, event: Event) -> str | None:
+        custom = getattr(self.provider, "rlm_status_message", None)
+        if callable(custom):
+            text = custom(event)
+            return str(text) if text else None
+        return default_status_message(event, self.max_iterations)
+
+    def _send(self, message: StatusMessage) -> None:
+        stream, loop = self.stream, self.loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None:
+            return
+        if running is loop:
+            _deliver(stream, message, loop)
+        else:
+            with contextlib.suppress(RuntimeError):  # the stream's loop is closed: nobody is listening
+                loop.call_soon_threadsafe(_deliver, stream, message, loop)
+
+
+def _deliver(stream: Any, message: StatusMessage, loop: asyncio.AbstractEventLoop) -> None:
+    """Put `message` on the stream from the stream's own loop (never blocks the loop)."""
+    import anyio
+
+    try:
+        stream.send_nowait(message)
+    except anyio.WouldBlock:
+        task = loop.create_task(_send_later(stream, message))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        return
+
+
+async def _send_later(stream: Any, message: StatusMessage) -> None:
+    import anyio
+
+    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+        await stream.send(message)
+
+
+def _stream_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop `dspy.streamify` reads the stream on, seen from this call's thread."""
+    try:
+        return asyncio.get_running_loop()  # `acall` under streamify(is_async_program=True)
+    except RuntimeError:
+        pass
+    try:
+        import anyio.from_thread
+
+        return anyio.from_thread.run_sync(asyncio.get_running_loop)  # a sync program in asyncify's worker thread
+    except Exception:
+        return None
