@@ -91,7 +91,7 @@ class ChatPolicy:
 
     def pending_messages(self) -> list[dict[str, str]]:
         """Messages added since the previous call."""
-        return [dict(m) for m in self.messages[self._reported :]]
+        return [{"role": m["role"], "content": m["content"]} for m in self.messages[self._reported :]]
 
 
 _OUTPUT_LINE = re.compile(r"\n[ \t]*Output\b", re.IGNORECASE)

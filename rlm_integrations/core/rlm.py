@@ -114,7 +114,7 @@ class RLM:
         outcome = await engine.run(query, context)
         return RLMResult(
             answer=outcome.answer,
-            status=outcome.status,  # type: ignore[arg-type]
+            status=outcome.status,
             limit=outcome.limit,
             error=outcome.error,
             usage=engine.budget.usage(),

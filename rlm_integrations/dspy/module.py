@@ -347,7 +347,7 @@ class RLM(dspy.Module):
         usage = engine.budget.usage()
         result = RLMResult(
             answer=outputs,
-            status=outcome.status,  # type: ignore[arg-type]
+            status=outcome.status,
             limit=outcome.limit,
             error=outcome.error or policy.extract_error,
             usage=usage,

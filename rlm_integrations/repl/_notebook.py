@@ -252,7 +252,7 @@ class Notebook:
             except (SyntaxError, ValueError) as error:
                 return self._payload(value=None, error=str(error), error_type="SyntaxError", duration=0.0)
             return body, trailing
-        from RestrictedPython import compile_restricted_eval, compile_restricted_exec
+        from RestrictedPython.compile import compile_restricted_eval, compile_restricted_exec
 
         problems: list[str] = []
         body_result = compile_restricted_exec(tree, filename=filename)

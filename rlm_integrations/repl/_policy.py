@@ -231,7 +231,11 @@ class SandboxPolicy:
         cls: type = metaclass(name, bases, namespace)
         registry = self._sandbox_classes
         key = id(cls)
-        registry[key] = weakref.ref(cls, lambda _ref, key=key: registry.pop(key, None))
+
+        def forget(_reference: weakref.ref[type]) -> None:
+            registry.pop(key, None)
+
+        registry[key] = weakref.ref(cls, forget)
         return cls
 
     # -- imports ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -106,4 +107,14 @@ class REPL(Protocol):
 
     async def close(self) -> None:
         """Stop the worker and remove its scratch directory (idempotent)."""
+        ...
+
+    async def __aenter__(self) -> Any:
+        """Start the REPL and return it."""
+        ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Close the REPL."""
         ...
