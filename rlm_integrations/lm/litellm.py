@@ -162,7 +162,9 @@ class LiteLLMModel:
 
     Cost comes from LiteLLM's local price map. When the model has no price there,
     `cost_usd` is None (unknown), never 0; pass `input_cost_per_token` and
-    `output_cost_per_token` to price it yourself (0 for a free local model).
+    `output_cost_per_token` to price it yourself (0 for a free local model). Whether the
+    map prices the model is asked once, on the object's first call, so a price added with
+    `litellm.register_model` counts for objects that have not made a call yet.
 
     Attributes:
         name: the model string as given (used for per-model usage).
@@ -261,6 +263,8 @@ class LiteLLMModel:
         self._custom_prices: tuple[float, float] | None = (
             None if input_price is None else (float(input_price), float(output_price))
         )
+        # Whether LiteLLM's price map knows this model; None until the first call asks.
+        self._priced: bool | None = None
         self.context_window = context_window if context_window is not None else self._lookup_window(litellm)
 
     def _lookup_window(self, litellm: ModuleType) -> int | None:
@@ -404,6 +408,10 @@ class LiteLLMModel:
         if self._custom_prices is not None:
             input_price, output_price = self._custom_prices
             return prompt_tokens * input_price + completion_tokens * output_price
+        if self._priced is None:
+            self._priced = self._has_price(litellm)
+        if not self._priced:
+            return None
         try:
             prompt_cost, completion_cost = litellm.cost_per_token(
                 model=self._bare_model,
@@ -415,6 +423,20 @@ class LiteLLMModel:
         except Exception:
             return None
         return float(prompt_cost) + float(completion_cost)
+
+    def _has_price(self, litellm: ModuleType) -> bool:
+        """Whether LiteLLM can price this model at all, asked once per model object.
+
+        For an unpriced model (a local server's alias, say) `cost_per_token` searches the
+        map and raises on every call; asking once saves that work (about 80 us a call).
+        """
+        try:
+            litellm.cost_per_token(
+                model=self._bare_model, custom_llm_provider=self.provider, prompt_tokens=1, completion_tokens=1
+            )
+        except Exception:
+            return False
+        return True
 
     def _translate(
         self,

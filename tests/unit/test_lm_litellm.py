@@ -428,3 +428,24 @@ def test_server_lifecycle() -> None:
     server.stop()  # idempotent
     with pytest.raises(httpx.ConnectError):
         httpx.post(f"{server.url}/v1/chat/completions", json={}, timeout=2)
+
+
+async def test_an_unpriced_model_is_looked_up_once(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import litellm
+
+    lookups: list[str] = []
+    real = litellm.cost_per_token
+
+    def counting(**kwargs: Any) -> Any:
+        lookups.append(kwargs["model"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(litellm, "cost_per_token", counting)
+    unpriced = make_model(server, "openai/my-local-alias")
+    for _ in range(3):
+        assert (await unpriced.acomplete(user("hi"))).usage.cost_usd is None
+    assert lookups == ["my-local-alias"]
+    priced = make_model(server, "openai/gpt-4o-mini")
+    costs = [(await priced.acomplete(user("hi" * n))).usage.cost_usd for n in (1, 50)]
+    assert all(cost is not None and cost > 0 for cost in costs)
+    assert costs[0] != costs[1]
