@@ -5,9 +5,9 @@ Qwen2.5-Coder-0.5B-Instruct file is fetched into the cache on first use (see
 `rlm_integrations.lm._model_store`). The chat template comes from the GGUF file itself.
 
 Prefix caching: llama.cpp keeps the evaluated tokens of the previous prompt and only
-processes the new suffix, so a growing conversation is not re-read every turn. Sub-calls
-on the same model would evict that state, so every completion's state is also kept in
-an in-memory cache keyed by its tokens, and the longest matching prefix is restored.
+processes the new suffix, so a growing conversation is not re-read every turn. A
+sub-call on the same model replaces that state; `cache_bytes` can keep saved states to
+restore by longest prefix, but it is off by default (see its note on memory).
 """
 
 from __future__ import annotations
@@ -48,7 +48,11 @@ class LocalModel:
         max_tokens: default cap on generated tokens per call.
         temperature: sampling temperature (0 is greedy and repeatable).
         seed: sampling seed.
-        cache_bytes: memory for saved prompt states (prefix cache); 0 disables it.
+        cache_bytes: memory for saved prompt states restored by longest prefix (0, the
+            default, disables them). llama-cpp-python's saved states also hold the logits
+            of every prompt token (about 0.6 MB per token for this vocabulary), which its
+            cache does not count against this capacity, so a long-lived process grows
+            without bound: enable only for short sessions.
         name: the model's name in usage reports.
         stop: strings that end a reply. The default stops where a small model starts to
             invent the output of the code it just wrote (the REPL supplies the real one).
@@ -70,7 +74,7 @@ class LocalModel:
         max_tokens: int = 768,
         temperature: float = 0.0,
         seed: int = 0,
-        cache_bytes: int = 1 << 30,
+        cache_bytes: int = 0,
         name: str | None = None,
         stop: tuple[str, ...] = ("\nOutput:", "\nOutput (", "\n```\nOutput"),
     ) -> None:
