@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import subprocess
 import sys
 import time
@@ -224,13 +223,13 @@ def test_importing_the_package_does_not_import_litellm() -> None:
     assert done.stdout.strip() == "ok"
 
 
-def test_local_model_missing_module_is_a_clear_import_error() -> None:
-    try:
-        importlib.import_module("rlm_integrations.lm.local")
-    except ModuleNotFoundError as error:
-        if error.name != "rlm_integrations.lm.local":
-            raise
-    else:
-        pytest.skip("rlm_integrations.lm.local exists now")
-    with pytest.raises(ImportError, match=r"LocalModel is not available"):
-        from rlm_integrations.lm import LocalModel  # noqa: F401
+def test_local_model_without_the_local_extra_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from rlm_integrations.errors import MissingExtraError
+    from rlm_integrations.lm.local import LocalModel
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if llama-cpp-python were not installed
+    with pytest.raises(MissingExtraError, match=r'pip install "rlm-integrations\[local\]"') as caught:
+        LocalModel()
+    assert caught.value.extra == "local"
