@@ -362,3 +362,30 @@ def print_table(
             print("-+-".join("-" * w for w in widths))
     for note in notes:
         print(note)
+
+
+class Recorder:
+    """A child's results, rewritten to its output file after every change: a crash keeps what was measured."""
+
+    def __init__(self, path: str, *, error_limit: int = 300) -> None:
+        self.path = path
+        self.error_limit = error_limit
+        self.data: dict[str, Any] = {"metrics": {}, "errors": {}, "step": "starting"}
+        self.flush()
+
+    def flush(self) -> None:
+        write_json(self.path, self.data)
+
+    def step(self, name: str) -> None:
+        self.data["step"] = name
+        self.flush()
+
+    def set(self, name: str, value: Any) -> None:
+        to_dict = getattr(value, "to_dict", None)
+        self.data["metrics"][name] = to_dict() if callable(to_dict) else value
+        self.flush()
+
+    def fail(self, name: str, error: BaseException | str) -> None:
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.data["errors"][name] = condense_error(text, limit=self.error_limit)
+        self.flush()

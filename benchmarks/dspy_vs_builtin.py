@@ -39,7 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import condense_error, fmt_ratio, fmt_seconds, machine_info, make_text, print_table, run_child, write_json
+from _common import (
+    Recorder,
+    fmt_ratio,
+    fmt_seconds,
+    machine_info,
+    make_text,
+    print_table,
+    run_child,
+    write_json,
+)
 
 SIGNATURE = "context, question -> answer"
 SHORT_TURNS, LONG_TURNS, CONCURRENT_TURNS = 2, 6, 3
@@ -114,30 +123,6 @@ def scripted_lm(submit: str, latency_s: float) -> Any:
 
 
 # --------------------------------------------------------------------------- child side
-
-
-class Recorder:
-    """Keeps the child's results in its --out file as it goes, so a crash keeps what was measured."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.data: dict[str, Any] = {"metrics": {}, "errors": {}, "step": "start"}
-        self.flush()
-
-    def flush(self) -> None:
-        write_json(self.path, self.data)
-
-    def step(self, name: str) -> None:
-        self.data["step"] = name
-        self.flush()
-
-    def set(self, name: str, value: Any) -> None:
-        self.data["metrics"][name] = value
-        self.flush()
-
-    def fail(self, name: str, error: BaseException) -> None:
-        self.data["errors"][name] = condense_error(f"{type(error).__name__}: {error}")
-        self.flush()
 
 
 class TurnClock:

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    Recorder,
     child_pids,
     condense_error,
     fmt_bytes,
@@ -252,31 +253,6 @@ def fake_server_process(latency_s: float, env: dict[str, str]) -> Any:
 
 
 # --------------------------------------------------------------------------- child side
-
-
-class Recorder:
-    """Collects metrics and errors and rewrites the output file after every change."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.data: dict[str, Any] = {"metrics": {}, "errors": {}, "step": "starting"}
-        self.flush()
-
-    def flush(self) -> None:
-        write_json(self.path, self.data)
-
-    def step(self, name: str) -> None:
-        self.data["step"] = name
-        self.flush()
-
-    def set(self, name: str, value: Any) -> None:
-        self.data["metrics"][name] = value
-        self.flush()
-
-    def fail(self, name: str, error: BaseException | str) -> None:
-        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        self.data["errors"][name] = condense_error(text, limit=400)
-        self.flush()
 
 
 def _descendant_cpu(pid: str, depth: int = 0) -> float:
@@ -918,7 +894,7 @@ def _rlms_cell_output(files: list[Path]) -> int:
 
 def child_main(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else FULL
-    rec = Recorder(args.out)
+    rec = Recorder(args.out, error_limit=400)
     key = args.child
     if key.startswith(("dspy", "bare")):
         _quiet_dspy()

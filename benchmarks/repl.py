@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    Recorder,
     Timing,
     amedian_time,
     child_pids,
@@ -278,31 +279,6 @@ DEFAULT_PHASES = ("timing", "memory")
 
 
 # --------------------------------------------------------------------------- child side
-
-
-class Recorder:
-    """Collects metrics and errors and rewrites the output file after every change."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.data: dict[str, Any] = {"metrics": {}, "errors": {}, "step": "starting"}
-        self.flush()
-
-    def flush(self) -> None:
-        write_json(self.path, self.data)
-
-    def step(self, name: str) -> None:
-        self.data["step"] = name
-        self.flush()
-
-    def set(self, name: str, value: Any) -> None:
-        self.data["metrics"][name] = value.to_dict() if isinstance(value, Timing) else value
-        self.flush()
-
-    def fail(self, name: str, error: BaseException | str) -> None:
-        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        self.data["errors"][name] = condense_error(text)
-        self.flush()
 
 
 async def _call(c: Contender, fn: Callable[..., Any], *args: Any) -> Any:
