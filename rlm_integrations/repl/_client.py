@@ -243,7 +243,7 @@ class WorkerREPL:
         self._check_open()
         async with self._busy():
             channel = await self._ensure_worker()
-            reply = await self._request(channel, {"op": "get", "name": name})
+            reply = await self._bounded_request(channel, {"op": "get", "name": name})
         if reply["op"] != "value":
             raise KeyError(name)
         value, _exact = decode_value(reply)
@@ -254,7 +254,7 @@ class WorkerREPL:
         self._check_open()
         async with self._busy():
             channel = await self._ensure_worker()
-            reply = await self._request(channel, {"op": "variables"})
+            reply = await self._bounded_request(channel, {"op": "variables"})
         return list(reply.get("variables", []))
 
     # -- sync forms -------------------------------------------------------------------------
@@ -338,6 +338,28 @@ class WorkerREPL:
         self._pending_definitions = False
         if self._callbacks:
             await self._request(channel, {"op": "define", "names": list(self._callbacks)})
+
+    async def _bounded_request(self, channel: Channel, message: dict[str, Any]) -> dict[str, Any]:
+        """A request that runs code in the worker (a value's `__repr__`): bounded like a cell.
+
+        If the worker does not answer in time, or the caller gives up, the worker is killed
+        so that its late reply can never be read as the answer to a later request.
+        """
+        limit = self.cell_timeout_s if self.cell_timeout_s is not None else 30.0
+        try:
+            async with asyncio.timeout(limit):
+                return await self._request(channel, message)
+        except TimeoutError:
+            self._channel = None
+            channel.kill()
+            raise WorkerCrashedError(
+                f"the REPL worker did not answer {message['op']!r} within {limit:g} s; it was stopped "
+                "and the next use starts a fresh one (loaded values are reloaded, cell variables are lost)"
+            ) from None
+        except BaseException:
+            self._channel = None
+            channel.kill()
+            raise
 
     async def _request(self, channel: Channel, message: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from rlm_integrations.errors import WorkerCrashedError
 from rlm_integrations.repl import LocalREPL
 
 SECRET_VAR = "RLM_ABUSE_TEST_SECRET"
@@ -614,3 +615,20 @@ async def test_unrestricted_cell_cannot_lift_its_limits(plain: LocalREPL, limit:
     )
     assert cell.ok, cell.error
     assert cell.value == "(True, False)", "the worker's OS limits must be hard limits it cannot raise"
+
+
+async def test_get_of_a_value_whose_repr_hangs_is_bounded_and_recovers() -> None:
+    # Only unrestricted code can define __repr__; the host must still never wait forever on `get`.
+    repl = LocalREPL(cell_timeout_s=1.0, policy="unrestricted")
+    async with repl:
+        await repl.load("context", "abc")
+        cell = await repl.execute(
+            "class Slow:\n    def __repr__(self):\n        while True:\n            pass\nx = Slow()"
+        )
+        assert cell.ok, cell.error
+        started = time.monotonic()
+        with pytest.raises(WorkerCrashedError, match="did not answer"):
+            await repl.get("x")
+        assert time.monotonic() - started < 5
+        after = await repl.execute("len(context)")
+        assert after.value == "3"  # a fresh worker, with the context reloaded
