@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -21,8 +20,10 @@ import sys
 import tempfile
 import threading
 import weakref
-from pathlib import Path
 from typing import IO, Any
+
+# One definition of how a worker is launched, shared with the in-sandbox supervisor (stdlib only).
+from rlm_integrations.repl._supervisor import _BOOTSTRAP, _import_roots
 
 __all__ = ["EOF", "Mailbox", "WorkerProcess"]
 
@@ -36,20 +37,6 @@ _SIGNAL_REASONS = {
     signal.SIGSEGV: "it crashed (SIGSEGV)",
     signal.SIGABRT: "it aborted (SIGABRT)",
 }
-
-
-def _import_roots() -> list[str]:
-    """Directories the worker needs on sys.path: this package's and RestrictedPython's."""
-    roots = [str(Path(__file__).resolve().parents[2])]
-    spec = importlib.util.find_spec("RestrictedPython")
-    if spec is not None and spec.origin:
-        root = str(Path(spec.origin).resolve().parents[1])
-        if root not in roots:
-            roots.append(root)
-    return roots
-
-
-_BOOTSTRAP = "import sys; sys.path[:0] = {roots!r}; from rlm_integrations.repl._worker import main; main()"
 
 
 class Mailbox:

@@ -80,9 +80,10 @@ def worker_version(package_root: str | Path | None = None) -> str:
 
 
 def _import_roots() -> list[str]:
-    roots = [str(Path(__file__).resolve().parents[2])]
+    """Directories the worker needs on sys.path: this package's and RestrictedPython's."""
     import importlib.util
 
+    roots = [str(Path(__file__).resolve().parents[2])]
     spec = importlib.util.find_spec("RestrictedPython")
     if spec is not None and spec.origin:
         root = str(Path(spec.origin).resolve().parents[1])
