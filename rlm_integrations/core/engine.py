@@ -39,6 +39,7 @@ from rlm_integrations.core.parsing import parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy
 from rlm_integrations.errors import ModelError, REPLError, UsageError
 from rlm_integrations.lm.protocol import LanguageModel, TokenUsage
+from rlm_integrations.repl._client import LOST_VARIABLES_MARKER, lost_variables_note
 from rlm_integrations.repl._output import truncate_middle
 from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer
 
@@ -532,11 +533,7 @@ class Engine:
             prelude = set(self._prelude_names(state))
             lost = [name for name in cell.lost_variables if name not in prelude]
             if lost != cell.lost_variables:
-                error = cell.error or ""
-                for name in prelude:
-                    error = error.replace(f", {name}", "").replace(f"{name}, ", "")
-                if not lost:
-                    error = error.split(" Lost variables", 1)[0]
+                error = (cell.error or "").split(LOST_VARIABLES_MARKER, 1)[0] + lost_variables_note(lost)
                 cell = cell.model_copy(update={"lost_variables": lost, "error": error})
         state.cell_id = None
         self.bus.emit(

@@ -451,8 +451,7 @@ class WorkerREPL:
         lost = [name for name in names_before if name not in self._loaded]
         reloaded = ", ".join(self._loaded) or "nothing"
         message = f"{reason}. The REPL was restarted; reloaded: {reloaded}."
-        if lost:
-            message += f" Lost variables (re-create them if you need them): {', '.join(lost)}."
+        message += lost_variables_note(lost)
         return CellResult(
             error=message,
             error_type="TimeoutError" if timed_out else "WorkerCrashed",
@@ -563,3 +562,13 @@ def serialize(value: Any) -> tuple[Payload, str]:
             value_type=type(value).__name__,
         ) from error
     return (lambda file: file.write(encoded)), "json"
+
+
+LOST_VARIABLES_MARKER = " Lost variables"
+
+
+def lost_variables_note(lost: list[str]) -> str:
+    """The sentence a restart report ends with, naming the variables that are gone ("" if none)."""
+    if not lost:
+        return ""
+    return f"{LOST_VARIABLES_MARKER} (re-create them if you need them): {', '.join(lost)}."

@@ -1141,3 +1141,21 @@ async def test_the_trajectory_records_the_whole_first_request_with_the_example()
     result = await run(RLM(root, config=config(), policy=with_example))
     (started,) = [e for e in result.trajectory.events if isinstance(e, LMCallStarted)]
     assert started.new_messages == [dict(m) for m in root.calls[0]]
+
+
+async def test_restart_report_names_lost_variables_whose_names_start_like_prelude_modules() -> None:
+    # `rest` and `json_rows` must survive the removal of the prelude's `re`/`json` from the report.
+    root = ScriptedLM(
+        [
+            block("rest = 1\njson_rows = [1]"),
+            block("while True:\n    pass"),
+            block("FINAL(len(context))"),
+        ],
+        name="root",
+    )
+    rlm = RLM(root, ScriptedLM(["unused"], name="sub"), config=RLMConfig(cell_timeout_s=1.0))
+    result = await rlm.acompletion("What is it?", context="abcd")
+    assert result.answer == 4
+    timed_out = [e for e in result.trajectory.events if isinstance(e, CellFinished) and e.timed_out]
+    assert timed_out[0].lost_variables == ["rest", "json_rows"]
+    assert "Lost variables (re-create them if you need them): rest, json_rows." in (timed_out[0].error or "")
