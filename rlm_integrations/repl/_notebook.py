@@ -132,6 +132,7 @@ class Notebook:
             end = "\n"
         if not isinstance(sep, str) or not isinstance(end, str):
             raise TypeError("print's sep and end must be strings")
+        sep, end = str.__str__(sep), str.__str__(end)  # exact str: a subclass's join() never runs
         self._output.write(sep.join(str(item) for item in objects) + end)
 
     def output_so_far(self) -> str:
@@ -149,6 +150,8 @@ class Notebook:
         if not isinstance(name, str):
             self._final = {**encode_value(name), "variable": None, "named": False}
             raise _FinalSignal
+        # An exact copy: a str subclass's own __hash__/__eq__ must not steer the lookups below.
+        name = str.__str__(name)
         if name not in self.namespace or name in self._reserved:
             defined = ", ".join(self.variables()) or "none"
             raise NameError(
@@ -188,6 +191,8 @@ class Notebook:
         self._output = BoundedText(self.max_output_chars)
         self._final = None
         self.callback_seconds = 0.0
+        if self._policy is not None:
+            self._policy.reset_cell_state()
         lines = source.splitlines()
         compiled = self._compile(source, filename)
         if isinstance(compiled, dict):

@@ -12,50 +12,34 @@ Rules enforced here, each tested by an escape attempt in tests/unit/test_repl_es
 - ``str.format`` / ``format_map`` resolve fields through the same guard;
 - writes are allowed on builtin containers and on classes the sandbox defined (and
   their instances), refused on everything else (modules, host classes, functions);
-- ``import`` accepts only an allow-list and hands out read-only module proxies through
-  which no module is reachable.
+- ``import`` accepts only an allow-list and hands out audited, read-only module views
+  (`_safe_modules`) through which no module is reachable;
+- host Python code reached through an attribute runs only on instances of its own class,
+  and its results are checked (`_host_calls`);
+- the class registry and the guards live in closures: no attribute of anything a cell can
+  reach leads to them, and they have no attributes to write.
 
 Standard library and RestrictedPython only: the worker imports it.
 """
 
 from __future__ import annotations
 
+import abc
 import builtins
 import collections
-import functools
 import importlib
 import operator
 import string
 import types
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
+from rlm_integrations.repl import _host_calls, _safe_modules
+from rlm_integrations.repl._host_calls import HostCallGuard
+from rlm_integrations.repl._safe_modules import ALLOWED_MODULES, INTERNAL_IMPORTS, ModuleView
+
 __all__ = ["ALLOWED_MODULES", "SandboxPolicy"]
-
-ALLOWED_MODULES: frozenset[str] = frozenset(
-    {
-        "re",
-        "json",
-        "math",
-        "statistics",
-        "collections",
-        "itertools",
-        "heapq",
-        "bisect",
-        "string",
-        "textwrap",
-        "difflib",
-        "datetime",
-        "random",
-        "unicodedata",
-        "fractions",
-        "decimal",
-    }
-)
-
-# Members of allowed modules that would reopen a hole (string.Formatter walks attributes with the real getattr).
-_BLOCKED_MEMBERS: dict[str, frozenset[str]] = {"string": frozenset({"Formatter"})}
 
 # Attribute names refused on any object, whatever its type (belt and braces with the type checks below).
 _DENIED_ATTRIBUTES = frozenset(
@@ -118,6 +102,12 @@ _EXCEPTION_NAMES = [
 ]
 
 
+# Host functions no cell may call, however reached (a class, an instance, super()).
+_REFUSED_HOST_FUNCTIONS: dict[Any, str] = {
+    abc.ABCMeta.register: "registering a virtual subclass changes isinstance() for the whole worker",
+}
+
+
 class _MissingType:
     __slots__ = ()
 
@@ -130,34 +120,59 @@ def _refuse(name: str, reason: str) -> AttributeError:
     return AttributeError(f"attribute {name!r} is not available in the REPL: {reason}")
 
 
-class _SafeFormatter(string.Formatter):
-    """`str.format` whose field lookups (``{0.attr}``, ``{0[key]}``) go through the guards."""
-
-    def __init__(self, policy: SandboxPolicy) -> None:
-        self._policy = policy
-
-    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
-        first, rest = _formatter_field_name_split(field_name)
-        value = self.get_value(first, args, kwargs)
-        for is_attribute, key in rest:
-            value = self._policy.getattr(value, key) if is_attribute else value[key]
-        return value, first
-
-
-_formatter_field_name_split: Callable[[str], tuple[Any, Iterable[tuple[bool, Any]]]] = getattr(  # noqa: B009
-    string, "_string"
-).formatter_field_name_split
+def _plain_text(value: Any) -> str:
+    """`value` as an exact `str` (a subclass's own methods never run), or TypeError."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise TypeError(f"expected a string, got {type(value).__name__}")
 
 
 class SandboxPolicy:
-    """Builds the globals of a restricted namespace: builtins, guards and module proxies."""
+    """Builds the globals of a restricted namespace: builtins, guards and module views."""
+
+    __slots__ = ("_formatter", "_host_guard", "_is_sandbox_class", "_namespace", "_register_class", "_views")
 
     def __init__(self) -> None:
-        # Keyed by id() and checked by identity: membership tests on a WeakSet call __eq__/__hash__,
-        # which a crafted class could answer for a host class.
-        self._sandbox_classes: dict[int, weakref.ref[type]] = {}
-        self._proxies: dict[str, object] = {}
-        self._formatter = _SafeFormatter(self)
+        # The registry of classes the sandbox made lives in this closure only. Keyed by id() and checked by
+        # identity: membership tests on a WeakSet call __eq__/__hash__, which a crafted class could answer.
+        registry: dict[int, weakref.ref[type]] = {}
+
+        def register(cls: type) -> None:
+            key = id(cls)
+            registry[key] = weakref.ref(cls, lambda _reference: registry.pop(key, None))
+
+        def is_sandbox_class(cls: type) -> bool:
+            reference = registry.get(id(cls))
+            return reference is not None and reference() is cls
+
+        self._register_class = register
+        self._is_sandbox_class = is_sandbox_class
+        self._views: dict[str, object] = {}
+        self._namespace: dict[str, Any] | None = None
+        formatter = _safe_modules.formatter_class(self.getattr)
+        self._formatter = formatter()
+        trusted = (vars(_host_calls), vars(_safe_modules), globals())
+
+        def is_trusted(function: types.FunctionType) -> bool:
+            scope = function.__globals__
+            return scope is self._namespace or any(scope is g for g in trusted)
+
+        self._host_guard = HostCallGuard(is_trusted, self._replacements(formatter), _REFUSED_HOST_FUNCTIONS)
+
+    def _replacements(self, formatter: type[string.Formatter]) -> dict[Any, Callable[..., Any]]:
+        vformat = self._formatter.vformat
+
+        def user_string_format(self: Any, *args: Any, **kwargs: Any) -> str:
+            return vformat(_plain_text(self.data), args, kwargs)
+
+        def user_string_format_map(self: Any, mapping: Any) -> str:
+            return vformat(_plain_text(self.data), (), mapping)
+
+        return {
+            collections.UserString.format: user_string_format,
+            collections.UserString.format_map: user_string_format_map,
+            string.Formatter.get_field: formatter.get_field,
+        }
 
     # -- attribute access -------------------------------------------------------------------
     def getattr(self, obj: Any, name: Any, default: Any = _MISSING) -> Any:
@@ -174,9 +189,11 @@ class SandboxPolicy:
             raise _refuse(name, "generator internals are off limits")
         try:
             value = getattr(obj, name)
-        except AttributeError:
+        except AttributeError as error:
             if default is not _MISSING:
                 return default
+            if isinstance(obj, ModuleView):  # the view says why (not audited, a module, ...)
+                raise AttributeError(str(error)) from None
             raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}") from None
         if isinstance(value, _INTERNAL_TYPES):
             raise _refuse(name, f"it is a {type(value).__name__}")
@@ -186,7 +203,7 @@ class SandboxPolicy:
                 return self._guarded_format(str, name)
             if isinstance(value, types.BuiltinMethodType) and isinstance(getattr(value, "__self__", None), str):
                 return self._guarded_format(value.__self__, name)
-        return value
+        return self._host_guard.guard(obj, name, value)
 
     def hasattr(self, obj: Any, name: Any) -> bool:
         """Guarded `hasattr`: False for anything the policy refuses."""
@@ -203,19 +220,16 @@ class SandboxPolicy:
                 return lambda template, *args, **kwargs: formatter.vformat(str(template), args, kwargs)
             return lambda template, mapping: formatter.vformat(str(template), (), mapping)
         if name == "format":
-            return functools.partial(formatter.format, obj)
+            return lambda *args, **kwargs: formatter.vformat(obj, args, kwargs)
         return lambda mapping: formatter.vformat(obj, (), mapping)
 
     # -- writes -----------------------------------------------------------------------------
     def is_sandbox_made(self, obj: Any) -> bool:
         """True for classes defined by sandboxed code and for their instances."""
+        made_here = self._is_sandbox_class
         if isinstance(obj, type):
-            return self._made_here(obj)
-        return any(self._made_here(base) for base in type(obj).__mro__)
-
-    def _made_here(self, cls: type) -> bool:
-        reference = self._sandbox_classes.get(id(cls))
-        return reference is not None and reference() is cls
+            return made_here(obj)
+        return any(made_here(base) for base in type.__dict__["__mro__"].__get__(type(obj)))
 
     def write_guard(self, obj: Any) -> Any:
         """The `_write_` hook: pass writable objects through, wrap the rest in a refusing proxy."""
@@ -229,13 +243,7 @@ class SandboxPolicy:
             raise TypeError("class keyword arguments are not available in the REPL")
         metaclass: type = type(bases[0]) if bases else type
         cls: type = metaclass(name, bases, namespace)
-        registry = self._sandbox_classes
-        key = id(cls)
-
-        def forget(_reference: weakref.ref[type]) -> None:
-            registry.pop(key, None)
-
-        registry[key] = weakref.ref(cls, forget)
+        self._register_class(cls)
         return cls
 
     # -- imports ----------------------------------------------------------------------------
@@ -247,16 +255,34 @@ class SandboxPolicy:
         fromlist: Any = (),
         level: int = 0,
     ) -> object:
-        """The `__import__` hook: allow-listed modules only, as read-only proxies."""
+        """The `__import__` hook: allow-listed modules only, as audited read-only views.
+
+        C code that imports for itself (datetime's ``strftime`` needs ``time``) reaches this
+        hook too, with a list as `fromlist` where an ``import`` statement passes None or a
+        tuple; CPython then takes the module from ``sys.modules`` itself. Such imports of
+        `INTERNAL_IMPORTS` happen and return nothing.
+        """
+        if type(name) is not str:
+            raise TypeError("module name must be a string")
         if level != 0:
             raise ImportError("relative imports are not available in the REPL")
+        if name in INTERNAL_IMPORTS and type(fromlist) is list:
+            importlib.import_module(name)
+            return None
         if name not in ALLOWED_MODULES:
             allowed = ", ".join(sorted(ALLOWED_MODULES))
             raise ImportError(f"import of {name!r} is not allowed in the REPL; available modules: {allowed}")
-        proxy = self._proxies.get(name)
-        if proxy is None:
-            proxy = self._proxies[name] = _module_proxy(importlib.import_module(name))
-        return proxy
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = _safe_modules.module_view(name, type(self._formatter))
+        return view
+
+    def reset_cell_state(self) -> None:
+        """Give the next cell a fresh decimal context if cells use decimal (its mutations never carry over)."""
+        if "decimal" in self._views:
+            import decimal
+
+            decimal.setcontext(decimal.Context())
 
     # -- the namespace ----------------------------------------------------------------------
     def builtins(self) -> dict[str, Any]:
@@ -279,7 +305,9 @@ class SandboxPolicy:
         """Guards and builtins for a restricted namespace (user names are added on top)."""
         from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 
-        return {
+        if self._namespace is not None:
+            raise RuntimeError("a SandboxPolicy guards exactly one namespace")
+        self._namespace = {
             "__builtins__": self.builtins(),
             "__name__": "repl",
             "__metaclass__": self.make_class,
@@ -293,6 +321,7 @@ class SandboxPolicy:
             "_unpack_sequence_": guarded_unpack_sequence,
             "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
         }
+        return self._namespace
 
 
 class _ReadOnly:
@@ -305,49 +334,10 @@ class _ReadOnly:
 
     def _deny(self, *_args: Any) -> None:
         target = object.__getattribute__(self, "_target")
-        kind = "module" if isinstance(target, _ModuleProxyBase) else type(target).__name__
+        kind = "module" if isinstance(target, ModuleView) else type(target).__name__
         raise TypeError(f"cannot modify this {kind} object in the REPL (only your own classes and containers)")
 
     __setattr__ = __delattr__ = __setitem__ = __delitem__ = _deny
-
-
-class _ModuleProxyBase:
-    __slots__ = ()
-
-
-def _module_proxy(module: types.ModuleType) -> object:
-    """A read-only view of `module`: no `_` names, no submodules, no writes."""
-    module_name = module.__name__
-    blocked = _BLOCKED_MEMBERS.get(module_name, frozenset())
-
-    class ReadOnlyModule(_ModuleProxyBase):
-        __slots__ = ()
-
-        def __getattribute__(self, name: str) -> Any:
-            if name.startswith("_") or name in blocked:
-                raise AttributeError(f"module {module_name!r} has no public attribute {name!r} in the REPL")
-            try:
-                value = getattr(module, name)
-            except AttributeError:
-                raise AttributeError(f"module {module_name!r} has no attribute {name!r}") from None
-            if isinstance(value, _INTERNAL_TYPES):
-                raise AttributeError(f"{module_name}.{name} is a module; only allow-listed modules can be imported")
-            return value
-
-        def __setattr__(self, name: str, value: Any) -> None:
-            raise TypeError(f"module {module_name!r} is read-only in the REPL")
-
-        def __delattr__(self, name: str) -> None:
-            raise TypeError(f"module {module_name!r} is read-only in the REPL")
-
-        def __repr__(self) -> str:
-            return f"<module {module_name!r} (read-only)>"
-
-        def __dir__(self) -> list[str]:
-            return [n for n in dir(module) if not n.startswith("_") and n not in blocked]
-
-    ReadOnlyModule.__name__ = ReadOnlyModule.__qualname__ = "module"
-    return ReadOnlyModule()
 
 
 def _type_of(obj: Any) -> type:

@@ -55,9 +55,11 @@ WORKER_MODULES: tuple[str, ...] = (
     "__init__.py",
     "repl/__init__.py",
     "repl/_codec.py",
+    "repl/_host_calls.py",
     "repl/_notebook.py",
     "repl/_output.py",
     "repl/_policy.py",
+    "repl/_safe_modules.py",
     "repl/_supervisor.py",
     "repl/_worker.py",
 )

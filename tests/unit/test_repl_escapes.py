@@ -205,7 +205,8 @@ ESCAPES: list[Escape] = [
         f"import statistics\nprint('PWNED', statistics.sys.modules['os'].environ.get('{CANARY_VAR}'))",
     ),
     Escape("statistics_random_real_module", "import statistics\nprint('PWNED', statistics.random)"),
-    Escape("json_codecs_open", "import json\nprint('PWNED', json.codecs.open('/etc/passwd').readline())"),
+    # The controls write into the worker's scratch directory: wall 2 hides host files from plain Python too.
+    Escape("json_codecs_open", "import json\nprint('PWNED', json.codecs.open('escape_probe.txt', 'w').write('x'))"),
     Escape("json_decoder", "import json\nprint('PWNED', json.decoder)"),
     Escape("from_json_import_decoder", "from json import decoder\nprint('PWNED', decoder)"),
     Escape("from_json_import_scanner", "from json import scanner\nprint('PWNED', scanner)"),
@@ -268,7 +269,7 @@ ESCAPES: list[Escape] = [
     Escape("globals_builtins", "print('PWNED', globals()['__builtins__'])"),
     Escape("locals", "print('PWNED', locals())"),
     Escape("read_builtins_name", "print('PWNED', __builtins__)"),
-    Escape("open", "print('PWNED', open('/etc/passwd').readline())"),
+    Escape("open", "print('PWNED', open('escape_probe.txt', 'w').write('x'))"),
     Escape("eval", "print('PWNED', eval('1 + 1'))"),
     Escape("exec", "exec(\"print('PWNED')\")"),
     Escape("exec_by_name_alias", "run = exec\nrun(\"print('PWNED')\")"),
@@ -276,7 +277,7 @@ ESCAPES: list[Escape] = [
     Escape("dunder_import", f"print('PWNED', __import__('os').environ.get('{CANARY_VAR}'))"),
     Escape("breakpoint", "breakpoint()\nprint('PWNED')", control=False),  # pdb would read stdin
     Escape("input", "print('PWNED', input())", control=False),  # stdin is /dev/null
-    Escape("help", "help(len)\nprint('PWNED')"),
+    Escape("help", "help(len)\nprint('PWNED')", control=False),  # site's help() is not installed in the worker
     Escape("setattr_on_module_proxy", "import re\nsetattr(re, 'compile', None)\nprint('PWNED')"),
     Escape("delattr_on_module_proxy", "import re\ndelattr(re, 'compile')\nprint('PWNED')"),
     Escape(
@@ -366,6 +367,129 @@ ESCAPES: list[Escape] = [
         "def f():\n    x = 1\n    def g():\n        nonlocal x\n        x = 2\n"
         "    g()\n    return x\nprint('PWNED', f())",
     ),
+    # -- host Python code inside the allowed modules ---------------------------------------------------------
+    # UserString.format/format_map call the real str.format on the wrapped text.
+    Escape(
+        "userstring_format_class_walk",
+        "import collections\nprint(collections.UserString('PWNED {0.__class__.__mro__}').format(1))",
+    ),
+    Escape(
+        "userstring_format_map_walk",
+        "import collections\nprint(collections.UserString('PWNED {x.__class__}').format_map({'x': 1}))",
+    ),
+    Escape(
+        "userstring_format_reaches_sys_modules",
+        "import collections\n"
+        "t = collections.UserString('PWNED {0.__init__.__globals__[_sys].modules[os].getpid}')\n"
+        "print(t.format(collections.Counter()))",
+    ),
+    Escape(
+        "userstring_format_subclasses",
+        "import collections\nprint(collections.UserString('PWNED {0.__class__.__mro__[1].__subclasses__}').format(1))",
+    ),
+    Escape(
+        "userstring_format_traceback_frame",
+        "import collections\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except Exception as e:\n"
+        "    print(collections.UserString('PWNED {0.__traceback__.tb_frame.f_back.f_globals}').format(e))",
+    ),
+    Escape(
+        "userstring_format_unbound",
+        "import collections\n"
+        "u = collections.UserString('PWNED {0.__class__}')\n"
+        "print(collections.UserString.format(u, 1))",
+    ),
+    Escape(
+        "userstring_format_via_super",
+        "import collections\n"
+        "class U(collections.UserString):\n"
+        "    pass\n"
+        "print(super(U, U('PWNED {0.__class__}')).format(1))",
+    ),
+    # UserList.copy / Counter.copy return self.__class__(self): with self=int that is the real `type`.
+    Escape(
+        "userlist_copy_of_int_is_type",
+        "import collections\n"
+        "T = collections.UserList.copy(int)\n"
+        "X = T('X', (), {'__getattr__': lambda self, name: name})\n"
+        "print('PWNED', X().anything)",
+    ),
+    Escape(
+        "counter_copy_of_int_is_type",
+        "import collections\n"
+        "T = collections.Counter.copy(int)\n"
+        "X = T('X', (), {'__getattr__': lambda self, name: name})\n"
+        "print('PWNED', X().anything)",
+    ),
+    Escape(
+        # The subclass overrides copy, so a check that looked at the first `copy` in L's MRO would pass it.
+        "unbound_copy_through_super_of_a_class",
+        "import collections\n"
+        "class L(collections.UserList):\n"
+        "    def copy(self):\n"
+        "        return 1\n"
+        "T = super(L, L).copy(int)\n"
+        "print('PWNED', T('X', (), {}))",
+    ),
+    Escape(
+        "unbound_host_method_through_getattr",
+        "import collections\nT = getattr(collections.Counter, 'co' + 'py')(int)\nprint('PWNED', T)",
+    ),
+    # UserDict.copy -> copy.copy -> copy._reconstruct: a raw setattr of any name on any object.
+    Escape(
+        "write_via_userdict_copy_reconstruct",
+        "import collections, json\n"
+        "T = collections.UserList.copy(int)\n"
+        "C = T('C', (collections.UserDict,), {'__copy__': None,\n"
+        "    '__reduce_ex__': lambda self, proto: (lambda: json.JSONEncoder, (), (None, {'item_separator': ';'}))})\n"
+        "try:\n"
+        "    collections.UserDict.copy(C())\n"
+        "except Exception:\n"
+        "    pass\n"
+        "if json.JSONEncoder.item_separator == ';':\n"
+        "    print('PWNED')",
+    ),
+    Escape(
+        # Random.setstate assigns self.gauss_next before anything checks `self`.
+        "write_host_class_via_unbound_random_setstate",
+        "import random, json\n"
+        "try:\n"
+        "    random.Random.setstate(json.JSONEncoder, (3, (), 5))\n"
+        "except TypeError:\n"
+        "    pass\n"
+        "print('PWNED', json.JSONEncoder.gauss_next)",
+    ),
+    Escape(
+        "write_abc_registry_via_register",
+        "import fractions\nfractions.Fraction.register(int)\nprint('PWNED', isinstance(1, fractions.Fraction))",
+    ),
+    Escape(
+        # The first super() reaches the REPL's Formatter, the second the real string.Formatter.get_field.
+        "string_formatter_get_field_through_super",
+        "import string\n"
+        "class G(string.Formatter):\n"
+        "    pass\n"
+        "for C in (G, string.Formatter):\n"
+        "    try:\n"
+        "        print('PWNED', super(C, G()).get_field('0.__class__', (1,), {}))\n"
+        "    except AttributeError:\n"
+        "        pass\n"
+        "the_cell_fails_here",
+    ),
+    Escape(
+        "decimal_setcontext",
+        "import decimal\ndecimal.setcontext(decimal.Context(prec=3))\nprint('PWNED', decimal.getcontext().prec)",
+    ),
+    Escape(
+        "decimal_template_context_clear_traps",
+        "import decimal\ndecimal.DefaultContext.clear_traps()\nprint('PWNED', decimal.Context().divide(1, 0))",
+    ),
+    Escape("datetime_capsule", "import datetime\nprint('PWNED', datetime.datetime_CAPI)"),
+    Escape("difflib_generic_alias", "import difflib\nprint('PWNED', difflib.GenericAlias(list, (int,)))"),
+    Escape("statistics_imported_helper", "import statistics\nprint('PWNED', statistics.groupby)"),
+    Escape("re_deprecated_template", "import re\nprint('PWNED', re.template('a'))"),
     # -- the sandbox's own functions ----------------------------------------------------------------------------
     Escape("final_globals", "print('PWNED', getattr(FINAL, '__glob' + 'als__'))", control=False),
     Escape("final_self", "print('PWNED', getattr(FINAL, '__se' + 'lf__'))", control=False),
@@ -444,7 +568,8 @@ _DESTRUCTIVE = ("write_", "delete_", "setattr_", "delattr_", "decimal_", "posonl
 
 
 async def _plain_repl() -> LocalREPL:
-    plain = LocalREPL(cell_timeout_s=10.0, policy="unrestricted")
+    # pool=False: a fresh worker, launched under the test's RLM_BWRAP=none (wall 1 is measured alone).
+    plain = LocalREPL(cell_timeout_s=10.0, policy="unrestricted", pool=False)
     await plain.start()
     await plain.load("context", CONTEXT)
     plain.register("llm_query", _pong)
@@ -453,8 +578,10 @@ async def _plain_repl() -> LocalREPL:
     return plain
 
 
-async def test_escape_snippets_work_as_plain_python() -> None:
+async def test_escape_snippets_work_as_plain_python(monkeypatch: pytest.MonkeyPatch) -> None:
     """The control: without RestrictedPython, each snippet marked control=True escapes."""
+    # Without wall 2's file-system view too: it would hide /etc/passwd (tests/unit/test_repl_wall2.py).
+    monkeypatch.setenv("RLM_BWRAP", "none")
     not_escaping: list[str] = []
     shared = await _plain_repl()
     try:

@@ -1,0 +1,173 @@
+"""Guards on host Python code that a restricted cell can call.
+
+The allowed modules are partly written in Python, and that code runs with the real
+builtins: ``self.__class__``, ``setattr``, ``str.format`` and friends are not checked
+there. Three rules keep such code from doing for a cell what the cell may not do itself:
+
+- **An unbound host method runs only on an instance of the class that defines it.**
+  ``UserList.copy(int)`` would return ``int.__class__(int)``, the real `type`; the guard
+  refuses the call because `int` is not a `UserList`. The check reads the real MRO of
+  the argument's real type, so no ``__instancecheck__`` or registered ABC can answer it.
+- **Some host functions are replaced or refused outright**, by identity, however the cell
+  reaches them (module, class, instance, ``super()``): ``UserString.format`` goes
+  through the guarded formatter, ``ABCMeta.register`` (which changes ``isinstance`` for
+  the whole worker) is refused.
+- **Results are checked**: a host call that returns a module, a frame, a code object, a
+  traceback or a metaclass raises instead.
+
+Functions the cell defined itself, and the sandbox's own helpers, are not wrapped.
+Standard library only: the worker imports it.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["HostCallGuard", "checked_result", "guard_function"]
+
+_FORBIDDEN_RESULTS = (types.ModuleType, types.FrameType, types.CodeType, types.TracebackType)
+
+
+class _Missing:
+    __slots__ = ()
+
+
+_MISSING = _Missing()
+
+
+def checked_result(value: Any) -> Any:
+    """Return `value` unless it is an interpreter object a cell must never hold."""
+    if isinstance(value, _FORBIDDEN_RESULTS):
+        raise TypeError(f"a library call returned a {type(value).__name__} object, which the REPL does not hand out")
+    if isinstance(value, type) and issubclass(value, type):
+        raise TypeError("a library call returned a metaclass (it builds classes), which the REPL does not hand out")
+    return value
+
+
+def _describe(function: Any) -> str:
+    return str(getattr(function, "__qualname__", None) or getattr(function, "__name__", "function"))
+
+
+def _require_instance(args: tuple[Any, ...], owner: type, where: str) -> None:
+    if args:
+        # The real MRO of the real type: immune to __class__ properties, __instancecheck__ and ABC registration.
+        for klass in type(args[0]).__mro__:
+            if klass is owner:
+                return
+        got = type(args[0]).__name__
+    else:
+        got = "nothing"
+    raise TypeError(
+        f"{where}() needs a {owner.__name__} instance as its first argument in the REPL (got {got}); "
+        f"call it on an instance instead: obj.{where.rsplit('.', 1)[-1]}(...)"
+    )
+
+
+def guard_function(function: Callable[..., Any], owner: type | None = None, where: str = "") -> Callable[..., Any]:
+    """Wrap a host Python function: check its `self` (when `owner` is given) and its result."""
+    name = where or _describe(function)
+    if owner is None:
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return checked_result(function(*args, **kwargs))
+
+    else:
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            _require_instance(args, owner, name)
+            return checked_result(function(*args, **kwargs))
+
+    call.__name__ = getattr(function, "__name__", "function")
+    call.__qualname__ = name
+    call.__doc__ = getattr(function, "__doc__", None)
+    return call
+
+
+def _bind(function: Callable[..., Any], bound_self: Any, where: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return checked_result(function(bound_self, *args, **kwargs))
+
+    call.__name__ = where.rsplit(".", 1)[-1]
+    call.__qualname__ = where
+    return call
+
+
+class HostCallGuard:
+    """Decides what a cell gets when an attribute read yields host Python code.
+
+    Args:
+        is_trusted: True for functions that need no wrapping (the cell's own, the sandbox's).
+        replacements: host function -> function with the same signature (self first) to run instead.
+        refused: host function -> why it is not available.
+    """
+
+    __slots__ = ("_is_trusted", "_refused", "_replacements")
+
+    def __init__(
+        self,
+        is_trusted: Callable[[types.FunctionType], bool],
+        replacements: Mapping[Any, Callable[..., Any]],
+        refused: Mapping[Any, str],
+    ) -> None:
+        self._is_trusted = is_trusted
+        self._replacements = dict(replacements)
+        self._refused = dict(refused)
+
+    def guard(self, obj: Any, name: str, value: Any) -> Any:
+        """What the cell gets for ``obj.name`` when the real lookup returned `value`."""
+        kind = type(value)
+        if kind is types.MethodType:
+            function = value.__func__
+            if type(function) is not types.FunctionType or self._is_trusted(function):
+                return value
+            return self._bound(function, value.__self__)
+        if kind is types.FunctionType and not self._is_trusted(value):
+            return self._unbound(obj, name, value)
+        return value
+
+    def _check_refused(self, function: Any) -> None:
+        reason = self._refused.get(function)
+        if reason is not None:
+            raise AttributeError(f"{_describe(function)} is not available in the REPL: {reason}")
+
+    def _bound(self, function: types.FunctionType, bound_self: Any) -> Callable[..., Any]:
+        self._check_refused(function)
+        where = _describe(function)
+        replacement = self._replacements.get(function)
+        return _bind(replacement or function, bound_self, where)
+
+    def _unbound(self, obj: Any, name: str, function: types.FunctionType) -> Callable[..., Any]:
+        self._check_refused(function)
+        owner = _defining_class(obj, name, function)
+        replacement = self._replacements.get(function)
+        return guard_function(replacement or function, owner, _describe(function))
+
+
+def _defining_class(obj: Any, name: str, function: types.FunctionType) -> type | None:
+    """The class whose own dict holds `function` as a plain method; None for a staticmethod or an instance's own.
+
+    Raises AttributeError when `function` came from a class but is neither (fail closed).
+    """
+    if isinstance(obj, super):
+        start = super.__dict__["__self_class__"].__get__(obj)
+        mro: tuple[type, ...] = type.__dict__["__mro__"].__get__(start) if isinstance(start, type) else ()
+        this = super.__dict__["__thisclass__"].__get__(obj)
+        for index, klass in enumerate(mro):
+            if klass is this:
+                mro = mro[index + 1 :]
+                break
+    elif isinstance(obj, type):
+        mro = type.__dict__["__mro__"].__get__(obj)
+    else:
+        return None  # a function stored on an instance: no implicit self
+    for klass in mro:
+        raw = type.__dict__["__dict__"].__get__(klass).get(name, _MISSING)
+        if raw is function:
+            return klass
+        if isinstance(raw, staticmethod) and raw.__func__ is function:
+            return None
+        if raw is not _MISSING:
+            break
+    raise AttributeError(f"{_describe(function)} is not available in the REPL: it cannot be checked as a method")
