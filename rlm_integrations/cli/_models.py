@@ -19,7 +19,8 @@ PROVIDER_DEFAULTS: tuple[tuple[str, str], ...] = (
 def choose_model(spec: str | None) -> tuple[LanguageModel, str]:
     """Resolve a model argument to a `LanguageModel` and a sentence that says which one it is.
 
-    `spec` may be a LiteLLM model string, ``"local"``, a path to a ``.gguf`` file, or
+    `spec` may be a LiteLLM model string, ``"local"`` (or ``"local:qwen2.5-coder-1.5b"`` for another
+    known local model), a path to a ``.gguf`` file, or
     ``"scripted-demo"`` (the demo's offline scripted model). With no `spec`, ``RLM_MODEL``
     is used, then the first provider key found in the environment, then the local model.
     """
@@ -39,6 +40,11 @@ def _from_spec(spec: str, reason: str) -> tuple[LanguageModel, str]:
         from rlm_integrations.demo import scripted_demo_model
 
         return scripted_demo_model(), f"the scripted demo model ({reason}; it replays a fixed search strategy)"
+    if spec.startswith("local:"):
+        from rlm_integrations.lm.local import LocalModel
+
+        model = LocalModel(model=spec.removeprefix("local:"))
+        return model, f"{model.name}, local on the CPU through llama.cpp ({reason})"
     if spec == "local" or spec.endswith(".gguf"):
         from rlm_integrations.lm.local import LocalModel
 

