@@ -7,18 +7,29 @@ fix before anything runs from failures of the machinery during a run:
 RLMError
 ├── UsageError                    the caller's input or set-up is wrong; raised before any spend
 │   ├── ConfigError               an option is out of range or options contradict each other
+│   │   ├── ReservedNameError     a tool named like a REPL built-in (llm_query, FINAL, context, ...)
+│   │   └── BudgetConfigError     `max_cost_usd` set but a model has no price (pass `RLMConfig.prices`)
+│   ├── ContextTooLargeError      a context over RLMConfig.max_context_bytes (refused before any copy)
 │   ├── UnsupportedContextError   a context value the REPL cannot hold (also a TypeError)
 │   ├── MissingAPIKeyError        a provider needs a key that is neither passed nor in the environment
 │   ├── UnknownModelError         a model string LiteLLM cannot route
 │   └── MissingExtraError         an optional dependency is not installed (also an ImportError)
 ├── REPLError                     the REPL itself failed (not an error inside a cell)
 │   ├── WorkerStartError          the worker process could not start
+│   │   └── IsolationError        a layer of the OS wall is missing and require_isolation=True
 │   ├── WorkerCrashedError        the worker died and could not be restarted
 │   └── REPLClosedError           the REPL was used after `close()`
 ├── ModelError                    a language-model call failed after its retries
 │   └── ContextWindowExceededError  a prompt larger than the model's window
-└── BudgetExhaustedError          a run hit a limit (raised only where a framework wants an exception)
+├── BudgetExhaustedError          a run hit a limit (raised only where a framework wants an exception)
+└── TrajectoryError               a trajectory file with a corrupt line before its last (also a ValueError)
 ```
+
+`TruncatedTrajectoryWarning` (a `UserWarning`) reports a torn last line that was skipped.
+
+A cancelled run is not an `RLMError`: `RunCancelled` (an `asyncio.CancelledError`, from
+`RLM.acompletion`) and `RunInterrupted` (a `KeyboardInterrupt`, from `RLM.completion`) keep
+their base class's meaning and carry the partial result as `.result` (status ``"cancelled"``).
 
 An error *inside* a cell (a `NameError`, a refused attribute, a timeout) is never raised
 on the host: it comes back in `CellResult.error` for the model to read and fix.
@@ -26,16 +37,27 @@ on the host: it comes back in `CellResult.error` for the model to read and fix.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 __all__ = [
+    "BudgetConfigError",
     "BudgetExhaustedError",
     "ConfigError",
+    "ContextTooLargeError",
     "ContextWindowExceededError",
+    "IsolationError",
     "MissingAPIKeyError",
     "MissingExtraError",
     "ModelError",
     "REPLClosedError",
     "REPLError",
     "RLMError",
+    "ReservedNameError",
+    "RunCancelled",
+    "RunInterrupted",
+    "TrajectoryError",
+    "TruncatedTrajectoryWarning",
     "UnknownModelError",
     "UnsupportedContextError",
     "UsageError",
@@ -114,6 +136,22 @@ class WorkerStartError(REPLError):
     """The worker process could not be started (or did not report ready in time)."""
 
 
+class IsolationError(WorkerStartError):
+    """The worker started, but a layer of its OS isolation is missing and the REPL requires all of them.
+
+    Raised by `LocalREPL(require_isolation=True)` at start; the worker is stopped first.
+    The message names each missing layer, why it is missing and how to fix it (for
+    example ``apt-get install bubblewrap``, or allowing unprivileged user namespaces).
+
+    Attributes:
+        missing: one line per missing layer, as in `Isolation.missing`.
+    """
+
+    def __init__(self, message: str, *, missing: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 class WorkerCrashedError(REPLError):
     """The worker process died and a restart did not bring it back."""
 
@@ -164,3 +202,96 @@ class BudgetExhaustedError(RLMError):
         super().__init__(message)
         self.status = status
         self.limit = limit
+
+
+class ContextTooLargeError(UsageError):
+    """A context larger than `RLMConfig.max_context_bytes`; refused before any copy is made.
+
+    Attributes:
+        size: the context's measured size (characters for str, bytes for bytes, summed over
+            the items of lists and dicts; counting stops just past the limit).
+        limit: the configured maximum.
+    """
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class ReservedNameError(ConfigError):
+    """A tool named like a REPL built-in (`llm_query`, `FINAL`, `context`, `print`, a module...).
+
+    Attributes:
+        name: the tool's name.
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class TrajectoryError(RLMError, ValueError):
+    """A trajectory file that cannot be read: a line before the last is not a complete event.
+
+    A torn *last* line (a crash mid-write) is not an error: `Trajectory.load` keeps what
+    precedes it and warns with `TruncatedTrajectoryWarning`.
+
+    Attributes:
+        path: the file.
+        line: the 1-based line number of the bad line.
+    """
+
+    def __init__(self, message: str, *, path: str, line: int) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class TruncatedTrajectoryWarning(UserWarning):
+    """A trajectory file's last line was cut short (a crash mid-write); the events before it were kept."""
+
+
+class BudgetConfigError(ConfigError):
+    """`max_cost_usd` is set but a model of the run has no price, so the limit could not hold.
+
+    Refused before any call. Give the price in `RLMConfig.prices` (model name to
+    `ModelPrice(input_usd_per_token=..., output_usd_per_token=...)`), or price the model
+    itself (`LiteLLMModel(..., input_cost_per_token=..., output_cost_per_token=...)`).
+
+    Attributes:
+        models: the names of the unpriced models.
+    """
+
+    def __init__(self, message: str, *, models: list[str]) -> None:
+        super().__init__(message)
+        self.models = models
+
+
+class RunCancelled(asyncio.CancelledError):
+    """`RLM.acompletion` was cancelled; `.result` is the partial `RLMResult` (status ``"cancelled"``).
+
+    A subclass of `asyncio.CancelledError`, so cancellation still propagates as usual.
+
+    Attributes:
+        result: what the run had when it was cancelled: usage, iterations, and a
+            trajectory whose interrupted steps are closed.
+    """
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("the run was cancelled")
+        self.result = result
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """`RLM.completion` was interrupted (Ctrl-C); `.result` is the partial `RLMResult` (status ``"cancelled"``).
+
+    A subclass of `KeyboardInterrupt`, so `except KeyboardInterrupt` still catches it.
+
+    Attributes:
+        result: what the run had when it was interrupted.
+    """
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("the run was interrupted")
+        self.result = result

@@ -9,7 +9,6 @@ FINAL or at a limit, always with a result rather than an exception.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 import time
@@ -18,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_integrations.core import prompts
-from rlm_integrations.core.budget import Budget, BudgetExceeded
+from rlm_integrations.core.budget import BudgetExceeded, Reservation, Share
 from rlm_integrations.core.calls import ModelCall, current_model_call
 from rlm_integrations.core.config import RLMConfig
+from rlm_integrations.core.context_info import describe
 from rlm_integrations.core.events import (
     CellFinished,
     CellStarted,
@@ -35,8 +35,11 @@ from rlm_integrations.core.events import (
     SubCallFinished,
     SubCallStarted,
 )
+from rlm_integrations.core.interrupts import OpenSteps
+from rlm_integrations.core.limits import RunMeter, TreeLimits, prompt_tokens_of
 from rlm_integrations.core.parsing import parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy
+from rlm_integrations.core.pricing import check_prices
 from rlm_integrations.errors import ModelError, REPLError, UsageError
 from rlm_integrations.lm.protocol import LanguageModel, TokenUsage
 from rlm_integrations.repl._client import LOST_VARIABLES_MARKER, lost_variables_note
@@ -87,6 +90,7 @@ class _RunState:
     query: str = ""
     code_seen: set[str] = field(default_factory=set)
     prelude_done: bool = False
+    meter: RunMeter | None = None
 
 
 @dataclass
@@ -142,12 +146,15 @@ class Engine:
         self.root_model = root_model
         self.sub_model = sub_model
         self.config = config
-        self.budget = Budget(config)
+        check_prices(config, [root_model, sub_model])  # a cost limit needs a price for every model
+        self.limits = TreeLimits(config)
+        self.budget = self.limits.budget
         self.bus = bus
+        self.open_steps = OpenSteps()
+        bus.observers.insert(0, self.open_steps)  # sees every start, so a cut-short step gets its end
         self.repl_factory = repl_factory
         self.policy_factory: PolicyFactory = policy_factory or ChatPolicy
         self.tools = dict(tools or {})
-        self._sub_slots = asyncio.Semaphore(config.sub_concurrency)
 
     # -- one level of the tree ----------------------------------------------------------------
     async def run(
@@ -171,7 +178,9 @@ class Engine:
 
         Raises:
             UnsupportedContextError: the context cannot be loaded (before any model call).
-            asyncio.CancelledError: the task was cancelled (the REPL is closed first).
+            BudgetConfigError: `max_cost_usd` is set and a model has no price (at construction).
+            asyncio.CancelledError: the task was cancelled (the REPL is closed first, and every
+                step the cancellation cut short gets an end event marked `interrupted`).
         """
         state = _RunState(
             run_id=_new_id("run-"),
@@ -204,12 +213,18 @@ class Engine:
             outcome = RunOutcome(run_id=state.run_id, status="error", error=f"model failure: {error}")
         except UsageError:
             raise
+        except BudgetExceeded as problem:  # not even this run's closing request fits
+            outcome = RunOutcome(run_id=state.run_id, status=_status_for(problem.limit), limit=problem.limit)
+            outcome.error = f"{problem}: no room is left for this run's closing request"
         except asyncio.CancelledError:
             outcome = RunOutcome(run_id=state.run_id, status="cancelled", error="the run was cancelled")
             raise
         except Exception as error:  # a misbehaving model or tool ends the run, never the caller
             outcome = RunOutcome(run_id=state.run_id, status="error", error=f"{type(error).__name__}: {error}")
         finally:
+            if state.meter is not None:
+                state.meter.close()  # a closing reserve the run did not use goes back to the tree
+            self.open_steps.close(self.bus, state.run_id, f"interrupted: {outcome.error or outcome.status}")
             self.bus.emit(
                 RunFinished(
                     run_id=state.run_id,
@@ -232,23 +247,26 @@ class Engine:
                 await repl.load(name, value)
             self._register_functions(repl, state)
             policy = state.policy or self.policy_factory(self.root_model)
-            policy.begin(
-                prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools)),
-                prompts.first_message(query, info, config.max_iterations),
-            )
+            system = prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools))
+            first = prompts.first_message(query, info, config.max_iterations)
+            policy.begin(system, first)
+            self._open_meter(policy, state, prompt_tokens_of(self.root_model, policy, system, first))
             stop: BudgetExceeded | None = None
             for iteration in range(1, config.max_iterations + 1):
-                stop = self.budget.exhausted()
+                stop = self.limits.steps_over() or self.budget.exhausted()
                 if stop is not None:
                     break
-                state.iteration = iteration
                 try:
-                    async with asyncio.timeout_at(self._deadline()):
+                    async with asyncio.timeout_at(self.limits.step_deadline()):
                         found, answer = await self._iteration(policy, repl, state, iteration)
                 except TimeoutError:
-                    if self._deadline() is None or asyncio.get_running_loop().time() < (self._deadline() or 0):
+                    if self.limits.steps_over() is None:
                         raise
-                    stop = BudgetExceeded("timeout_s", f"the run's {config.timeout_s:g} s time limit is used up")
+                    stop = self.limits.timeout_stop()
+                    self.open_steps.close(self.bus, state.run_id, f"interrupted: {stop}")
+                    break
+                except BudgetExceeded as exhausted:  # the next turn does not fit beside the closing reserve
+                    stop = exhausted
                     break
                 if found:
                     return RunOutcome(answer=answer, status="completed", run_id=state.run_id)
@@ -258,15 +276,15 @@ class Engine:
 
     async def _iteration(self, policy: Policy, repl: REPL, state: _RunState, iteration: int) -> tuple[bool, Any]:
         began = time.monotonic()
-        self.bus.emit(IterationStarted(run_id=state.run_id, iteration=iteration))
-        try:
-            reply = await self._root_call(policy, state, iteration, closing=None)
-        except BudgetExceeded:
-            return False, None
+        assert state.meter is not None
+        async with state.meter.turn() as reservation:  # raises BudgetExceeded before anything starts
+            state.iteration = iteration
+            self.bus.emit(IterationStarted(run_id=state.run_id, iteration=iteration))
+            reply = await self._root_call(policy, state, iteration, closing=None, reservation=reservation)
         parsed = parse_reply(reply)
         found, answer = False, None
         if not parsed.code_blocks and not parsed.has_final:
-            policy.observe(prompts.missing_code_message())
+            self._observe(policy, state, prompts.missing_code_message())
         else:
             reports: list[str] = []
             rejected = False
@@ -297,7 +315,7 @@ class Engine:
                     reports.append(prompts.repeated_code_note())
                 if state.query:
                     reports.append(prompts.question_reminder(state.query))
-                policy.observe(prompts.next_turn_message("\n\n".join(reports), turns_left))
+                self._observe(policy, state, prompts.next_turn_message("\n\n".join(reports), turns_left))
         self.bus.emit(IterationFinished(run_id=state.run_id, iteration=iteration, duration=time.monotonic() - began))
         return found, answer
 
@@ -319,13 +337,19 @@ class Engine:
 
     async def _close_out(self, policy: Policy, repl: REPL, state: _RunState, stop: BudgetExceeded) -> RunOutcome:
         status = _status_for(stop.limit)
-        timeout_s = self.config.timeout_s
-        grace = None if timeout_s is None else min(60.0, max(5.0, 0.25 * timeout_s))
+        reservation = state.meter.use_closing() if state.meter is not None else None
+        if reservation is None:
+            error = f"{stop}; no closing request was reserved"
+            return RunOutcome(status=status, limit=stop.limit, run_id=state.run_id, error=error)
         try:
             closing = prompts.closing_request(str(stop))
-            async with asyncio.timeout(grace):
-                reply = await self._root_call(policy, state, state.iteration, closing=closing, purpose="final_answer")
+            async with asyncio.timeout_at(self.limits.wall_deadline()):  # timeout_s is a wall
+                async with self.limits.call(reservation.share, reserved=reservation):
+                    reply = await self._root_call(
+                        policy, state, state.iteration, closing=closing, purpose="final_answer", reservation=reservation
+                    )
         except TimeoutError:
+            self.open_steps.close(self.bus, state.run_id, "interrupted: the closing request reached timeout_s")
             error = "the closing request timed out"
             return RunOutcome(status=status, limit=stop.limit, run_id=state.run_id, error=error)
         except (BudgetExceeded, ModelError) as error:
@@ -338,18 +362,36 @@ class Engine:
                 answer = value
         return RunOutcome(answer=answer, status=status, limit=stop.limit, run_id=state.run_id)
 
-    def _deadline(self) -> float | None:
-        """The event-loop time at which the whole tree's `timeout_s` runs out (None: no limit)."""
-        if self.config.timeout_s is None:
-            return None
-        return asyncio.get_running_loop().time() + self.config.timeout_s - self.budget.elapsed()
+    def _open_meter(self, policy: Policy, state: _RunState, prompt_tokens: int) -> None:
+        """Reserve this run's closing request (a child also needs room for one turn).
+
+        Raises:
+            BudgetExceeded: it does not fit.
+        """
+        params = getattr(policy, "params", None)
+        own = params.get("max_tokens") if isinstance(params, dict) else None
+        cap = self.limits.completion_cap(own if isinstance(own, int) else None)
+        if cap is not None and own is None and isinstance(params, dict):
+            params["max_tokens"] = cap  # a token or cost ceiling holds only if every reply is capped
+        meter = RunMeter(self.limits, getattr(policy, "model", self.root_model), prompt_tokens, cap)
+        meter.open(with_turn=state.depth > 0)
+        state.meter = meter
+
+    def _observe(self, policy: Policy, state: _RunState, feedback: str) -> None:
+        """Add feedback, cut to what the budget leaves room for in the closing request."""
+        policy.observe(feedback if state.meter is None else state.meter.fit_feedback(feedback))
 
     # -- model calls ---------------------------------------------------------------------------
     async def _root_call(
-        self, policy: Policy, state: _RunState, iteration: int, *, closing: str | None, purpose: str = "step"
+        self,
+        policy: Policy,
+        state: _RunState,
+        iteration: int,
+        *,
+        closing: str | None,
+        reservation: Reservation,
+        purpose: str = "step",
     ) -> str:
-        if closing is None:
-            self.budget.check()
         call_id = _new_id("lm-")
         model = policy.model_name
         self.bus.emit(
@@ -381,7 +423,10 @@ class Engine:
             raise
         finally:
             current_model_call.reset(token)
-        self.budget.record(completion.model or model, completion.usage)
+        name = completion.model or model
+        self.limits.settle(reservation, getattr(policy, "model", self.root_model), completion, name=name)
+        if state.meter is not None:
+            state.meter.called(completion)
         self.bus.emit(
             LMCallFinished(
                 run_id=state.run_id,
@@ -416,14 +461,12 @@ class Engine:
                     f"sub-model {model.name} accepts {window:,}; nothing was sent. Split the text into chunks "
                     f"of about {per_chunk:,} characters and query each chunk."
                 )
-        self.budget.check()
         record = self._start_sub_call(state, function, model.name, prompt)
-        params: dict[str, Any] = {}
-        if self.config.sub_max_tokens is not None:
-            params["max_tokens"] = self.config.sub_max_tokens
+        cap = self.limits.completion_cap(self.config.sub_max_tokens)
+        params: dict[str, Any] = {} if cap is None else {"max_tokens": cap}
+        need = self.limits.share(model.count_tokens(prompt) + 8, cap, self.limits.price(model))
         try:
-            async with self._sub_slots:
-                self.budget.check()
+            async with self.limits.call(need) as reservation:  # a call slot, and its share of the budget
                 token = current_model_call.set(
                     ModelCall(
                         state.run_id, record.call_id, state.depth, state.iteration, "sub", function, record.cell_id
@@ -433,6 +476,7 @@ class Engine:
                     completion = await model.acomplete([{"role": "user", "content": prompt}], **params)
                 finally:
                     current_model_call.reset(token)
+                self.limits.settle(reservation, model, completion, name=completion.model or model.name)
         except Exception as error:
             record.finish(error=str(error))
             if isinstance(error, BudgetExceeded):
@@ -440,7 +484,6 @@ class Engine:
                     f"budget exhausted ({error}): no more model calls; submit your best answer"
                 ) from None
             raise
-        self.budget.record(completion.model or model.name, completion.usage)
         record.finish(response=completion.text, usage=completion.usage)
         return completion.text
 
@@ -450,13 +493,17 @@ class Engine:
         if state.depth + 1 > self.config.max_depth:
             text = prompt if context is None else f"{prompt}\n\nContext:\n{_as_text(context)}"
             return await self._sub_call(state, "rlm_query", text)
-        self.budget.check()
+        try:  # a child needs a turn and its closing request: refuse it now if they cannot fit
+            self.budget.release(self.budget.try_reserve(Share(calls=2)))
+        except BudgetExceeded as error:
+            raise RuntimeError(f"budget exhausted ({error}): no more child runs; submit your best answer") from None
         record = self._start_sub_call(state, "rlm_query", self.root_model.name, prompt)
         cell_id = record.cell_id
         try:
-            outcome = await self.run(
-                prompt, context, depth=state.depth + 1, parent_id=state.run_id, parent_cell_id=cell_id
-            )
+            async with self.limits.workers.slot(state.depth + 1):  # bounds child runs (and their workers) tree-wide
+                outcome = await self.run(
+                    prompt, context, depth=state.depth + 1, parent_id=state.run_id, parent_cell_id=cell_id
+                )
         except UsageError as error:
             record.finish(error=str(error))
             raise ValueError(str(error)) from None
@@ -625,36 +672,3 @@ def _tool_docs(tools: dict[str, Callable[..., Any]]) -> dict[str, str]:
         doc = (tool.__doc__ or "a tool provided by the host.").strip().splitlines()[0]
         docs[name] = doc
     return docs
-
-
-async def describe(context: Any, preview_chars: int) -> ContextInfo | None:
-    """Record the context once: type, size, hash and a preview (never the context itself)."""
-    if context is None:
-        return None
-    if isinstance(context, str | bytes):
-        digest = await asyncio.to_thread(_sha256_of, context)
-        preview = context[:preview_chars] if isinstance(context, str) else repr(context[:preview_chars])
-        return ContextInfo(type=type(context).__name__, chars=len(context), sha256=digest, preview=preview)
-    if isinstance(context, list | tuple | dict):
-        chars = sum(len(item) if isinstance(item, str) else len(repr(item)) for item in _sample_values(context))
-        preview = truncate_middle(
-            repr(context[:3] if not isinstance(context, dict) else dict(list(context.items())[:3])), preview_chars
-        )
-        return ContextInfo(type=type(context).__name__, chars=chars, items=len(context), preview=preview)
-    text = repr(context)
-    return ContextInfo(type=type(context).__name__, chars=len(text), preview=text[:preview_chars])
-
-
-def _sha256_of(context: str | bytes, chunk: int = 4 * 1024 * 1024) -> str:
-    """SHA-256 of the context's UTF-8 bytes, encoded a chunk at a time (no second copy of a huge context)."""
-    digest = hashlib.sha256()
-    if isinstance(context, bytes):
-        digest.update(context)
-    else:
-        for start in range(0, len(context), chunk):
-            digest.update(context[start : start + chunk].encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
-
-
-def _sample_values(context: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> list[Any]:
-    return list(context.values()) if isinstance(context, dict) else list(context)

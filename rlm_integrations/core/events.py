@@ -97,6 +97,8 @@ class IterationFinished(_Event):
     kind: Literal["iteration_end"] = "iteration_end"
     iteration: int
     duration: float
+    interrupted: bool = False
+    """True when the turn was cut short (a time limit, a cancelled run) rather than finished."""
 
 
 class LMCallStarted(_Event):
@@ -121,6 +123,8 @@ class LMCallFinished(_Event):
     usage: TokenUsage | None = None
     duration: float
     error: str | None = None
+    interrupted: bool = False
+    """True when the call was cut short (a time limit, a cancelled run); `error` says why."""
 
 
 class CellStarted(_Event):
@@ -147,6 +151,8 @@ class CellFinished(_Event):
     timed_out: bool = False
     restarted: bool = False
     lost_variables: list[str] = Field(default_factory=list)
+    interrupted: bool = False
+    """True when the cell was cut short (a time limit, a cancelled run); `error` says why."""
 
 
 class SubCallStarted(_Event):
@@ -174,6 +180,8 @@ class SubCallFinished(_Event):
     duration: float
     error: str | None = None
     child_run_id: str | None = None
+    interrupted: bool = False
+    """True when the sub-call was cut short (a time limit, a cancelled run); `error` says why."""
 
 
 Event = Annotated[

@@ -12,7 +12,7 @@ from rlm_integrations.core.usage import Usage
 
 __all__ = ["RLMResult", "Status"]
 
-Status = Literal["completed", "max_iterations", "budget_exhausted", "timeout", "error"]
+Status = Literal["completed", "max_iterations", "budget_exhausted", "timeout", "error", "cancelled"]
 
 
 class RLMResult(BaseModel):
@@ -22,7 +22,8 @@ class RLMResult(BaseModel):
         answer: the final answer: the Python value passed to `FINAL(...)` (plain data
             arrives exactly; other objects as their repr), or text.
         status: ``"completed"``, or why the run stopped early: ``"max_iterations"``,
-            ``"budget_exhausted"`` (see `limit`), ``"timeout"``, ``"error"``.
+            ``"budget_exhausted"`` (see `limit`), ``"timeout"``, ``"error"``, or ``"cancelled"``
+            (only on the partial result a `RunCancelled` / `RunInterrupted` carries).
         limit: the config field that ended the run early, e.g. ``"max_llm_calls"``.
         error: what went wrong when `status` is ``"error"``.
         usage: tokens, calls and cost in total and per model, children included.

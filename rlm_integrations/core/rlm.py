@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,9 +11,17 @@ from rlm_integrations._sync import run_sync
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.engine import Engine, PolicyFactory, REPLFactory
 from rlm_integrations.core.events import Event, EventBus, Observer
+from rlm_integrations.core.pricing import check_prices
 from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.trajectory import Trajectory
-from rlm_integrations.errors import ConfigError, MissingExtraError, UnsupportedContextError, UsageError
+from rlm_integrations.errors import (
+    ConfigError,
+    MissingExtraError,
+    RunCancelled,
+    RunInterrupted,
+    UnsupportedContextError,
+    UsageError,
+)
 from rlm_integrations.lm.protocol import LanguageModel
 from rlm_integrations.repl.protocol import REPL
 
@@ -67,6 +76,7 @@ class RLM:
             if not name.isidentifier() or name.startswith("_"):
                 raise ConfigError(f"tool name {name!r} must be a public Python identifier")
         self.policy = policy
+        check_prices(self.config, [self.model, self.sub_model])
 
     def completion(
         self, query: str, context: Any = None, *, observers: Sequence[Observer] = (), **overrides: Any
@@ -78,9 +88,27 @@ class RLM:
             context: str, bytes, or JSON-compatible data (lists, dicts, ...), loaded once
                 into the REPL as `context`.
             observers: extra observers for this call only.
-            **overrides: `RLMConfig` fields for this call only.
+            **overrides: `RLMConfig` fields for this call only (validated like the constructor).
+
+        Raises:
+            pydantic.ValidationError: an override that is out of range or not a field.
+            RunInterrupted: Ctrl-C (a `KeyboardInterrupt`); `.result` is the partial result.
         """
-        return run_sync(self.acompletion(query, context, observers=observers, **overrides))
+        kept: list[RLMResult] = []
+
+        async def keeping() -> RLMResult:
+            try:
+                return await self.acompletion(query, context, observers=observers, **overrides)
+            except RunCancelled as cancelled:
+                kept.append(cancelled.result)
+                raise
+
+        try:
+            return run_sync(keeping())
+        except KeyboardInterrupt as interrupt:
+            if kept and not isinstance(interrupt, RunInterrupted):
+                raise RunInterrupted(kept[0]) from None
+            raise
 
     async def acompletion(
         self, query: str, context: Any = None, *, observers: Sequence[Observer] = (), **overrides: Any
@@ -91,14 +119,18 @@ class RLM:
         which limit ended the run, and `answer` is the best answer the model gave.
 
         Raises:
-            UsageError: an empty query, or an `RLMConfig` override that does not exist.
+            UsageError: an empty query.
+            pydantic.ValidationError: an `RLMConfig` override that is out of range or not a
+                field (nothing has started).
+            BudgetConfigError: `max_cost_usd` is set and a model has no price.
             UnsupportedContextError: a context the REPL cannot hold (before any model call).
-            asyncio.CancelledError / KeyboardInterrupt: the REPLs are closed first.
+            RunCancelled: the task was cancelled (an `asyncio.CancelledError`); the REPLs are
+                closed first and `.result` is the partial result, status ``"cancelled"``.
         """
         if not isinstance(query, str) or not query.strip():
             raise UsageError("query must be a non-empty string: the question the RLM should answer")
         _check_context(context)
-        config = self._config_with(overrides)
+        config = self.config.with_overrides(**overrides)
         recorded: list[Event] = []
         bus = EventBus([recorded.append, *self.observers, *observers])
         engine = Engine(
@@ -111,7 +143,19 @@ class RLM:
             tools=self.tools,
         )
         started = time.monotonic()
-        outcome = await engine.run(query, context)
+        try:
+            outcome = await engine.run(query, context)
+        except asyncio.CancelledError:
+            root = Trajectory(events=recorded).root
+            partial = RLMResult(
+                status="cancelled",
+                error="the run was cancelled",
+                usage=engine.budget.usage(),
+                iterations=root.end.iterations if root is not None and root.end is not None else 0,
+                duration=time.monotonic() - started,
+                trajectory=Trajectory(events=recorded),
+            )
+            raise RunCancelled(partial) from None
         return RLMResult(
             answer=outcome.answer,
             status=outcome.status,
@@ -122,14 +166,6 @@ class RLM:
             duration=time.monotonic() - started,
             trajectory=Trajectory(events=recorded),
         )
-
-    def _config_with(self, overrides: dict[str, Any]) -> RLMConfig:
-        if not overrides:
-            return self.config
-        unknown = sorted(set(overrides) - set(RLMConfig.model_fields))
-        if unknown:
-            raise UsageError(f"unknown RLMConfig field(s): {', '.join(unknown)}")
-        return self.config.model_copy(update=overrides)
 
 
 def _resolve_model(model: str | LanguageModel) -> LanguageModel:

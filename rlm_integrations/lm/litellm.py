@@ -349,6 +349,13 @@ class LiteLLMModel:
         """
         return estimate_tokens(text)
 
+    def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """What a call of this size costs in USD (own prices, else LiteLLM's map), or None if unpriced.
+
+        The engine uses it to reserve a call's share of `max_cost_usd` before sending it.
+        """
+        return self._cost(_import_litellm(), prompt_tokens, completion_tokens, None)
+
     # -- retries -----------------------------------------------------------------------
 
     def _wait(self, state: RetryCallState) -> float:

@@ -165,6 +165,10 @@ class ScriptedLM:
         """Estimated tokens of `text` (about one per four bytes)."""
         return estimate_tokens(text)
 
+    def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """What a call will cost: `cost_per_call` (None: unknown), whatever its size."""
+        return self.cost_per_call
+
     def __repr__(self) -> str:
         source = "function" if self._function is not None else f"{len(self._replies)} replies"
         return f"ScriptedLM(name={self.name!r}, {source}, calls={len(self.calls)})"

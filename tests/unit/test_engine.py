@@ -540,9 +540,9 @@ async def test_supported_contexts_load(context: Any) -> None:
     assert result.answer == expected
 
 
-async def test_unknown_config_override_is_a_usage_error() -> None:
+async def test_unknown_config_override_is_a_validation_error() -> None:
     rlm, root, _ = make_rlm(["FINAL(1)"])
-    with pytest.raises(UsageError, match="max_iteration"):
+    with pytest.raises(ValidationError, match="max_iteration"):
         await rlm.acompletion("q", "ctx", max_iteration=3)
     assert root.calls == []
 
