@@ -3,7 +3,9 @@ and one scripted task per family end to end through the RLM (no timing assertion
 
 import collections
 import importlib
+import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -184,15 +186,13 @@ def test_multikey_distractors_look_like_the_target(small_tasks):
         assert value in task.context
 
 
-def test_count_records_has_at_least_one_match_and_more_than_one_condition(small_tasks):
+def test_count_records_has_at_least_one_match_and_both_conditions_matter(small_tasks):
     for split in SPLITS:
-        task = small_tasks["count_records", split]
-        assert task.gold >= 1
-        only_city = sum(task.meta["city"] in line for line in task.context.splitlines())
-        assert only_city > task.gold or only_city == task.gold  # the status condition matters somewhere
+        assert small_tasks["count_records", split].gold >= 1
     big = suite.make_task("count_records", "128K", "train", 4)
-    only_city = sum(big.meta["city"] in line for line in big.context.splitlines())
-    assert only_city > big.gold
+    lines = big.context.splitlines()
+    assert sum(re.search(rf"\b{big.meta['city']}\b", line) is not None for line in lines) > big.gold
+    assert sum(re.search(rf"\b{big.meta['status']}\b", line) is not None for line in lines) > big.gold
 
 
 # --------------------------------------------------------------------------- the reading family
@@ -283,3 +283,23 @@ def test_one_task_per_family_end_to_end_with_a_scripted_model(family):
     assert task.score(result.answer) == 1.0, (result.answer, task.gold)
     if family == "count_reading":
         assert len(reader.calls) == task.meta["messages"]  # every message was read by a sub-call
+
+
+def test_runner_smoke_mode_scores_and_writes_json(tmp_path):
+    out = tmp_path / "results.json"
+    runner = Path(__file__).resolve().parents[2] / "benchmarks" / "longctx.py"
+    command = [sys.executable, str(runner), "--model", "scripted", "--families", "count_records,pairs"]
+    command += ["--sizes", "8K", "--tasks-per-cell", "1", "--split", "train", "--json", str(out)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert [(r["family"], r["row"], r["split"]) for r in results] == [
+        ("count_records", "rlm-scripted", "train"),
+        ("pairs", "rlm-scripted", "train"),
+    ]
+    assert all(r["score"] == 1.0 for r in results)
+    assert "| count_records | 8K | 100% (1)" in run.stdout
+    bad = subprocess.run(
+        [sys.executable, str(runner), "--families", "nope"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "nope" in bad.stderr
