@@ -71,6 +71,8 @@ _INTERNAL_TYPES = (types.FrameType, types.CodeType, types.TracebackType, types.M
 _GENERATOR_TYPES = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 _GENERATOR_METHODS = frozenset({"send", "throw", "close"})
 _WRITABLE_CONTAINERS = (dict, list, set, bytearray, collections.deque)
+# Library containers whose items (not attributes) a cell may write: their __setitem__ only touches `.data`.
+_ITEM_WRITABLE = (collections.UserDict, collections.UserList)
 
 _INPLACE_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "+=": operator.iadd,
@@ -235,6 +237,8 @@ class SandboxPolicy:
         """The `_write_` hook: pass writable objects through, wrap the rest in a refusing proxy."""
         if isinstance(obj, _WRITABLE_CONTAINERS) or self.is_sandbox_made(obj):
             return obj
+        if type(obj) in _ITEM_WRITABLE:
+            return _ItemsOnly(obj)
         return _ReadOnly(obj)
 
     def make_class(self, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> type:
@@ -338,6 +342,18 @@ class _ReadOnly:
         raise TypeError(f"cannot modify this {kind} object in the REPL (only your own classes and containers)")
 
     __setattr__ = __delattr__ = __setitem__ = __delitem__ = _deny
+
+
+class _ItemsOnly(_ReadOnly):
+    """Stands in for a library container: item writes go through, attribute writes raise."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        object.__getattribute__(self, "_target")[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del object.__getattribute__(self, "_target")[key]
 
 
 def _type_of(obj: Any) -> type:

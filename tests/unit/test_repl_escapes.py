@@ -14,8 +14,12 @@ escape when the RestrictedPython wall is absent: the tests below can fail.
 
 from __future__ import annotations
 
+import builtins
 import secrets
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -486,6 +490,10 @@ ESCAPES: list[Escape] = [
         "decimal_template_context_clear_traps",
         "import decimal\ndecimal.DefaultContext.clear_traps()\nprint('PWNED', decimal.Context().divide(1, 0))",
     ),
+    Escape(
+        "write_userdict_data_attribute",
+        "import collections\nu = collections.UserDict()\nu.data = 5\nprint('PWNED', u.data)",
+    ),
     Escape("datetime_capsule", "import datetime\nprint('PWNED', datetime.datetime_CAPI)"),
     Escape("difflib_generic_alias", "import difflib\nprint('PWNED', difflib.GenericAlias(list, (int,)))"),
     Escape("statistics_imported_helper", "import statistics\nprint('PWNED', statistics.groupby)"),
@@ -633,3 +641,306 @@ async def test_error_does_not_carry_the_refused_module(repl: LocalREPL) -> None:
     )
     assert cell.ok, cell.error
     assert cell.value == "True"
+
+
+# -- FINAL_VAR with a str subclass whose hash and equality change between lookups --------------------------------
+
+
+class _Shifty(str):
+    """Looks like a plain variable name to the first two lookups and like ``__builtins__`` after them."""
+
+    calls = 0
+
+    def __hash__(self) -> int:
+        _Shifty.calls += 1
+        return hash("answer") if _Shifty.calls <= 2 else hash("__builtins__")
+
+    def __eq__(self, other: object) -> bool:
+        return other in ("answer", "__builtins__")
+
+
+def test_a_stateful_str_subclass_does_fool_dict_lookups() -> None:
+    """The control: the checks FINAL_VAR makes (defined, not reserved, then read) all pass for a reserved name."""
+    _Shifty.calls = 0
+    namespace = {"answer": 42, "__builtins__": {"open": open}}
+    reserved = {"__builtins__"}
+    name = _Shifty("answer")
+    assert name in namespace
+    assert name not in reserved
+    assert namespace[name] == {"open": open}
+
+
+def test_final_var_reads_the_variable_named_not_a_reserved_one() -> None:
+    from rlm_integrations.repl._codec import encode_value
+    from rlm_integrations.repl._notebook import Notebook
+
+    notebook = Notebook(restricted=True, max_output_chars=1_000, call_host=lambda *_: None)
+    _Shifty.calls = 0
+    notebook.namespace["answer"] = 42
+    notebook.namespace["shifty"] = _Shifty("answer")
+    payload = notebook.run("FINAL_VAR(shifty)")
+    assert payload["error"] is None, payload["error"]
+    assert payload["final"]["variable"] == "answer"
+    assert type(payload["final"]["variable"]) is str
+    expected = encode_value(42)  # the variable's value, not the builtins
+    assert {key: payload["final"][key] for key in expected} == expected
+
+
+# -- per module: a hostile use is refused, an honest one works ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModuleCase:
+    module: str
+    hostile: str
+    refusal: str  # a fragment of the error the hostile cell must end with
+    honest: str
+    expected: str  # the honest cell's value
+
+
+MODULE_CASES = [
+    ModuleCase(
+        "collections",
+        "import collections\ncollections.UserList.copy(int)",
+        "needs a UserList instance",
+        "import collections\nP = collections.namedtuple('P', 'x y')\n"
+        "(collections.Counter('abca').most_common(1), P(1, 2).y, collections.UserList([1]).copy(),\n"
+        " collections.UserString('a{0}').format(1), dict(collections.ChainMap({'a': 1}, {'b': 2})))",
+        "([('a', 2)], 2, [1], 'a1', {'b': 2, 'a': 1})",
+    ),
+    ModuleCase(
+        "string",
+        "import string\nstring.Formatter().format('{0.__class__}', 1)",
+        "private",
+        "import string\n(string.Formatter().format('{0}-{x.real}', 'a', x=3),\n"
+        " string.Template('$who ok').substitute(who='it'), string.capwords('a b'))",
+        "('a-3', 'it ok', 'A B')",
+    ),
+    ModuleCase(
+        "textwrap",
+        "import textwrap\ntextwrap.TextWrapper.wrap(int, 'text')",
+        "needs a TextWrapper instance",
+        "import textwrap\n"
+        "(textwrap.wrap('aa bb cc', 5), textwrap.shorten('hello big world', 12), textwrap.dedent('  x'))",
+        "(['aa bb', 'cc'], 'hello [...]', 'x')",
+    ),
+    ModuleCase(
+        "difflib",
+        "import difflib, json\ndifflib.SequenceMatcher.set_seq1(json.JSONEncoder, 'a')",
+        "needs a SequenceMatcher instance",
+        "import difflib\n(round(difflib.SequenceMatcher(None, 'abcd', 'abed').ratio(), 2),\n"
+        " difflib.get_close_matches('appel', ['ape', 'apple', 'peach']),\n"
+        " list(difflib.unified_diff(['a'], ['b'], lineterm=''))[-2:])",
+        "(0.75, ['apple', 'ape'], ['-a', '+b'])",
+    ),
+    ModuleCase(
+        "statistics",
+        "import statistics, json\nstatistics.NormalDist.zscore(json.JSONEncoder, 1)",
+        "needs a NormalDist instance",
+        "import statistics\n(statistics.mean([1, 2, 3, 4]), statistics.median([3, 1, 2]), statistics.mode('aab'),\n"
+        " round(statistics.stdev([1, 2, 3, 4]), 3))",
+        "(2.5, 2, 'a', 1.291)",
+    ),
+    ModuleCase(
+        "decimal",
+        "import decimal\ndecimal.setcontext(decimal.Context(prec=3))",
+        "not available",
+        "import decimal\nwith decimal.localcontext(prec=5):\n    third = decimal.Decimal(1) / 3\n"
+        "(str(third), str(decimal.Decimal('1.10') + decimal.Decimal('2.20')), decimal.getcontext().prec)",
+        "('0.33333', '3.30', 28)",
+    ),
+    ModuleCase(
+        "fractions",
+        "import fractions\nfractions.Fraction.register(int)",
+        "not available",
+        "import fractions\nF = fractions.Fraction\n"
+        "(str(F(1, 3) + F(1, 6)), str(F('0.25')), F(7, 3).limit_denominator(2).numerator)",
+        "('1/2', '1/4', 5)",
+    ),
+    ModuleCase(
+        "datetime",
+        "import datetime\ndatetime.datetime_CAPI",
+        "no public attribute",
+        "import datetime\nd = datetime.datetime(2024, 3, 5, 14, 30)\n"
+        "(d.strftime('%Y-%m-%d %H:%M'), d.isoformat(), f'{d:%d %b}',\n"
+        " str(datetime.datetime.strptime('2024-01-02', '%Y-%m-%d')),\n"
+        " (d - datetime.timedelta(days=5)).date().isoformat())",
+        "('2024-03-05 14:30', '2024-03-05T14:30:00', '05 Mar', '2024-01-02 00:00:00', '2024-02-29')",
+    ),
+    ModuleCase(
+        "random",
+        "import random, json\nrandom.Random.seed(json.JSONEncoder, 1)",
+        "needs a Random instance",
+        "import random\nr = random.Random(7)\nfirst = [r.randint(1, 100) for _ in range(3)]\nr.seed(7)\n"
+        "random.seed(1)\n(first == [r.randint(1, 100) for _ in range(3)], 1 <= random.randint(1, 6) <= 6)",
+        "(True, True)",
+    ),
+    ModuleCase(
+        "json",
+        "import json\njson.JSONDecoder.decode(json.JSONEncoder, '1')",
+        "needs a JSONDecoder instance",
+        "import json\nclass E(json.JSONEncoder):\n    def default(self, o):\n        return sorted(o)\n"
+        "(json.dumps({'a': [1, 2]}), json.loads('{\"b\": 1.5}', object_hook=dict), json.dumps({3, 1}, cls=E))",
+        "('{\"a\": [1, 2]}', {'b': 1.5}, '[1, 3]')",
+    ),
+    ModuleCase(
+        "re",
+        "import re\nre.Scanner",
+        "no public attribute",
+        "import re\n(re.sub(r'\\d+', lambda m: str(int(m.group()) * 2), 'a1b22'), re.findall('[a-z]+', 'ab cd'),\n"
+        " re.compile('x', re.I).pattern)",
+        "('a2b44', ['ab', 'cd'], 'x')",
+    ),
+    ModuleCase(
+        "heapq",
+        "import heapq\ngetattr(heapq.nlargest, '__glob' + 'als__')",
+        "private",
+        "import heapq\nh = [5, 1, 3]\nheapq.heapify(h)\n"
+        "(heapq.heappop(h), heapq.nlargest(2, [4, 9, 2]), list(heapq.merge([1, 4], [2, 3])))",
+        "(1, [9, 4], [1, 2, 3, 4])",
+    ),
+    ModuleCase(
+        "itertools",
+        "import itertools\nlist(itertools.groupby([int], type))",
+        "type() of a class",
+        "import itertools\n(list(itertools.islice(itertools.count(3), 2)), [k for k, _ in itertools.groupby('aab')])",
+        "([3, 4], ['a', 'b'])",
+    ),
+    ModuleCase(
+        "bisect",
+        "import bisect\ngetattr(bisect.insort, '__se' + 'lf__')",
+        "private",
+        "import bisect\nxs = [1, 3]\nbisect.insort(xs, 2)\n(xs, bisect.bisect_left(xs, 3))",
+        "([1, 2, 3], 2)",
+    ),
+    ModuleCase(
+        "math",
+        "import math\ngetattr(math.sqrt, '__se' + 'lf__')",
+        "private",
+        "import math\n(math.sqrt(16), math.gcd(12, 18))",
+        "(4.0, 6)",
+    ),
+    ModuleCase(
+        "unicodedata",
+        "import unicodedata\ngetattr(unicodedata.lookup, '__se' + 'lf__')",
+        "private",
+        "import unicodedata\n(unicodedata.name('a'), unicodedata.normalize('NFKC', '\\uff41'))",
+        "('LATIN SMALL LETTER A', 'a')",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=[case.module for case in MODULE_CASES])
+async def test_module_refuses_a_hostile_use_and_serves_an_honest_one(repl: LocalREPL, case: ModuleCase) -> None:
+    hostile = await repl.execute(case.hostile)
+    assert not hostile.ok, f"hostile use of {case.module} ran: {hostile.value!r}"
+    assert case.refusal in (hostile.error or ""), hostile.error
+    honest = await repl.execute(case.honest)
+    assert honest.error is None, honest.error
+    assert honest.value == case.expected
+    await _assert_still_usable(repl)
+
+
+def test_every_allowed_module_has_a_case() -> None:
+    from rlm_integrations.repl._policy import ALLOWED_MODULES
+
+    assert {case.module for case in MODULE_CASES} == set(ALLOWED_MODULES)
+
+
+# -- everything a cell can reach through the module views ---------------------------------------------------------
+
+_DANGEROUS_BUILTINS = {
+    name: getattr(builtins, name)
+    for name in (
+        "eval exec compile open getattr setattr delattr vars globals locals __import__ breakpoint input help "
+        "memoryview type"
+    ).split()
+    if hasattr(builtins, name)
+}
+
+
+def _reachable(policy: Any, depth: int = 2) -> Iterator[tuple[str, Any]]:
+    """(path, value) for every public attribute of every module view, and of what those hold, `depth` deep."""
+    from rlm_integrations.repl._policy import ALLOWED_MODULES
+
+    frontier = [(name, policy.import_module(name)) for name in sorted(ALLOWED_MODULES)]
+    seen: set[int] = set()
+    for _ in range(depth + 1):
+        following = []
+        for path, value in frontier:
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            yield path, value
+            if isinstance(value, str | bytes | int | float | complex | bool) or value is None:
+                continue
+            for name in dir(value):
+                if name.startswith("_"):
+                    continue
+                try:
+                    following.append((f"{path}.{name}", policy.getattr(value, name)))
+                except (AttributeError, TypeError):
+                    continue
+        frontier = following
+
+
+def test_nothing_dangerous_is_reachable_from_the_module_views() -> None:
+    """Walk every public attribute reachable from the allowed modules, two levels deep."""
+    from rlm_integrations.repl import _host_calls, _policy, _safe_modules
+    from rlm_integrations.repl._policy import SandboxPolicy
+
+    policy = SandboxPolicy()
+    policy.restricted_globals(lambda *_: None)
+    ours = (vars(_host_calls), vars(_safe_modules), vars(_policy))
+    problems: list[str] = []
+    walked = 0
+    for path, value in _reachable(policy):
+        walked += 1
+        if isinstance(value, types.ModuleType):
+            problems.append(f"{path} is a module")
+        if isinstance(value, type) and issubclass(value, type):
+            problems.append(f"{path} is a metaclass")
+        if any(value is builtin for builtin in _DANGEROUS_BUILTINS.values()):
+            problems.append(f"{path} is a dangerous builtin")
+        if isinstance(value, types.FrameType | types.CodeType | types.TracebackType):
+            problems.append(f"{path} is an interpreter internal")
+        if isinstance(value, types.FunctionType) and not any(value.__globals__ is scope for scope in ours):
+            problems.append(f"{path} is a host function handed out unguarded")
+        if isinstance(value, types.MethodType) and isinstance(value.__func__, types.FunctionType):
+            problems.append(f"{path} is a host method handed out unguarded")
+        for private in ("__globals__", "__self__", "__closure__", "__dict__", "__class__"):
+            try:
+                policy.getattr(value, private)
+            except AttributeError:
+                continue
+            problems.append(f"{path}.{private} is reachable")
+    assert walked > 500, walked  # the walk really covered the modules
+    assert problems == [], "\n".join(problems)
+
+
+ALLOWED_FOR_CELL = (
+    "re json math statistics collections itertools heapq bisect string textwrap difflib datetime random "
+    "unicodedata fractions decimal"
+).split()
+
+
+async def test_a_cell_walking_the_modules_finds_no_module_or_metaclass(repl: LocalREPL) -> None:
+    walk = (
+        "import " + ", ".join(sorted(ALLOWED_FOR_CELL)) + "\n"
+        "found = []\n"
+        "for m in (" + ", ".join(sorted(ALLOWED_FOR_CELL)) + "):\n"
+        "    for n in dir(m):\n"
+        "        v = getattr(m, n)\n"
+        "        for a in dir(v):\n"
+        "            try:\n"
+        "                w = getattr(v, a)\n"
+        "                type(w)\n"
+        "            except Exception:\n"
+        "                continue\n"
+        "            if repr(type(w)) in (\"<class 'module'>\", \"<class 'type'>\"):\n"
+        "                found.append(n + '.' + a)\n"
+        "found"
+    )
+    cell = await repl.execute(walk)
+    assert cell.error is None, cell.error
+    assert cell.value == "[]"

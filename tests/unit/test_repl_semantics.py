@@ -718,3 +718,116 @@ async def test_unicode_and_surrogates_round_trip(repl: LocalREPL) -> None:
     assert cell.stdout == text + "\n"
     assert cell.value == repr(text)
     assert await repl.get("context") == text
+
+
+# -- the allowed modules as honest LM code uses them (wall 1 must not get in the way) ---------------------------------
+
+
+async def test_datetime_formatting_and_parsing(repl: LocalREPL) -> None:
+    cell = await run_ok(
+        repl,
+        "import datetime\n"
+        "d = datetime.datetime(2024, 3, 5, 14, 30, tzinfo=datetime.timezone.utc)\n"
+        "(d.strftime('%A %d %B %Y %H:%M %Z'), f'{d:%Y/%m/%d}', '{:%H:%M}'.format(d), d.isoformat(),\n"
+        " datetime.datetime.strptime('05/03/2024 14:30', '%d/%m/%Y %H:%M').isoformat(),\n"
+        " datetime.date.fromisoformat('2024-02-28').strftime('%j'), d.timetuple().tm_yday)",
+    )
+    assert cell.value == (
+        "('Tuesday 05 March 2024 14:30 UTC', '2024/03/05', '14:30', '2024-03-05T14:30:00+00:00', "
+        "'2024-03-05T14:30:00', '059', 65)"
+    )
+    refused = await repl.execute("import time")  # C code may import it for itself; a cell still may not
+    assert refused.error_type == "ImportError"
+
+
+async def test_collections_as_lm_code_uses_them(repl: LocalREPL) -> None:
+    cell = await run_ok(
+        repl,
+        "import collections\n"
+        "counts = collections.Counter('the cat the hat the end'.split())\n"
+        "groups = collections.defaultdict(list)\n"
+        "for word in ['apple', 'avocado', 'banana']:\n"
+        "    groups[word[0]].append(word)\n"
+        "Point = collections.namedtuple('Point', ['x', 'y'])\n"
+        "p = Point(1, y=2)\n"
+        "od = collections.OrderedDict([('b', 1), ('a', 2)])\n"
+        "od.move_to_end('b')\n"
+        "ud = collections.UserDict({'k': 1})\n"
+        "copied = ud.copy()\n"
+        "copied['k'] = 2\n"
+        "(counts.most_common(1), counts['the'], (counts + collections.Counter(['cat'])).total(), dict(groups),\n"
+        " p, p.x + p.y, list(od), ud['k'], copied['k'], collections.deque([1, 2], maxlen=2).maxlen)",
+    )
+    assert cell.value == (
+        "([('the', 3)], 3, 7, {'a': ['apple', 'avocado'], 'b': ['banana']}, Point(x=1, y=2), 3, ['a', 'b'], 1, 2, 2)"
+    )
+
+
+async def test_subclasses_of_library_classes_keep_their_methods(repl: LocalREPL) -> None:
+    cell = await run_ok(
+        repl,
+        "import collections, json, string\n"
+        "class Tally(collections.Counter):\n"
+        "    def top(self):\n"
+        "        return self.most_common(1)[0][0]\n"
+        "class Settings(collections.UserDict):\n"
+        "    pass\n"
+        "t = Tally('abb')\n"
+        "s = Settings(a=1)\n"
+        "s.note = 'kept'\n"
+        "c = s.copy()\n"
+        "class Encoder(json.JSONEncoder):\n"
+        "    def default(self, o):\n"
+        "        return {'set': sorted(o)}\n"
+        "class Loud(string.Formatter):\n"
+        "    def format_field(self, value, spec):\n"
+        "        return str(value).upper()\n"
+        "(t.top(), isinstance(t.copy(), Tally), isinstance(c, Settings), c.note, dict(c),\n"
+        " json.dumps({'s': {2, 1}}, cls=Encoder), Loud().format('{0}-{1}', 'a', 'b'))",
+    )
+    assert cell.value == "('b', True, True, 'kept', {'a': 1}, '{\"s\": {\"set\": [1, 2]}}', 'A-B')"
+
+
+async def test_str_format_with_plain_fields_still_works(repl: LocalREPL) -> None:
+    cell = await run_ok(
+        repl,
+        "import collections\n"
+        "row = {'name': 'x', 'n': 3}\n"
+        "('{} has {:>3}'.format('a', 7), '{name}: {n:.1f}'.format(**row), '{0[name]}'.format(row),\n"
+        " '{x.real}'.format_map({'x': 2}), str.format('{0}{0}', 'ab'), collections.UserString('{0}!').format('hi'))",
+    )
+    assert cell.value == "('a has   7', 'x: 3.0', 'x', '2', 'abab', 'hi!')"
+
+
+async def test_text_and_number_modules_as_lm_code_uses_them(repl: LocalREPL) -> None:
+    cell = await run_ok(
+        repl,
+        "import statistics, textwrap, difflib, decimal, fractions, json, re\n"
+        "data = [2, 4, 4, 4, 5, 5, 7, 9]\n"
+        "(statistics.mean(data), statistics.median(data), statistics.pstdev(data), statistics.quantiles(data, n=4),\n"
+        " textwrap.fill('one two three four', width=9), textwrap.shorten('a b c d e f', width=7, placeholder='..'),\n"
+        " difflib.get_close_matches('pyton', ['python', 'java']), decimal.Decimal('0.1') + decimal.Decimal('0.2'),\n"
+        " fractions.Fraction(3, 4) * 2, json.loads(json.dumps({'a': [1, None]})), re.split(r'[,;]', 'a,b;c'))",
+    )
+    assert cell.value == (
+        "(5, 4.5, 2.0, [4.0, 4.5, 6.5], 'one two\\nthree\\nfour', 'a b c..', ['python'], Decimal('0.3'), "
+        "Fraction(3, 2), {'a': [1, None]}, ['a', 'b', 'c'])"
+    )
+
+
+async def test_decimal_context_changes_do_not_outlive_the_cell(repl: LocalREPL) -> None:
+    cell = await run_ok(
+        repl,
+        "import decimal\ndecimal.getcontext().clear_traps()\nstr(decimal.Decimal(1) / decimal.Decimal(0))",
+    )
+    assert cell.value == "'Infinity'"
+    after = await repl.execute("decimal.Decimal(1) / decimal.Decimal(0)")
+    assert after.error_type == "DivisionByZero"
+
+
+async def test_final_var_with_a_str_subclass_name(repl: LocalREPL) -> None:
+    await run_ok(repl, "answer = [1, 2]\nclass Name(str):\n    pass")
+    cell = await repl.execute("FINAL_VAR(Name('answer'))")
+    assert cell.error is None, cell.error
+    assert cell.final is not None
+    assert cell.final.value == [1, 2]
