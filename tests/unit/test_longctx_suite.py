@@ -138,7 +138,7 @@ def _solve_independently(task):
     if task.family == "count_reading":
         labels = task.meta["labels"]
         lines = [line for line in context.splitlines() if not line.startswith("=")]
-        found = [next(t for t in labels if line.endswith(t)) for line in lines]
+        found = [re.fullmatch(r"(?:\[msg \d+\] \S+: |Review #\d+ by \S+ - )(.*)", line).group(1) for line in lines]
         assert len(found) == task.meta["messages"]
         return sum(labels[t] == "complaint" for t in found)
     if task.family == "pairs":
