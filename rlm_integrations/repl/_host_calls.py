@@ -160,6 +160,9 @@ def _defining_class(obj: Any, name: str, function: types.FunctionType) -> type |
                 break
     elif isinstance(obj, type):
         mro = type.__dict__["__mro__"].__get__(obj)
+    elif hasattr(type(obj), "__get__"):
+        # property.fget and the like: a method taken out of its descriptor, with no class to check `self` against.
+        raise AttributeError(f"{_describe(function)} is not available in the REPL: it is a descriptor's method")
     else:
         return None  # a function stored on an instance: no implicit self
     for klass in mro:

@@ -438,6 +438,15 @@ ESCAPES: list[Escape] = [
         "print('PWNED', T('X', (), {}))",
     ),
     Escape(
+        # A property's getter, taken out of the property, has no class to check its argument against.
+        "property_getter_on_a_foreign_object",
+        "import collections\n"
+        "class M:\n"
+        "    def __init__(self, *maps):\n"
+        "        self.maps = list(maps)\n"
+        "print('PWNED', collections.ChainMap.parents.fget(M(0, 1)))",
+    ),
+    Escape(
         "unbound_host_method_through_getattr",
         "import collections\nT = getattr(collections.Counter, 'co' + 'py')(int)\nprint('PWNED', T)",
     ),
