@@ -9,19 +9,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rlm_integrations.repl._isolation import Isolation
     from rlm_integrations.repl._output import truncate_middle
     from rlm_integrations.repl._pool import prewarm
     from rlm_integrations.repl.local import LocalREPL
     from rlm_integrations.repl.modal import ModalREPL
     from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer, HostCallback
 
-__all__ = ["REPL", "CellResult", "FinalAnswer", "HostCallback", "LocalREPL", "ModalREPL", "prewarm", "truncate_middle"]
+__all__ = [
+    "REPL",
+    "CellResult",
+    "FinalAnswer",
+    "HostCallback",
+    "Isolation",
+    "LocalREPL",
+    "ModalREPL",
+    "prewarm",
+    "truncate_middle",
+]
 
 _LOCATIONS = {
     "REPL": "rlm_integrations.repl.protocol",
     "CellResult": "rlm_integrations.repl.protocol",
     "FinalAnswer": "rlm_integrations.repl.protocol",
     "HostCallback": "rlm_integrations.repl.protocol",
+    "Isolation": "rlm_integrations.repl._isolation",
     "LocalREPL": "rlm_integrations.repl.local",
     "ModalREPL": "rlm_integrations.repl.modal",
     "prewarm": "rlm_integrations.repl._pool",

@@ -16,14 +16,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import weakref
 from typing import IO, Any
 
-# One definition of how a worker is launched, shared with the in-sandbox supervisor (stdlib only).
-from rlm_integrations.repl._supervisor import _BOOTSTRAP, _import_roots
+# How a worker is launched: inside bubblewrap where it works, with the supervisor's bootstrap.
+from rlm_integrations.repl._isolation import Launch, plan_launch
 
 __all__ = ["EOF", "Mailbox", "WorkerProcess"]
 
@@ -85,7 +84,10 @@ class Mailbox:
 
 
 class WorkerProcess:
-    """A started worker: its process, scratch directory and message stream.
+    """A started worker: its process, scratch and staging directories, and message stream.
+
+    The process is bubblewrap where it works here (see `_isolation`), with the worker
+    inside; its process group holds both, so killing the group kills the worker.
 
     Args:
         python: the interpreter to run the worker with (default: this one).
@@ -93,17 +95,24 @@ class WorkerProcess:
 
     def __init__(self, python: str | None = None) -> None:
         self.scratch_dir = tempfile.mkdtemp(prefix="rlm-repl-")
-        command = [python or sys.executable, "-I", "-B", "-c", _BOOTSTRAP.format(roots=_import_roots())]
-        self._process = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={},
-            cwd=self.scratch_dir,
-            start_new_session=True,
-            close_fds=True,
-        )
+        self.stage_dir = tempfile.mkdtemp(prefix="rlm-stage-", dir=_staging_root())
+        directories = (self.scratch_dir, self.stage_dir)
+        try:
+            self.launch: Launch = plan_launch(python, self.scratch_dir, self.stage_dir)
+            self._process = subprocess.Popen(
+                self.launch.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={},
+                cwd=self.scratch_dir,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except BaseException:
+            for directory in directories:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
         assert self._process.stdin is not None and self._process.stdout is not None
         self._stdin: IO[bytes] = self._process.stdin
         self.mailbox = Mailbox()
@@ -112,7 +121,7 @@ class WorkerProcess:
         self._stderr_tail = bytearray()
         self._send_lock = threading.Lock()
         # Threads hold no reference to `self`, so an abandoned worker is collected and killed.
-        self._finalizer = weakref.finalize(self, _terminate, self._process, self.scratch_dir)
+        self._finalizer = weakref.finalize(self, _terminate, self._process, directories)
         threading.Thread(
             target=_read_protocol,
             args=(self._process.stdout, self.mailbox, self.ready, self.info),
@@ -187,7 +196,18 @@ def _drain_stderr(stream: IO[bytes], tail: bytearray) -> None:
             del tail[:-_STDERR_TAIL_BYTES]
 
 
-def _terminate(process: subprocess.Popen[bytes], scratch_dir: str) -> None:
+def _staging_root() -> str | None:
+    """Where per-worker staging directories go: memory-backed /dev/shm when it has room."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(shm).free > 256 * 1024 * 1024:
+                return shm
+    return None
+
+
+def _terminate(process: subprocess.Popen[bytes], directories: tuple[str, ...]) -> None:
+    # The group holds bubblewrap, its init inside the PID namespace and the worker: all die at once.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
@@ -198,4 +218,5 @@ def _terminate(process: subprocess.Popen[bytes], scratch_dir: str) -> None:
         with contextlib.suppress(OSError):
             if stream is not None:
                 stream.close()
-    shutil.rmtree(scratch_dir, ignore_errors=True)
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -196,7 +196,7 @@ class ModalBackend:
         return app
 
     def image(self, spec: SandboxSpec) -> Any:
-        """The image for `spec`: base image + pinned RestrictedPython + extra packages + the worker tree."""
+        """The image for `spec`: base image + pinned RestrictedPython, pyseccomp + extra packages + the worker tree."""
         import modal
 
         key = (id(spec.image), spec.python_version, spec.packages)
@@ -206,9 +206,10 @@ class ModalBackend:
             return cached
         base = spec.image if spec.image is not None else modal.Image.debian_slim(python_version=spec.python_version)
         restricted_python = importlib.metadata.version("RestrictedPython")
-        image = base.pip_install(f"RestrictedPython=={restricted_python}", *spec.packages).add_local_dir(
-            stage_worker_tree(), remote_path=MODAL_WORKER_ROOT, copy=True
-        )
+        pyseccomp = importlib.metadata.version("pyseccomp")  # the worker's seccomp filter (wall 2)
+        image = base.pip_install(
+            f"RestrictedPython=={restricted_python}", f"pyseccomp=={pyseccomp}", *spec.packages
+        ).add_local_dir(stage_worker_tree(), remote_path=MODAL_WORKER_ROOT, copy=True)
         with self._lock:
             self._images[key] = image
         return image

@@ -56,6 +56,7 @@ WORKER_MODULES: tuple[str, ...] = (
     "repl/__init__.py",
     "repl/_codec.py",
     "repl/_host_calls.py",
+    "repl/_lockdown.py",
     "repl/_notebook.py",
     "repl/_output.py",
     "repl/_policy.py",
@@ -81,14 +82,30 @@ def worker_version(package_root: str | Path | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
-def _import_roots() -> list[str]:
-    """Directories the worker needs on sys.path: this package's and RestrictedPython's."""
+def _import_packages() -> list[tuple[str, str]]:
+    """The top-level packages (and single-file modules) the worker imports, with where each lives.
+
+    This package, RestrictedPython, and pyseccomp (for the seccomp filter) when it is
+    installed; nothing else, so a launcher that shows the worker only these sees no
+    more of the host than they hold.
+    """
     import importlib.util
 
-    roots = [str(Path(__file__).resolve().parents[2])]
-    spec = importlib.util.find_spec("RestrictedPython")
-    if spec is not None and spec.origin:
-        root = str(Path(spec.origin).resolve().parents[1])
+    found = [("rlm_integrations", str(Path(__file__).resolve().parents[1]))]
+    for name in ("RestrictedPython", "pyseccomp"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
+            continue
+        origin = Path(spec.origin).resolve()
+        found.append((name, str(origin.parent if spec.submodule_search_locations is not None else origin)))
+    return found
+
+
+def _import_roots() -> list[str]:
+    """Directories the worker needs on sys.path: those holding `_import_packages`."""
+    roots: list[str] = []
+    for _, path in _import_packages():
+        root = str(Path(path).parent)
         if root not in roots:
             roots.append(root)
     return roots

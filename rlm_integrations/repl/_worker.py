@@ -6,10 +6,11 @@ scratch directory. Before it reports ready it:
 - moves the protocol onto duplicated file descriptors and points fds 0 and 1 at
   /dev/null, so nothing user code writes can corrupt the protocol;
 - drops network access where the OS allows it (a new network namespace);
-- sets its own limits: no file writes (RLIMIT_FSIZE=0, SIGXFSZ ignored so a write fails
-  instead of killing), no core files, few file descriptors, no new processes where the
-  kernel honours RLIMIT_NPROC, and later an address-space limit (applied before the
-  first cell, sized from the loaded context) and a per-cell CPU-time limit;
+- locks itself down (`_lockdown`): no_new_privs, no capabilities, hard limits (no file
+  writes, no core files, few descriptors and processes), a seccomp filter (no new
+  processes or programs, no signals to others, no limit changes, no mounts or
+  namespaces, no sockets but AF_UNIX), and before the first cell a hard address-space
+  limit sized from the loaded context;
 - watches its parent and exits if the host goes away.
 
 Messages (one JSON object per line; ``op`` names the kind):
@@ -25,13 +26,14 @@ import ctypes
 import json
 import os
 import resource
-import signal
+import select
 import sys
 import threading
 import time
 from typing import IO, Any
 
 from rlm_integrations.repl._codec import encode_value
+from rlm_integrations.repl._lockdown import address_space_locked, limit_address_space, lock_down
 from rlm_integrations.repl._notebook import Notebook
 
 __all__ = ["main"]
@@ -96,30 +98,31 @@ def _isolate_network() -> bool:
     return False
 
 
-def _set_static_limits() -> None:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    _, hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)
-    files = 64 if hard_files == resource.RLIM_INFINITY else min(64, hard_files)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
-
-
-def _forbid_new_processes() -> None:
-    # Honoured by the kernel for unprivileged users only; root ignores it (see docs/security.md).
+def _launch_settings() -> dict[str, Any]:
+    """What the launcher tells the worker (``argv[1]``, JSON): e.g. that its network is already private."""
+    if len(sys.argv) < 2:
+        return {}
     try:
-        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
-    except (ValueError, OSError):
-        pass
+        settings = json.loads(sys.argv[1])
+    except ValueError:
+        return {}
+    return settings if isinstance(settings, dict) else {}
 
 
-def _watch_parent() -> None:
+def _watch_parent(hangup_fd: int) -> None:
+    """Exit when the host is gone, even in the middle of a cell.
+
+    Two signs, because neither works everywhere: the parent changes (not inside a PID
+    namespace, where the parent is the sandbox's own init), and the host's end of the
+    protocol pipe closes (``hangup_fd`` is a duplicate of its read end).
+    """
     parent = os.getppid()
+    poller = select.poll()
+    poller.register(hangup_fd, 0)  # POLLHUP and POLLERR are always reported
 
     def watch() -> None:
         while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
+            if poller.poll(500) or os.getppid() != parent:
                 os._exit(_EXIT_ORPHANED)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
@@ -222,40 +225,39 @@ class Worker:
         return _address_space_bytes() + budget_mb * 1024 * 1024 + 2 * self._loaded_bytes
 
     def _make_room(self, extra: int) -> None:
-        """Before a host-driven load, lift the soft limit so the load itself fits."""
-        if not self._memory_limited:
+        """Before a host-driven load: refuse, clearly, a value that cannot fit under the hard limit.
+
+        Before the first cell there is no address-space limit yet (it is sized then, with
+        room for what was loaded); after it, the limit is hard and no load can lift it.
+        """
+        if not address_space_locked():
             return
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        wanted = _address_space_bytes() + extra + 64 * 1024 * 1024
-        if soft != resource.RLIM_INFINITY and soft < wanted:
-            resource.setrlimit(
-                resource.RLIMIT_AS, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard)
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        needed = _address_space_bytes() + extra
+        if hard != resource.RLIM_INFINITY and needed > hard:
+            raise ValueError(
+                f"the value needs about {extra // (1024 * 1024)} MiB of working memory, more than is left under "
+                f"the worker's hard memory limit ({hard // (1024 * 1024)} MiB, fixed when the first cell ran); "
+                "load large values before running cells, or raise memory_limit_mb"
             )
 
     def _apply_memory_limit(self) -> None:
-        """Limit the address space before user code runs.
-
-        Restricted cells cannot reach `resource`, so only the soft limit is set and later
-        loads can lift it; unrestricted cells could, so there the limit is hard as well.
-        """
+        """Limit the address space, hard, before user code runs; after that no limit can change."""
         if self._memory_limited:
             return
         self._memory_limited = True
-        limit = self._limit_bytes()
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard if self._restricted else limit))
+        limit_address_space(self._limit_bytes())
 
     @staticmethod
     def _set_cpu_limit(seconds: float | None) -> None:
-        if seconds is None:
-            return
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        used = usage.ru_utime + usage.ru_stime
-        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-        soft = int(used + seconds) + 1
-        if hard != resource.RLIM_INFINITY:
-            soft = min(soft, hard)
-        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+        """Nothing: the worker can no longer change its limits once locked down.
+
+        A per-cell RLIMIT_CPU would need the worker to raise its own soft limit before each
+        cell, which is the very change the lockdown forbids. The cell's wall-clock limit,
+        enforced from outside by killing the worker (the host locally, the supervisor in a
+        sandbox), is the time limit.
+        """
+        del seconds
 
     def serve(self) -> None:
         while True:
@@ -284,14 +286,15 @@ class Worker:
 
 def main() -> None:
     """Entry point of the worker process."""
+    settings = _launch_settings()
+    hangup_fd = os.dup(0)
     protocol = _take_protocol_descriptors()
-    isolated = _isolate_network()
-    _set_static_limits()
-    _watch_parent()
-    _forbid_new_processes()
+    isolated = bool(settings.get("network_private")) or _isolate_network()
+    lockdown = lock_down()
+    _watch_parent(hangup_fd)
     import RestrictedPython  # noqa: F401 - warm the import before reporting ready
 
-    protocol.send({"op": "ready", "pid": os.getpid(), "network_isolated": isolated})
+    protocol.send({"op": "ready", "pid": os.getpid(), "network_isolated": isolated, "isolation": lockdown.report()})
     try:
         Worker(protocol).serve()
     except (BrokenPipeError, ConnectionResetError):

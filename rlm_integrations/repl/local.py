@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from rlm_integrations.errors import WorkerStartError
+from rlm_integrations.errors import IsolationError, WorkerStartError
 from rlm_integrations.repl._client import Channel, Payload, Policy, WorkerREPL
+from rlm_integrations.repl._isolation import Isolation, describe, warn_if_incomplete
 from rlm_integrations.repl._pool import default_pool
 from rlm_integrations.repl._process import WorkerProcess
 
@@ -23,11 +23,16 @@ class LocalREPL(WorkerREPL):
     """A persistent, sandboxed Python namespace in a worker process on this machine.
 
     Cells are compiled with RestrictedPython (the first wall) and run in a separate worker
-    process with no environment, a scratch directory, no network where the OS allows it,
-    and OS limits on memory, CPU time and file writes (the second wall). A cell that runs
-    past `cell_timeout_s` is stopped by killing the worker from outside; the REPL then
-    starts a fresh worker, reloads what was passed to `load`, and reports the variables
-    that were lost. See docs/security.md for what each wall does and does not stop.
+    process (the second wall): started inside bubblewrap where it works (its own user,
+    mount, PID, IPC, UTS and network namespaces, an unprivileged uid, a minimal
+    read-only view of the file system), with no environment, a scratch directory,
+    no_new_privs, no capabilities, a seccomp filter and hard limits on memory and file
+    writes. `isolation` reports which layers are in force; a missing one is logged as a
+    warning at start, and `require_isolation=True` refuses to run without all of them.
+    A cell that runs past `cell_timeout_s` is stopped by killing the worker from outside;
+    the REPL then starts a fresh worker, reloads what was passed to `load`, and reports
+    the variables that were lost. See docs/security.md for what each wall does and does
+    not stop.
 
     Args:
         cell_timeout_s: wall-clock limit per cell in seconds, not counting time spent in
@@ -42,6 +47,8 @@ class LocalREPL(WorkerREPL):
         pool: take a pre-started worker from the warm pool if one is ready.
         python: interpreter for the worker (default: the running one; disables the pool).
         start_timeout_s: how long to wait for a worker to report ready.
+        require_isolation: refuse to run (raise `IsolationError` at start) unless every
+            layer of the OS wall is in force; by default a missing layer is only logged.
 
     Example:
         ```python
@@ -62,6 +69,7 @@ class LocalREPL(WorkerREPL):
         pool: bool = True,
         python: str | None = None,
         start_timeout_s: float = 30.0,
+        require_isolation: bool = False,
     ) -> None:
         super().__init__(
             cell_timeout_s=cell_timeout_s,
@@ -72,6 +80,7 @@ class LocalREPL(WorkerREPL):
         )
         self.use_pool = pool and python is None
         self.python = python
+        self.require_isolation = require_isolation
 
     @property
     def pid(self) -> int | None:
@@ -85,6 +94,17 @@ class LocalREPL(WorkerREPL):
         channel = self._channel
         return bool(channel is not None and channel.info.get("network_isolated"))
 
+    @property
+    def isolation(self) -> Isolation | None:
+        """What the OS wall holds for the current worker, layer by layer (None before start).
+
+        See `Isolation`: each flag is read back from the kernel by the worker or set up by
+        the launcher, and `missing` says, for each layer that is not in force, why and how
+        to fix it.
+        """
+        channel = self._channel
+        return channel.isolation if isinstance(channel, _LocalChannel) else None
+
     async def _connect(self) -> Channel:
         worker = default_pool.take() if self.use_pool else None
         if worker is None:
@@ -92,7 +112,7 @@ class LocalREPL(WorkerREPL):
                 worker = WorkerProcess(self.python)
             except OSError as error:
                 raise WorkerStartError(f"could not start the REPL worker: {error}") from error
-        return _LocalChannel(worker)
+        return _LocalChannel(worker, require_isolation=self.require_isolation)
 
 
 class _LocalChannel:
@@ -100,8 +120,10 @@ class _LocalChannel:
 
     timeout_grace_s: float | None = None
 
-    def __init__(self, worker: WorkerProcess) -> None:
+    def __init__(self, worker: WorkerProcess, *, require_isolation: bool = False) -> None:
         self.worker = worker
+        self.require_isolation = require_isolation
+        self.isolation: Isolation | None = None
 
     @property
     def info(self) -> dict[str, Any]:
@@ -115,6 +137,16 @@ class _LocalChannel:
         ready = await asyncio.wait_for(self.worker.mailbox.get(), timeout_s)
         if ready.get("op") != "ready":
             raise WorkerStartError(f"the REPL worker did not start: {self.worker.describe_exit()}")
+        isolation = describe(ready, self.worker.launch)
+        self.isolation = isolation
+        if not isolation.complete:
+            if self.require_isolation:
+                raise IsolationError(
+                    "the REPL worker's OS isolation is incomplete and require_isolation=True; not in force:\n  "
+                    + "\n  ".join(isolation.missing),
+                    missing=isolation.missing,
+                )
+            warn_if_incomplete(isolation)
         return ready
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -125,7 +157,8 @@ class _LocalChannel:
 
     @contextlib.asynccontextmanager
     async def staged(self, payload: Payload, kind: str) -> AsyncIterator[str]:
-        handle, path = tempfile.mkstemp(prefix="rlm-load-", dir=_transfer_directory())
+        # The worker's own staging directory: the only one its sandbox shows it (read-only, same path).
+        handle, path = tempfile.mkstemp(prefix="rlm-load-", dir=self.worker.stage_dir)
         try:
             with os.fdopen(handle, "wb") as file:
                 await asyncio.to_thread(payload, file)
@@ -154,12 +187,3 @@ def _wait_briefly(worker: WorkerProcess) -> None:
     deadline = time.monotonic() + 1.0
     while worker.alive and time.monotonic() < deadline:
         time.sleep(0.01)
-
-
-def _transfer_directory() -> str | None:
-    shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK):
-        with contextlib.suppress(OSError):
-            if shutil.disk_usage(shm).free > 256 * 1024 * 1024:
-                return shm
-    return None

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from rlm_integrations.errors import REPLClosedError, UnsupportedContextError
+from rlm_integrations.errors import REPLClosedError, UnsupportedContextError, WorkerCrashedError
 from rlm_integrations.repl import CellResult, LocalREPL
 
 
@@ -598,14 +598,17 @@ async def test_unsupported_context_type(repl: LocalREPL, value: object) -> None:
     assert (await run_ok(repl, "1+1")).value == "2"
 
 
-async def test_context_loaded_after_the_first_cell_gets_room() -> None:
+async def test_context_loaded_after_the_first_cell_must_fit_the_hard_limit() -> None:
     repl = LocalREPL(cell_timeout_s=10.0, memory_limit_mb=64)
     try:
         await repl.start()
-        await run_ok(repl, "x = 1")  # the memory limit is in force from here on
-        await repl.load("context", "z" * (80 * 1024 * 1024))
-        cell = await run_ok(repl, "len(context)")
-        assert cell.value == str(80 * 1024 * 1024)
+        await run_ok(repl, "x = 1")  # the memory limit is in force, hard, from here on
+        with pytest.raises(WorkerCrashedError, match="hard memory limit"):
+            await repl.load("context", "z" * (80 * 1024 * 1024))
+        cell = await run_ok(repl, "x + 1")  # refused clearly; the worker and its variables are intact
+        assert cell.value == "2"
+        await repl.load("small", "z" * 1024)  # what fits still loads
+        assert (await run_ok(repl, "len(small)")).value == "1024"
     finally:
         await repl.close()
 
