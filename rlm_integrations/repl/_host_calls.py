@@ -46,6 +46,15 @@ def checked_result(value: Any) -> Any:
     return value
 
 
+def _call(function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        result = function(*args, **kwargs)
+    except AttributeError as error:
+        error.obj = None  # the object host code failed to read from may be one the cell never held
+        raise
+    return checked_result(result)
+
+
 def _describe(function: Any) -> str:
     return str(getattr(function, "__qualname__", None) or getattr(function, "__name__", "function"))
 
@@ -71,13 +80,13 @@ def guard_function(function: Callable[..., Any], owner: type | None = None, wher
     if owner is None:
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return checked_result(function(*args, **kwargs))
+            return _call(function, args, kwargs)
 
     else:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             _require_instance(args, owner, name)
-            return checked_result(function(*args, **kwargs))
+            return _call(function, args, kwargs)
 
     call.__name__ = getattr(function, "__name__", "function")
     call.__qualname__ = name
@@ -87,7 +96,7 @@ def guard_function(function: Callable[..., Any], owner: type | None = None, wher
 
 def _bind(function: Callable[..., Any], bound_self: Any, where: str) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
-        return checked_result(function(bound_self, *args, **kwargs))
+        return _call(function, (bound_self, *args), kwargs)
 
     call.__name__ = where.rsplit(".", 1)[-1]
     call.__qualname__ = where

@@ -71,6 +71,14 @@ _INTERNAL_TYPES = (types.FrameType, types.CodeType, types.TracebackType, types.M
 _GENERATOR_TYPES = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 _GENERATOR_METHODS = frozenset({"send", "throw", "close"})
 _WRITABLE_CONTAINERS = (dict, list, set, bytearray, collections.deque)
+# A container stored on a host class is state shared by the whole worker: a cell reading it gets a copy.
+_SHARED_STATE_COPIES: dict[type, Callable[[Any], Any]] = {
+    dict: dict.copy,
+    list: list.copy,
+    set: set.copy,
+    bytearray: bytearray.copy,
+    collections.deque: lambda d: collections.deque(d, d.maxlen),
+}
 # Library containers whose items (not attributes) a cell may write: their __setitem__ only touches `.data`.
 _ITEM_WRITABLE = (collections.UserDict, collections.UserList)
 
@@ -205,7 +213,17 @@ class SandboxPolicy:
                 return self._guarded_format(str, name)
             if isinstance(value, types.BuiltinMethodType) and isinstance(getattr(value, "__self__", None), str):
                 return self._guarded_format(value.__self__, name)
+        if type(value) in _SHARED_STATE_COPIES and self._is_host_class_state(obj, name, value):
+            return _SHARED_STATE_COPIES[type(value)](value)
         return self._host_guard.guard(obj, name, value)
+
+    def _is_host_class_state(self, obj: Any, name: str, value: Any) -> bool:
+        """True if `value` is a container held by a class the sandbox did not make (shared by everything)."""
+        owner = obj if isinstance(obj, type) else type(obj)
+        for klass in type.__dict__["__mro__"].__get__(owner):
+            if type.__dict__["__dict__"].__get__(klass).get(name) is value:
+                return not self._is_sandbox_class(klass)
+        return False
 
     def hasattr(self, obj: Any, name: Any) -> bool:
         """Guarded `hasattr`: False for anything the policy refuses."""

@@ -503,6 +503,12 @@ ESCAPES: list[Escape] = [
         "write_userdict_data_attribute",
         "import collections\nu = collections.UserDict()\nu.data = 5\nprint('PWNED', u.data)",
     ),
+    Escape(
+        "write_host_class_container_attribute",
+        "import textwrap\n"
+        "textwrap.TextWrapper.unicode_whitespace_trans[120] = 'PWNED'\n"
+        "print(textwrap.TextWrapper.unicode_whitespace_trans[120])",
+    ),
     Escape("datetime_capsule", "import datetime\nprint('PWNED', datetime.datetime_CAPI)"),
     Escape("difflib_generic_alias", "import difflib\nprint('PWNED', difflib.GenericAlias(list, (int,)))"),
     Escape("statistics_imported_helper", "import statistics\nprint('PWNED', statistics.groupby)"),
