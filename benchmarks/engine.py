@@ -905,10 +905,145 @@ def child_main(args: argparse.Namespace) -> int:
             asyncio.run(phase_fanout(key, rec, plan, args.base))
         elif args.phase == "memory":
             asyncio.run(phase_memory(key, rec, plan))
+        elif args.phase == "history":
+            asyncio.run(phase_history(rec, plan))
     except Exception as error:
         rec.fail(args.phase, error)
     rec.step("done")
     return 0
+
+
+# --------------------------------------------------------------------------- 4. history growth (root turns)
+
+HISTORY_TURNS = 200
+HISTORY_TARGET = 1.2
+HISTORY_CASES = (  # (name, root window in tokens or None, the cell each turn runs)
+    ("trivial cells, window unknown (128K assumed: no compaction needed)", None, TRIVIAL),
+    ("trivial cells, 8K window (compacted)", 8_192, TRIVIAL),
+    ("cells printing 2,000 chars, window unknown (compacted near 128K)", None, "print('y' * 2000)"),
+)
+
+
+async def _history_run(turns: int, window: int | None, cell: str) -> dict[str, Any]:
+    """One run of `turns` root turns; when each call started and how long the model itself took."""
+    from rlm_integrations import RLM, RLMConfig
+    from rlm_integrations.lm import ScriptedLM
+
+    stamps: list[float] = []
+    inside: list[float] = []
+
+    class TimedLM(ScriptedLM):
+        async def acomplete(self, messages: Any, **params: Any) -> Any:
+            began = time.perf_counter()
+            stamps.append(began)
+            try:
+                return await super().acomplete(messages, **params)
+            finally:
+                inside.append(time.perf_counter() - began)
+
+    def reply(messages: Any) -> str:
+        return reply_text("ours", cell if len(stamps) <= turns else FINAL_CODE["ours"])
+
+    lm = TimedLM(reply, context_window=window)
+    config = RLMConfig(max_iterations=turns + 5, max_llm_calls=None)
+    result = await RLM(lm, config=config).acompletion(QUERY, context="abc" * 1000)
+    if result.status != "completed":
+        raise RuntimeError(f"run ended with status {result.status}: {result.error or result.limit}")
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    engine = [gap - model for gap, model in zip(gaps, inside, strict=False)]  # less the model's own time
+    last_prompt = sum(len(m["content"]) for m in lm.calls[-1]) if lm.calls else 0
+    return {"gaps": gaps, "engine": engine, "last_prompt_chars": last_prompt}
+
+
+def _first_last(values: list[float], n: int = 20) -> tuple[float, float]:
+    """Median of turns 2..n+1 and of the last n turns before the final one (the first gap includes the prelude)."""
+    return statistics.median(values[1 : n + 1]), statistics.median(values[-n - 1 : -1])
+
+
+async def phase_history(rec: Recorder, plan: Plan) -> None:
+    """Per-iteration time over 200 root turns: the first 20 turns against the last 20."""
+    reps = 1 if plan is QUICK else 3
+    for index, (_, window, cell) in enumerate(HISTORY_CASES):
+        rec.step(f"history case {index}")
+        ratios, engine_ratios, firsts, lasts, prompts = [], [], [], [], []
+        for _ in range(reps):
+            data = await _history_run(HISTORY_TURNS, window, cell)
+            first, last = _first_last(data["gaps"])
+            e_first, e_last = _first_last(data["engine"])
+            ratios.append(last / first)
+            engine_ratios.append(e_last / e_first)
+            firsts.append(first)
+            lasts.append(last)
+            prompts.append(data["last_prompt_chars"])
+        rec.set(
+            f"case{index}",
+            {
+                "first20_s": statistics.median(firsts),
+                "last20_s": statistics.median(lasts),
+                "ratio": statistics.median(ratios),
+                "engine_ratio": statistics.median(engine_ratios),
+                "last_prompt_chars": statistics.median(prompts),
+            },
+        )
+
+
+def history_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]], dict[str, Any]]:
+    columns = [
+        "case (ScriptedLM root)",
+        "first 20 turns",
+        "last 20 turns",
+        "last ÷ first",
+        "less the model's own time",
+        "last prompt",
+        f"target ≤ {HISTORY_TARGET}×",
+    ]
+    metrics = results.get("history", {}).get("metrics", {})
+    rows: list[list[str]] = []
+    targets: dict[str, Any] = {}
+    for index, (name, window, _) in enumerate(HISTORY_CASES):
+        m = metrics.get(f"case{index}")
+        if m is None:
+            rows.append([name, "cannot run: " + (_why(results.get("history")) or "no result"), *[""] * 5])
+            continue
+        passed = m["engine_ratio"] <= HISTORY_TARGET if window is None and index == 0 else m["ratio"] <= HISTORY_TARGET
+        targets[f"history_{index}"] = {"target": f"<= {HISTORY_TARGET} x", "value_ratio": m["ratio"], "passed": passed}
+        rows.append(
+            [
+                name,
+                _ms(m["first20_s"]),
+                _ms(m["last20_s"]),
+                f"{m['ratio']:.2f}×",
+                f"{m['engine_ratio']:.2f}×",
+                f"{m['last_prompt_chars']:,.0f} chars",
+                _verdict(passed),
+            ]
+        )
+    return columns, rows, targets
+
+
+def run_history(quick: bool, plan: Plan, timeout_s: float | None) -> dict[str, Any]:
+    """Part 4 in its own child process."""
+    tail = ["--child", "ours", "--phase", "history"]
+    return _child(tail, quick, timeout_s or plan.child_timeout_s, child_env(), "history growth over 200 root turns")
+
+
+def print_history(results: dict[str, Any], plain: bool) -> dict[str, Any]:
+    columns, rows, targets = history_table(results)
+    print_table(
+        f"4. History growth: {HISTORY_TURNS} root turns, per-iteration time of the first 20 turns against the last 20",
+        columns,
+        rows,
+        [
+            "per-iteration time: median gap between consecutive root-model calls (turns 2-21 and the last 20). "
+            "'less the model's own time' subtracts the time spent inside the model call, which for ScriptedLM "
+            "grows with the prompt (it copies and measures every message, as a real model's prefill does).",
+            "the first row has no compaction to do (200 trivial turns are about 15K tokens, far below the assumed "
+            "128K window): its target applies to the engine's own time. The other rows are compacted by the "
+            "history manager, so the whole per-iteration time must stay flat.",
+        ],
+        plain=plain,
+    )
+    return targets
 
 
 # --------------------------------------------------------------------------- parent side
@@ -1372,7 +1507,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="plain-text tables (no rich)")
     parser.add_argument("--serve", type=float, metavar="LATENCY", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=[*CONTENDERS, "bare_litellm", "bare_openai"], help=argparse.SUPPRESS)
-    parser.add_argument("--phase", choices=["overhead", "fanout", "memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["overhead", "fanout", "memory", "history"], help=argparse.SUPPRESS)
+    parser.add_argument("--history", action="store_true", help="run only part 4 (history growth over 200 turns)")
     parser.add_argument("--mode", choices=["inproc", "http"], default="inproc", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -1390,12 +1526,23 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in keys if k not in CONTENDERS]
     if unknown:
         parser.error(f"unknown contenders {unknown}; choose from {list(CONTENDERS)}")
+    if args.history:  # part 4 alone
+        history = {"history": run_history(args.quick, plan, args.timeout)}
+        targets = print_history(history, args.plain)
+        if args.json:
+            write_json(args.json, {"results": history, "targets": targets})
+        return 0
     info = machine_info(["rlm-integrations", "litellm", "openai", "rlms", "dspy", "deno", "psutil", "rich"])
     loads = [_load_average()]
     started = time.perf_counter()
     results = collect(keys, args.quick, plan, args.timeout or plan.child_timeout_s)
+    if "ours" in keys:
+        results["history"] = run_history(args.quick, plan, args.timeout)
     loads.append(_load_average())
     summary = report(results, keys, plan, info, args.plain, loads)
+    if "history" in results:
+        print()
+        summary["targets"].update(print_history(results, args.plain))
     print(f"\ntotal benchmark time: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if args.json:
         write_json(

@@ -24,15 +24,17 @@ _WORDS = (
 ).split()
 
 _SCRIPT = [
-    "I will look at the size and the start of the context first.\n"
-    "```repl\nprint(len(context))\nprint(context[:200])\n```",
+    "I will look at the size and the start of the context first (as text, if it is a dict of files).\n"
+    "```repl\nimport json\ntext = context if isinstance(context, str) else json.dumps(context, ensure_ascii=False)\n"
+    "print(len(text))\nprint(text[:200])\n```",
     "The fact is probably stated as a sentence with 'code'. I will search for it with a regex.\n"
-    "```repl\nimport re\nhits = [m.start() for m in re.finditer(r'secret code', context)]\nprint(hits)\n"
-    "for h in hits:\n    print(repr(context[h - 80:h + 80]))\n```",
+    "```repl\nimport re\nhits = [m.start() for m in re.finditer(r'secret code', text)]\nprint(hits)\n"
+    "for h in hits:\n    print(repr(text[max(0, h - 80):h + 80]))\n```",
     "I will ask the sub-model to read the passage around the hit, and extract the code with code too.\n"
-    "```repl\npassage = context[hits[0] - 200:hits[0] + 200]\n"
+    "```repl\npassage = text[max(0, hits[0] - 200):hits[0] + 200] if hits else text[:400]\n"
     "reply = llm_query('What is the secret code in this passage? ' + passage)\nprint(reply)\n"
-    "code = re.search(r'secret code is (\\d+)', passage).group(1)\nprint(code)\n```",
+    "found = re.search(r'secret code is (\\d+)', passage)\ncode = found.group(1) if found else reply\n"
+    "print(code)\n```",
     "```repl\nFINAL(code)\n```",
 ]
 

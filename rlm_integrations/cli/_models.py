@@ -6,7 +6,7 @@ import os
 
 from rlm_integrations.lm.protocol import LanguageModel
 
-__all__ = ["PROVIDER_DEFAULTS", "choose_model"]
+__all__ = ["PROVIDER_DEFAULTS", "choose_model", "choose_sub_model"]
 
 PROVIDER_DEFAULTS: tuple[tuple[str, str], ...] = (
     ("OPENAI_API_KEY", "openai/gpt-4o-mini"),
@@ -33,6 +33,21 @@ def choose_model(spec: str | None) -> tuple[LanguageModel, str]:
         if os.environ.get(variable):
             return _from_spec(model, f"because {variable} is set")
     return _from_spec("local", "no model given and no provider key found")
+
+
+def choose_sub_model(spec: str | None, root: LanguageModel) -> LanguageModel:
+    """The model behind `llm_query`: `spec` if given, else the root model.
+
+    The scripted demo model is the exception: its replies are a script for the root, so
+    sub-calls get their own scripted model instead of consuming the root's script.
+    """
+    if spec:
+        return choose_model(spec)[0]
+    if root.name == "scripted-demo":
+        from rlm_integrations.demo import scripted_sub_model
+
+        return scripted_sub_model()
+    return root
 
 
 def _from_spec(spec: str, reason: str) -> tuple[LanguageModel, str]:

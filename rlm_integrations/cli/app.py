@@ -9,18 +9,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.cli._context import read_context
-from rlm_integrations.cli._models import choose_model
+from rlm_integrations.cli._models import choose_model, choose_sub_model
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.events import Event, JSONLWriter
 from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.rlm import RLM
-from rlm_integrations.errors import RLMError
+from rlm_integrations.errors import ConfigError, RLMError
 
 __all__ = ["app"]
 
@@ -79,8 +80,36 @@ class Progress:
         return table
 
 
+_OPTIONS = {
+    "max_iterations": "--max-iterations",
+    "max_depth": "--max-depth",
+    "max_llm_calls": "--max-llm-calls",
+    "max_tokens": "--max-tokens",
+    "max_cost_usd": "--max-cost",
+    "timeout_s": "--timeout",
+    "cell_timeout_s": "--cell-timeout",
+}
+"""The `rlm run` option behind each `RLMConfig` field it sets."""
+
+
 def _config(**fields: Any) -> RLMConfig:
-    return RLMConfig(**{name: value for name, value in fields.items() if value is not None})
+    """The run's config from the options given; a bad value is a `ConfigError` naming the option."""
+    try:
+        return RLMConfig(**{name: value for name, value in fields.items() if value is not None})
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line for a pydantic error: each bad option (or field), its value and what it must be."""
+    parts = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem.get("loc", ())) or "value"
+        name = _OPTIONS.get(field, field)
+        shown = f" {problem['input']!r}" if "input" in problem and not isinstance(problem["input"], dict) else ""
+        message = str(problem.get("msg", "is invalid"))
+        parts.append(f"{name}{shown}: {message[:1].lower()}{message[1:]}")
+    return "; ".join(parts)
 
 
 def _execute(
@@ -124,6 +153,19 @@ def _summary(console: Console, result: RLMResult, model_description: str, trajec
     console.print(table)
 
 
+def _notice(text: str) -> None:
+    """One line on stderr (kept off stdout, which carries the answer)."""
+    print(text, file=sys.stderr)
+
+
+def _is_empty(context: Any) -> bool:
+    if isinstance(context, str):
+        return not context.strip()
+    if isinstance(context, dict):
+        return all(_is_empty(value) for value in context.values())
+    return context is None
+
+
 @app.command()
 def run(
     query: Annotated[str, typer.Option("--query", "-q", help="The question to answer.")],
@@ -145,7 +187,9 @@ def run(
 ) -> int:
     """Answer QUERY over the given context with an RLM."""
     console = Console(stderr=True)
-    loaded = read_context(context or [])
+    loaded = read_context(context or [], notice=_notice)
+    if context and _is_empty(loaded):
+        _notice("warning: the context is empty; the model will have nothing to read")
     config = _config(
         max_iterations=max_iterations,
         max_depth=max_depth,
@@ -156,7 +200,7 @@ def run(
         cell_timeout_s=cell_timeout,
     )
     root, description = choose_model(model)
-    sub = choose_model(sub_model)[0] if sub_model else root
+    sub = choose_sub_model(sub_model, root)
     console.print(f"[bold]Model:[/] {description}")
     result = _execute(console, RLM(root, sub, config=config), query, loaded, trajectory)
     if json_output:
@@ -178,12 +222,12 @@ def demo(
     trajectory: Annotated[Path | None, typer.Option(help="Write every event here as JSON lines.")] = None,
 ) -> int:
     """Hide a fact in about a million characters, ask an RLM for it, and check the answer."""
-    from rlm_integrations.demo import DEMO_QUESTION, build_haystack, scripted_sub_model
+    from rlm_integrations.demo import DEMO_QUESTION, build_haystack
 
     console = Console(stderr=True)
     text, secret = build_haystack(size, seed=seed)
     root, description = choose_model(model)
-    sub = scripted_sub_model() if root.name == "scripted-demo" else root
+    sub = choose_sub_model(None, root)
     console.print(f"[bold]Model:[/] {description}")
     console.print(f"[bold]Context:[/] {len(text):,} characters of generated prose with one hidden fact")
     console.print(f"[bold]Question:[/] {DEMO_QUESTION}")
@@ -227,19 +271,37 @@ _register_optional_commands()
 
 def entry(argv: list[str] | None) -> int:
     """Run the app on `argv` and return an exit code (errors print a one-line message)."""
-    import click
-
     try:
         outcome = app(args=argv, prog_name="rlm", standalone_mode=False)
-    except click.exceptions.Exit as stop:
-        return int(stop.exit_code)
-    except click.exceptions.Abort:
-        print("Aborted.", file=sys.stderr)
-        return 130
-    except click.ClickException as problem:
-        problem.show()
-        return int(problem.exit_code)
+    except ValidationError as problem:
+        print(f"Error: {describe_validation_error(problem)}", file=sys.stderr)
+        return 2
     except RLMError as problem:
         print(f"Error: {problem}", file=sys.stderr)
         return 2
+    except Exception as problem:
+        return _click_outcome(problem)
     return outcome if isinstance(outcome, int) else 0
+
+
+def _click_outcome(problem: Exception) -> int:
+    """The exit code for click's control-flow exceptions (Exit, Abort, bad usage); anything else is re-raised.
+
+    Matched by class name because typer raises either click's classes or those of the copy
+    of click it bundles (typer 0.2x), which are not subclasses of each other.
+    """
+    names = {cls.__name__ for cls in type(problem).__mro__}
+    if "Exit" in names:
+        return int(getattr(problem, "exit_code", 0) or 0)
+    if "Abort" in names:
+        print("Aborted.", file=sys.stderr)
+        return 130
+    if "UsageError" in names:  # a bad, missing or unknown option: one line, exit 2
+        context = getattr(problem, "ctx", None)
+        command = getattr(context, "command_path", None) or "rlm"
+        print(f"Error: {problem.format_message()} (see '{command} --help')", file=sys.stderr)  # type: ignore[attr-defined]
+        return 2
+    if "ClickException" in names:
+        problem.show()  # type: ignore[attr-defined]
+        return int(getattr(problem, "exit_code", 1))
+    raise problem

@@ -21,6 +21,7 @@ from rlm_integrations.core.budget import BudgetExceeded, Reservation, Share
 from rlm_integrations.core.calls import ModelCall, current_model_call
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.context_info import describe
+from rlm_integrations.core.context_size import check_context_size
 from rlm_integrations.core.events import (
     CellFinished,
     CellStarted,
@@ -40,9 +41,11 @@ from rlm_integrations.core.limits import RunMeter, TreeLimits, prompt_tokens_of
 from rlm_integrations.core.parsing import parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy
 from rlm_integrations.core.pricing import check_prices
-from rlm_integrations.errors import ModelError, REPLError, UsageError
+from rlm_integrations.core.tools import check_tools
+from rlm_integrations.errors import ContextWindowExceededError, ModelError, REPLError, UsageError
 from rlm_integrations.lm.protocol import LanguageModel, TokenUsage
 from rlm_integrations.repl._client import LOST_VARIABLES_MARKER, lost_variables_note
+from rlm_integrations.repl._notebook import CALL_ERROR_KEY
 from rlm_integrations.repl._output import truncate_middle
 from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer
 
@@ -154,7 +157,7 @@ class Engine:
         bus.observers.insert(0, self.open_steps)  # sees every start, so a cut-short step gets its end
         self.repl_factory = repl_factory
         self.policy_factory: PolicyFactory = policy_factory or ChatPolicy
-        self.tools = dict(tools or {})
+        self.tools = check_tools(tools)
 
     # -- one level of the tree ----------------------------------------------------------------
     async def run(
@@ -191,6 +194,7 @@ class Engine:
             query=query,
         )
         started = time.monotonic()
+        check_context_size(context, self.config.max_context_bytes)  # before any copy of the context
         info = await describe(context, self.config.context_preview_chars)
         self.bus.emit(
             RunStarted(
@@ -247,6 +251,8 @@ class Engine:
                 await repl.load(name, value)
             self._register_functions(repl, state)
             policy = state.policy or self.policy_factory(self.root_model)
+            if isinstance(policy, ChatPolicy):
+                policy.configure(config)  # history bounds and compaction (core/history.py)
             system = prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools))
             first = prompts.first_message(query, info, config.max_iterations)
             policy.begin(system, first)
@@ -267,6 +273,9 @@ class Engine:
                     break
                 except BudgetExceeded as exhausted:  # the next turn does not fit beside the closing reserve
                     stop = exhausted
+                    break
+                except ContextWindowExceededError as error:  # even after compaction: answer on a compacted history
+                    stop = BudgetExceeded("context_window", f"the conversation no longer fits the root model ({error})")
                     break
                 if found:
                     return RunOutcome(answer=answer, status="completed", run_id=state.run_id)
@@ -544,13 +553,15 @@ class Engine:
         async def llm_query(prompt: str) -> str:
             return await self._sub_call(state, "llm_query", prompt)
 
-        async def llm_query_batched(prompts_: list[str]) -> list[str]:
+        async def llm_query_batched(prompts_: list[str]) -> list[str | dict[str, str]]:
             return await _gather_each(_as_list(prompts_, "llm_query_batched"), llm_query)
 
         async def rlm_query(prompt: str, context: Any = None) -> str:
             return await self._child_run(state, prompt, context)
 
-        async def rlm_query_batched(prompts_: list[str], contexts: list[Any] | None = None) -> list[str]:
+        async def rlm_query_batched(
+            prompts_: list[str], contexts: list[Any] | None = None
+        ) -> list[str | dict[str, str]]:
             items = _as_list(prompts_, "rlm_query_batched")
             pieces = [None] * len(items) if contexts is None else _as_list(contexts, "rlm_query_batched contexts")
             if len(pieces) != len(items):
@@ -620,12 +631,12 @@ class Engine:
         return "\n".join(parts)
 
 
-async def _gather_each(items: list[Any], call: Callable[[Any], Awaitable[str]]) -> list[str]:
-    async def one(item: Any) -> str:
+async def _gather_each(items: list[Any], call: Callable[[Any], Awaitable[str]]) -> list[str | dict[str, str]]:
+    async def one(item: Any) -> str | dict[str, str]:
         try:
             return await call(item)
         except Exception as error:  # one failed prompt does not sink the batch
-            return f"Error: {type(error).__name__}: {error}"
+            return {CALL_ERROR_KEY: f"{type(error).__name__}: {error}"}  # a CallError in the REPL
 
     return list(await asyncio.gather(*(one(item) for item in items)))
 

@@ -10,6 +10,8 @@ import re
 from typing import Any, Protocol, runtime_checkable
 
 from rlm_integrations.core import prompts
+from rlm_integrations.core.history import Conversation, HistoryLimits
+from rlm_integrations.errors import ContextWindowExceededError
 from rlm_integrations.lm.protocol import Completion, LanguageModel, Message
 
 __all__ = ["ChatPolicy", "Policy"]
@@ -45,38 +47,83 @@ class Policy(Protocol):
 class ChatPolicy:
     """A plain chat conversation: system prompt, then alternating replies and feedback.
 
+    The conversation is bounded (see `rlm_integrations.core.history`): each reply and
+    feedback message is kept cut to a size, and older turns are compacted into a digest
+    before the prompt nears the model's window. If the provider still reports an overflow,
+    the history is compacted harder and the call retried once.
+
     Args:
         model: the root language model.
         example: start with one worked exchange (search, read the output, answer) before
             the real question. Small models need it; None (the default) asks the model,
             through its `prefers_worked_example` attribute (True for `LocalModel`).
+        history: the history bounds; None takes them from the run's `RLMConfig` (the
+            engine calls `configure`), or the defaults.
         params: extra parameters for every call (temperature, max_tokens, ...).
     """
 
-    def __init__(self, model: LanguageModel, *, example: bool | None = None, **params: Any) -> None:
+    def __init__(
+        self, model: LanguageModel, *, example: bool | None = None, history: HistoryLimits | None = None, **params: Any
+    ) -> None:
         self.model = model
         self.example = bool(getattr(model, "prefers_worked_example", False)) if example is None else example
         self.model_name = model.name
         self.params = params
-        self.messages: list[Message] = []
-        self._reported = 0
+        self._fixed_limits = history is not None
+        self.history = self._conversation(history or HistoryLimits())
+        self._pending: list[Message] = []
+        self._overflowed = False
+
+    def _conversation(self, limits: HistoryLimits) -> Conversation:
+        return Conversation(
+            limits, getattr(self.model, "count_tokens", None), getattr(self.model, "context_window", None)
+        )
+
+    def configure(self, config: Any) -> None:
+        """Take the history bounds from `config` (an `RLMConfig`), unless bounds were given explicitly."""
+        if not self._fixed_limits:
+            self.history = self._conversation(HistoryLimits.from_config(config))
+
+    @property
+    def messages(self) -> list[Message]:
+        """The messages the next call sends (bounded and compacted; a copy)."""
+        return self.history.messages()
 
     def begin(self, system: str, first: str) -> None:
         """Start with the system prompt and the first user message."""
-        self.messages = [{"role": "system", "content": system}]
+        head: list[Message] = [{"role": "system", "content": system}]
         if self.example:
-            self.messages.extend(prompts.example_dialogue())  # type: ignore[arg-type]
-        self.messages.append({"role": "user", "content": first})
-        self._reported = 0
+            head.extend(prompts.example_dialogue())  # type: ignore[arg-type]
+        head.append({"role": "user", "content": first})
+        self.history.start(head)
+        self._pending = [{"role": m["role"], "content": m["content"]} for m in head]
+        self._overflowed = False
 
     async def step(self, *, closing: str | None = None) -> Completion:
         """Call the model with the conversation so far and append its reply."""
         if closing is not None:
             self._add_user(closing)
-        completion = await self.model.acomplete(list(self.messages), **self.params)
-        self.messages.append({"role": "assistant", "content": _without_imagined_output(completion.text)})
-        self._reported = len(self.messages)  # the reply is recorded by the call's end event, not again here
+        if self._overflowed:
+            self._compact_hard()
+        else:
+            self.history.fit()
+        try:
+            completion = await self.model.acomplete(self.history.messages(), **self.params)
+        except ContextWindowExceededError as error:
+            self._overflowed = True
+            if error.max_tokens and error.max_tokens < self.history.window:
+                self.history.window = error.max_tokens  # the provider knows the window better than we do
+            if not self._compact_hard():
+                raise
+            completion = await self.model.acomplete(self.history.messages(), **self.params)
+        self.history.add_reply(_without_imagined_output(completion.text))
+        self._pending = []  # the reply is recorded by the call's end event, not again here
         return completion
+
+    def _compact_hard(self) -> bool:
+        """Compact to half the usable window, keeping one recent turn (after an overflow)."""
+        half = self.history.usable_tokens // 2
+        return self.history.compact(1, target=half, limit=half, emergency=True)
 
     def observe(self, feedback: str) -> None:
         """Append feedback as the next user message."""
@@ -84,14 +131,15 @@ class ChatPolicy:
 
     def _add_user(self, text: str) -> None:
         # Never two user messages in a row (some servers reject it): merge instead.
-        if self.messages and self.messages[-1]["role"] == "user":
-            self.messages[-1] = {"role": "user", "content": self.messages[-1]["content"] + "\n\n" + text}
+        kept = self.history.add_user(text)
+        if self._pending and self._pending[-1]["role"] == "user":
+            self._pending[-1] = {"role": "user", "content": self._pending[-1]["content"] + "\n\n" + kept}
         else:
-            self.messages.append({"role": "user", "content": text})
+            self._pending.append({"role": "user", "content": kept})
 
     def pending_messages(self) -> list[dict[str, str]]:
         """Messages added since the previous call."""
-        return [{"role": m["role"], "content": m["content"]} for m in self.messages[self._reported :]]
+        return [{"role": m["role"], "content": m["content"]} for m in self._pending]
 
 
 _OUTPUT_LINE = re.compile(r"\n[ \t]*Output\b", re.IGNORECASE)

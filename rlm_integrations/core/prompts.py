@@ -118,14 +118,13 @@ def example_dialogue() -> list[dict[str, str]]:
         },
         {
             "role": "assistant",
-            "content": "```repl\nimport re\nfor m in re.finditer(r\"capital\", context):\n"
+            "content": '```repl\nimport re\nfor m in re.finditer(r"capital", context):\n'
             "    print(context[max(0, m.start() - 150):m.end() + 150])\n```",
         },
         {
             "role": "user",
             "content": "Output (96 characters):\nthe mountains. The capital of Zubrowka is Lutz, a town on the river, "
-            "and the trains stop there\n\n"
-            + next_turn_message("", 9).strip(),
+            "and the trains stop there\n\n" + next_turn_message("", 9).strip(),
         },
         {"role": "assistant", "content": 'FINAL("Lutz")'},
     ]

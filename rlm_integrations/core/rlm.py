@@ -13,6 +13,7 @@ from rlm_integrations.core.engine import Engine, PolicyFactory, REPLFactory
 from rlm_integrations.core.events import Event, EventBus, Observer
 from rlm_integrations.core.pricing import check_prices
 from rlm_integrations.core.result import RLMResult
+from rlm_integrations.core.tools import check_tools
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.errors import (
     ConfigError,
@@ -71,10 +72,7 @@ class RLM:
         self.config = config or RLMConfig()
         self.repl_factory = _resolve_repl(repl)
         self.observers = list(observers)
-        self.tools = dict(tools or {})
-        for name in self.tools:
-            if not name.isidentifier() or name.startswith("_"):
-                raise ConfigError(f"tool name {name!r} must be a public Python identifier")
+        self.tools = check_tools(tools)  # a bad or reserved name is refused here, before any run
         self.policy = policy
         check_prices(self.config, [self.model, self.sub_model])
 

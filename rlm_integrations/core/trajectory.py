@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlm_integrations.core.events import Event, EventAdapter, RunFinished, RunStarted
+from rlm_integrations.errors import TrajectoryError, TruncatedTrajectoryWarning
 
 __all__ = ["RunView", "Trajectory"]
 
@@ -86,13 +88,68 @@ class Trajectory(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> Trajectory:
-        """Read a trajectory written by `save` or by `JSONLWriter`."""
+        """Read a trajectory written by `save` or by `JSONLWriter`.
+
+        A torn last line, the normal state of a file whose writer crashed mid-line, is
+        skipped with a `TruncatedTrajectoryWarning`; the events before it are kept.
+
+        Raises:
+            OSError: the file cannot be read.
+            TrajectoryError: a line before the last is not a complete event (bad UTF-8 or
+                not JSON), or any line is JSON but not an event (e.g. an unknown kind);
+                the message names the line.
+        """
         events: list[Any] = []
-        with open(path, encoding="utf-8") as file:
-            for number, line in enumerate(file, 1):
-                if line.strip():
-                    try:
-                        events.append(EventAdapter.validate_json(line))
-                    except ValueError as error:
-                        raise ValueError(f"{path}:{number}: not a trajectory event: {error}") from error
+        with open(path, "rb") as file:
+            lines = file.read().split(b"\n")
+        last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
+        for index, raw in enumerate(lines[: last + 1]):
+            if not raw.strip():
+                continue
+            try:
+                events.append(_parse_line(raw))
+            except _BadLine as error:
+                number = index + 1
+                if index == last and error.torn:
+                    warnings.warn(
+                        f"{path}:{number}: the last line is incomplete ({error}); it was skipped and the "
+                        f"{len(events)} events before it were kept",
+                        TruncatedTrajectoryWarning,
+                        stacklevel=2,
+                    )
+                    break
+                why = (
+                    "A newer version may have written it, or the file was edited."
+                    if not error.torn
+                    else "The file is corrupt before its last line (only a torn last line is skipped)."
+                )
+                raise TrajectoryError(
+                    f"{path}:{number}: {error}. {why}",
+                    path=str(path),
+                    line=number,
+                ) from error.__cause__
         return cls(events=events)
+
+
+class _BadLine(Exception):
+    """A line that is not a trajectory event (the message says why); `torn` if it is cut short."""
+
+    def __init__(self, message: str, *, torn: bool) -> None:
+        super().__init__(message)
+        self.torn = torn
+
+
+def _parse_line(raw: bytes) -> Event:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _BadLine(f"invalid UTF-8 at byte {error.start} (a character cut in two?)", torn=True) from error
+    try:
+        return EventAdapter.validate_json(text)
+    except ValueError as error:
+        try:
+            json.loads(text)
+        except ValueError:
+            raise _BadLine("not valid JSON (cut short?)", torn=True) from error
+        reason = " ".join(str(error).splitlines()[:3])
+        raise _BadLine(f"not a trajectory event ({reason})", torn=False) from error

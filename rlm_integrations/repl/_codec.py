@@ -16,6 +16,7 @@ __all__ = ["MAX_EXACT_CHARS", "decode_value", "encode_value", "is_plain_data"]
 
 _SCALARS = (type(None), bool, int, str, bytes)
 _MAX_DEPTH = 100
+_STR_REPR = str.__repr__
 _MAX_REPR_CHARS = 100_000
 MAX_EXACT_CHARS = 32 * 1024 * 1024
 """Largest plain-data value (as repr) that crosses to the host exactly (FINAL values, `get`)."""
@@ -27,6 +28,8 @@ def is_plain_data(value: Any, _depth: int = 0) -> bool:
         return False
     kind = type(value)
     if kind in _SCALARS:
+        return True
+    if isinstance(value, str) and getattr(kind, "__repr__", None) is _STR_REPR:  # e.g. CallError: crosses as text
         return True
     if kind is float:
         return math.isfinite(value)

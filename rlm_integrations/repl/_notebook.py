@@ -22,12 +22,41 @@ from rlm_integrations.repl._codec import encode_value
 from rlm_integrations.repl._output import BoundedText, truncate_middle
 from rlm_integrations.repl._policy import SandboxPolicy
 
-__all__ = ["Notebook"]
+__all__ = ["CALL_ERROR_KEY", "CallError", "Notebook"]
 
 HostCaller = Callable[[str, tuple[Any, ...], dict[str, Any]], Any]
 
 _MAX_ERROR_MESSAGE = 2_000
 _MAX_TRACEBACK_FRAMES = 6
+
+
+CALL_ERROR_KEY = "rlm_call_error"
+"""A failed item of a batched call crosses from the host as ``{CALL_ERROR_KEY: "<Type>: <message>"}``."""
+_BATCHED = frozenset({"llm_query_batched", "rlm_query_batched"})
+
+
+class CallError(str):
+    """A failed item of `llm_query_batched` / `rlm_query_batched`: a str (``"Error: ..."``) with `.error`.
+
+    Code tells it from a reply with ``isinstance(item, CallError)``; `.error` is the
+    failure (``"<Type>: <message>"``).
+    """
+
+    error: str
+
+    def __new__(cls, error: str) -> CallError:
+        item = super().__new__(cls, f"Error: {error}")
+        item.error = error
+        return item
+
+
+def _rebuild_call_errors(result: Any) -> Any:
+    if not isinstance(result, list):
+        return result
+    return [
+        CallError(str(item[CALL_ERROR_KEY])) if isinstance(item, dict) and list(item) == [CALL_ERROR_KEY] else item
+        for item in result
+    ]
 
 
 class _FinalSignal(BaseException):
@@ -119,6 +148,7 @@ class Notebook:
             plain["print"] = self.print
             self.namespace = {"__builtins__": plain, "__name__": "repl"}
         self.namespace.update({"FINAL": self._submit, "FINAL_VAR": self._submit_variable, "SHOW_VARS": self._show_vars})
+        self.namespace["CallError"] = CallError
         self._reserved = set(self.namespace)
 
     # -- what cells can call ----------------------------------------------------------------
@@ -173,7 +203,8 @@ class Notebook:
         call_host = self._call_host
 
         def stub(*args: Any, **kwargs: Any) -> Any:
-            return call_host(name, args, kwargs)
+            result = call_host(name, args, kwargs)
+            return _rebuild_call_errors(result) if name in _BATCHED else result
 
         stub.__name__ = stub.__qualname__ = name
         self.namespace[name] = stub

@@ -180,6 +180,7 @@ class FakeOpenAIServer:
     Attributes:
         latency_s: seconds every chat request waits before it is answered.
         model: the model name to report, or None to echo the request's `model`.
+        max_body_bytes: the largest request body accepted (HTTP 413 beyond it).
     """
 
     def __init__(
@@ -190,6 +191,7 @@ class FakeOpenAIServer:
         model: str | None = None,
         host: str = "127.0.0.1",
         backlog: int = 1024,
+        max_body_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         """Configure the server (nothing starts until `start()` or `with`).
 
@@ -203,9 +205,14 @@ class FakeOpenAIServer:
             model: the model name to put in responses; None echoes the requested model.
             host: the interface to listen on.
             backlog: the listen backlog (pending connections the kernel queues).
+            max_body_bytes: the largest request body accepted (256 MiB by default, so
+                tests can send the prompts a long run builds); larger ones get HTTP 413.
         """
         if latency_s < 0:
             raise ValueError(f"latency_s must be >= 0, got {latency_s}")
+        if max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+        self.max_body_bytes = max_body_bytes
         self.latency_s = latency_s
         self.model = model
         self._host = host
@@ -275,7 +282,7 @@ class FakeOpenAIServer:
             self._loop = self._thread = None
 
     async def _serve(self, sock: socket.socket) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
