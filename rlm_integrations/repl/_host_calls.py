@@ -27,6 +27,7 @@ from typing import Any
 
 __all__ = ["HostCallGuard", "checked_result", "guard_function"]
 
+_CACHE_LIMIT = 4096
 _FORBIDDEN_RESULTS = (types.ModuleType, types.FrameType, types.CodeType, types.TracebackType)
 
 
@@ -98,8 +99,7 @@ def _bind(function: Callable[..., Any], bound_self: Any, where: str) -> Callable
     def call(*args: Any, **kwargs: Any) -> Any:
         return _call(function, (bound_self, *args), kwargs)
 
-    call.__name__ = where.rsplit(".", 1)[-1]
-    call.__qualname__ = where
+    call.__qualname__ = where  # what repr() shows
     return call
 
 
@@ -112,7 +112,7 @@ class HostCallGuard:
         refused: host function -> why it is not available.
     """
 
-    __slots__ = ("_is_trusted", "_refused", "_replacements")
+    __slots__ = ("_bound_targets", "_is_trusted", "_refused", "_replacements")
 
     def __init__(
         self,
@@ -123,6 +123,8 @@ class HostCallGuard:
         self._is_trusted = is_trusted
         self._replacements = dict(replacements)
         self._refused = dict(refused)
+        # host function -> (what to run, its name); the set of host functions is finite, so is this cache.
+        self._bound_targets: dict[types.FunctionType, tuple[Callable[..., Any], str]] = {}
 
     def guard(self, obj: Any, name: str, value: Any) -> Any:
         """What the cell gets for ``obj.name`` when the real lookup returned `value`."""
@@ -142,10 +144,13 @@ class HostCallGuard:
             raise AttributeError(f"{_describe(function)} is not available in the REPL: {reason}")
 
     def _bound(self, function: types.FunctionType, bound_self: Any) -> Callable[..., Any]:
-        self._check_refused(function)
-        where = _describe(function)
-        replacement = self._replacements.get(function)
-        return _bind(replacement or function, bound_self, where)
+        target = self._bound_targets.get(function)
+        if target is None:
+            self._check_refused(function)
+            if len(self._bound_targets) >= _CACHE_LIMIT:
+                self._bound_targets.clear()
+            target = self._bound_targets[function] = (self._replacements.get(function) or function, _describe(function))
+        return _bind(target[0], bound_self, target[1])
 
     def _unbound(self, obj: Any, name: str, function: types.FunctionType) -> Callable[..., Any]:
         self._check_refused(function)

@@ -213,9 +213,12 @@ class SandboxPolicy:
                 return self._guarded_format(str, name)
             if isinstance(value, types.BuiltinMethodType) and isinstance(getattr(value, "__self__", None), str):
                 return self._guarded_format(value.__self__, name)
-        if type(value) in _SHARED_STATE_COPIES and self._is_host_class_state(obj, name, value):
-            return _SHARED_STATE_COPIES[type(value)](value)
-        return self._host_guard.guard(obj, name, value)
+        kind = type(value)
+        if kind is types.MethodType or kind is types.FunctionType:
+            return self._host_guard.guard(obj, name, value)
+        if kind in _SHARED_STATE_COPIES and self._is_host_class_state(obj, name, value):
+            return _SHARED_STATE_COPIES[kind](value)
+        return value
 
     def _is_host_class_state(self, obj: Any, name: str, value: Any) -> bool:
         """True if `value` is a container held by a class the sandbox did not make (shared by everything)."""

@@ -211,6 +211,8 @@ def _make_view(module_name: str, exports: dict[str, Any], refusals: dict[str, st
                 return exports[name]
             except (KeyError, TypeError):
                 pass
+            if name == "__class__":  # isinstance() asks, from host code only (a cell may not name it)
+                return View
             reason = refusals.get(name) if type(name) is str else None
             if reason is not None:
                 raise AttributeError(f"{module_name}.{name} is not available in the REPL: {reason}")

@@ -959,3 +959,20 @@ async def test_a_cell_walking_the_modules_finds_no_module_or_metaclass(repl: Loc
     cell = await repl.execute(walk)
     assert cell.error is None, cell.error
     assert cell.value == "[]"
+
+
+def test_host_calls_do_not_hand_out_the_object_they_failed_to_read() -> None:
+    from rlm_integrations.repl._host_calls import guard_function
+
+    hidden = types.SimpleNamespace()
+
+    def host_code() -> object:
+        return hidden.missing  # AttributeError.obj would be `hidden`, which the cell never held
+
+    with pytest.raises(AttributeError) as plain:
+        host_code()
+    assert plain.value.obj is hidden  # the control: Python attaches the object
+
+    with pytest.raises(AttributeError) as guarded:
+        guard_function(host_code)()
+    assert guarded.value.obj is None
