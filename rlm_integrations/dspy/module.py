@@ -188,8 +188,7 @@ class RLM(dspy.Module):
         super().__init__(callbacks=callbacks)
         self.signature = ensure_signature(signature)
         limits = {"max_iterations": max_iterations, "max_depth": max_depth}
-        base = (config or RLMConfig()).model_dump()
-        self.config = RLMConfig.model_validate({**base, **{k: v for k, v in limits.items() if v is not None}})
+        self.config = (config or RLMConfig()).with_overrides(**{k: v for k, v in limits.items() if v is not None})
         self.sub_lm = sub_lm
         self.repl = repl
         _resolve_repl(repl)  # fail at construction on a bad value

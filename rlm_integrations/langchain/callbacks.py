@@ -179,7 +179,9 @@ class RunTreeTracer:
     def _iteration_finished(self, event: IterationFinished) -> None:
         self._custom(event)
         node = self._iterations.get((event.run_id, event.iteration))
-        if node is not None:
+        if node is not None and event.interrupted:  # cut short (a failure, a time limit, a cancellation)
+            self._end(node, None, error=RuntimeError("the RLM run ended before this step finished"))
+        elif node is not None:
             reply = self._replies.pop((event.run_id, event.iteration), "")
             self._end(node, {"reply": reply, "duration": round(event.duration, 6)})
 

@@ -276,7 +276,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
         values.update({field: getattr(self, field) for field in BUDGET_FIELDS})
         if request is not None:
             values.update(request.overrides())
-        return RLMConfig.model_validate(values)
+        return self.rlm_config.with_overrides(**values)
 
     def coerce_input(self, input: Any) -> RLMInput:
         """Read an input: a `RLMInput`, a dict of its fields, a query string, a prompt value or a message.

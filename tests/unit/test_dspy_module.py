@@ -12,9 +12,10 @@ import pytest
 dspy = pytest.importorskip("dspy")
 
 from rlm_integrations import RLMConfig  # noqa: E402
+from rlm_integrations.core.config import ModelPrice  # noqa: E402
 from rlm_integrations.dspy import RLM, OutputError  # noqa: E402
 from rlm_integrations.dspy.testing import ScriptedDSPyLM, chat_reply, rlm_replies  # noqa: E402
-from rlm_integrations.errors import ConfigError, MissingExtraError, UsageError  # noqa: E402
+from rlm_integrations.errors import BudgetConfigError, ConfigError, MissingExtraError, UsageError  # noqa: E402
 from rlm_integrations.repl import LocalREPL  # noqa: E402
 
 CELL_TIMEOUT_S = 20.0
@@ -337,14 +338,26 @@ class PricedLM(ScriptedDSPyLM):
 
 def test_costs_are_counted_and_the_cost_budget_ends_the_run():
     lm = PricedLM(rlm_replies(["print(llm_query('x'))"]))
-    program = RLM("question -> answer", config=config(max_cost_usd=0.045, max_iterations=10))
+    # DSPy prices a call only after it is made: a cost limit needs the price up front (here $0.01 per reply)
+    price = ModelPrice(input_usd_per_token=0, output_usd_per_token=0.01 / 4096)
+    cfg = config(max_cost_usd=0.045, max_iterations=10, prices={lm.model: price}, reply_reserve_tokens=4096)
+    program = RLM("question -> answer", config=cfg)
     with dspy.context(lm=lm):
         pred = program(question="q")
     assert pred.status == "budget_exhausted"
     assert pred.rlm_result.limit == "max_cost_usd"
     assert pred.usage.cost_complete
     assert pred.usage.cost_usd == pytest.approx(0.01 * pred.usage.calls)
-    assert pred.usage.calls == 6  # 2 turns + 2 sub-calls + 1 more turn, then the extraction
+    assert pred.usage.calls == 4  # 2 turns + 1 sub-call, then the extraction reserved from the start
+    assert pred.usage.cost_usd <= 0.045
+
+
+def test_a_cost_limit_over_an_unpriced_dspy_lm_is_refused_up_front():
+    lm = ScriptedDSPyLM(rlm_replies(["FINAL(answer='x')"]))
+    program = RLM("question -> answer", config=config(max_cost_usd=1.0))
+    with dspy.context(lm=lm), pytest.raises(BudgetConfigError, match="prices"):
+        program(question="q")
+    assert lm.history == []
 
 
 def test_the_feedback_history_carries_no_chat_nudges():
