@@ -1,6 +1,6 @@
 """Benchmark the RLM engine (`rlm_integrations.core`) against `rlms` and `dspy.RLM`, in one run.
 
-Three parts, every contender in its own child process (a crash, hang or missing package
+Four parts, every contender in its own child process (a crash, hang or missing package
 is reported with its reason instead of stopping the run):
 
 1. Engine overhead per iteration: an instant scripted root model, a trivial ```repl cell
@@ -25,6 +25,10 @@ is reported with its reason instead of stopping the run):
    line, then the final answer): the JSONL of `result.save()` (target: < 1 MB plus the
    cells' own output) and the host's peak RSS above its RSS before the context existed,
    relative to the context size (target < 3×), in a fresh process.
+4. History growth (ours only): 200 root turns with `ScriptedLM`, the median time per turn
+   of turns 2-21 against the last 20 (target ≤ 1.2×), for a model with no window to
+   approach, an 8K window, and cells that print 2,000 characters a turn; also with the
+   time inside the model call taken out. `--history` runs this part alone.
 
     python benchmarks/engine.py                  # full run (several minutes)
     python benchmarks/engine.py --quick          # smoke run: small contexts, few repetitions

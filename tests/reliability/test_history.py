@@ -188,6 +188,8 @@ async def test_a_window_that_overflows_every_turn_still_ends_with_a_closing_answ
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.5])
-def test_compaction_fraction_is_validated(fraction: float) -> None:
+def test_history_fields_are_config_fields_and_validated(fraction: float) -> None:
+    cfg = RLMConfig(compact_at_fraction=0.5, history_keep_turns=2, history_reply_chars=1_000)
+    assert (cfg.compact_at_fraction, cfg.history_keep_turns, cfg.history_reply_chars) == (0.5, 2, 1_000)
     with pytest.raises(ValueError, match="compact_at_fraction"):
         RLMConfig(compact_at_fraction=fraction)
