@@ -48,6 +48,9 @@ def checked_result(value: Any) -> Any:
 
 
 def _call(function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    for key in kwargs:
+        if key.startswith("_"):  # private parameters (`_w=WHITESPACE.match`, `_repr=float.__repr__`) are not API
+            raise TypeError(f"keyword argument {key!r} is private; library functions take only public arguments")
     try:
         result = function(*args, **kwargs)
     except AttributeError as error:
@@ -63,7 +66,7 @@ def _describe(function: Any) -> str:
 def _require_instance(args: tuple[Any, ...], owner: type, where: str) -> None:
     if args:
         # The real MRO of the real type: immune to __class__ properties, __instancecheck__ and ABC registration.
-        for klass in type(args[0]).__mro__:
+        for klass in type.__dict__["__mro__"].__get__(type(args[0])):
             if klass is owner:
                 return
         got = type(args[0]).__name__

@@ -266,8 +266,12 @@ class SandboxPolicy:
         """The `__metaclass__` hook: build a class and remember that the sandbox made it."""
         if kwargs:
             raise TypeError("class keyword arguments are not available in the REPL")
+        if not all(isinstance(base, type) for base in bases):
+            raise TypeError("the bases of a class must be classes")
         metaclass: type = type(bases[0]) if bases else type
         cls: type = metaclass(name, bases, namespace)
+        if not isinstance(cls, type):
+            raise TypeError("class creation did not produce a class")
         self._register_class(cls)
         return cls
 

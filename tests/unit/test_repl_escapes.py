@@ -976,3 +976,18 @@ def test_host_calls_do_not_hand_out_the_object_they_failed_to_read() -> None:
     with pytest.raises(AttributeError) as guarded:
         guard_function(host_code)()
     assert guarded.value.obj is None
+
+
+async def test_private_keyword_arguments_of_library_functions_are_refused(repl: LocalREPL) -> None:
+    # json.JSONDecoder.decode(self, s, _w=WHITESPACE.match): a cell must not swap the library's internals.
+    cell = await repl.execute("import json\njson.JSONDecoder().decode('[1]', **{'_w': lambda s, i: None})")
+    assert cell.error_type == "TypeError"
+    assert "'_w' is private" in cell.error
+    assert (await repl.execute("json.JSONDecoder().decode('[1]')")).value == "[1]"
+
+
+async def test_a_class_needs_classes_as_bases(repl: LocalREPL) -> None:
+    # With an instance as the first base, its class would be called as the metaclass.
+    cell = await repl.execute("import difflib\nclass X(difflib.SequenceMatcher()):\n    pass")
+    assert cell.error_type == "TypeError"
+    assert "bases of a class must be classes" in cell.error
