@@ -18,27 +18,27 @@ launcher off (the worker then starts plainly and reports what is missing).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
+import importlib.util
 import json
 import logging
 import os
+import py_compile
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from rlm_integrations.repl._supervisor import _BOOTSTRAP, _import_packages, _import_roots
+from rlm_integrations.repl._supervisor import _BOOTSTRAP, WORKER_MODULES, _import_packages, _import_roots
 
-__all__ = ["Isolation", "Launch", "describe", "plan_launch", "warn_if_incomplete"]
+__all__ = ["Isolation", "Launch", "describe", "plan_launch", "record_refusal", "warn_if_incomplete"]
 
 logger = logging.getLogger("rlm_integrations.repl")
 
 SANDBOX_UID = 65534
 SANDBOX_LIB = "/opt/rlm/lib"
-_PROBE_TIMEOUT_S = 10.0
 _INSTALL_FIX = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
 _USERNS_FIX = (
     "allow unprivileged user namespaces (sysctl user.max_user_namespaces=15000; on Debian "
@@ -100,6 +100,7 @@ class Launch:
     sandboxed: bool
     reason: str = ""
     fix: str = ""
+    key: tuple[str, str] | None = None
 
 
 # -- finding bubblewrap ---------------------------------------------------------------------------
@@ -124,40 +125,71 @@ def _bwrap_binary() -> tuple[str | None, str, str]:
     return found, "", ""
 
 
-_probe_lock = threading.Lock()
-
-
-@functools.lru_cache(maxsize=8)
-def _probe(bwrap: str, python: str) -> tuple[bool, str]:
-    """Run the interpreter once inside the same namespaces and view; (works, why not)."""
-    command = [*_bwrap_prefix(bwrap, python, [], None, None), python, "-I", "-S", "-B", "-c", "pass"]
-    try:
-        done = subprocess.run(command, capture_output=True, env={}, timeout=_PROBE_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return False, f"{type(error).__name__}: {error}"
-    if done.returncode != 0:
-        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        return False, said[-1] if said else f"bwrap exited with code {done.returncode}"
-    return True, ""
+_refused: dict[tuple[str, str], str] = {}
+_refused_lock = threading.Lock()
 
 
 def plan_launch(python: str | None, scratch: str, stage: str) -> Launch:
-    """The command that starts one worker: inside bubblewrap when it works here, plainly otherwise."""
+    """The command that starts one worker: inside bubblewrap unless it is missing or refused here.
+
+    Nothing is probed in advance (that would cost every process a sandbox start): when
+    bubblewrap itself fails to set the sandbox up, the caller reports it with
+    `record_refusal` and starts the worker again, plainly.
+    """
     interpreter = os.path.realpath(python or sys.executable)
+    _compile_worker_once()
     bwrap, reason, fix = _bwrap_binary()
     if bwrap is not None:
-        with _probe_lock:
-            works, why = _probe(bwrap, interpreter)
-        if works:
-            packages = _import_packages()
+        key = (bwrap, interpreter)
+        with _refused_lock:
+            refused = _refused.get(key)
+        if refused is None:
             bootstrap = _BOOTSTRAP.format(roots=[SANDBOX_LIB])
-            command = _bwrap_prefix(bwrap, interpreter, packages, scratch, stage)
+            command = _bwrap_prefix(bwrap, interpreter, _import_packages(), scratch, stage)
             command += [interpreter, "-I", "-S", "-B", "-c", bootstrap, json.dumps({"network_private": True})]
-            return Launch(command, sandboxed=True)
-        reason = f"bubblewrap cannot create the sandbox here ({why})"
+            return Launch(command, sandboxed=True, key=key)
+        reason = f"bubblewrap cannot create the sandbox here ({refused})"
         fix = _USERNS_FIX
     plain = [python or sys.executable, "-I", "-B", "-c", _BOOTSTRAP.format(roots=_import_roots())]
     return Launch(plain, sandboxed=False, reason=reason, fix=fix)
+
+
+_compiled = False
+_compiled_lock = threading.Lock()
+
+
+def _compile_worker_once() -> None:
+    """Write the worker modules' bytecode once, so no worker compiles them (it runs with -B).
+
+    The host imports only some of them itself; without this, every worker start would
+    compile the policy and notebook modules from source.
+    """
+    global _compiled
+    with _compiled_lock:
+        if _compiled:
+            return
+        _compiled = True
+    root = Path(__file__).resolve().parents[1]
+    for name in WORKER_MODULES:
+        source = str(root / name)
+        with contextlib.suppress(OSError, ValueError, py_compile.PyCompileError):
+            cached = importlib.util.cache_from_source(source)
+            if not os.path.exists(cached) or os.stat(cached).st_mtime < os.stat(source).st_mtime:
+                py_compile.compile(source, cfile=cached, doraise=True)
+
+
+def record_refusal(launch: Launch, stderr: str) -> bool:
+    """Remember that bubblewrap refused to start `launch` (for this process); True if it did.
+
+    Only bubblewrap's own complaint counts (a line starting ``bwrap:``): a worker that
+    crashed inside a working sandbox never turns the sandbox off.
+    """
+    said = [line for line in stderr.splitlines() if line.startswith("bwrap:")]
+    if not launch.sandboxed or launch.key is None or not said:
+        return False
+    with _refused_lock:
+        _refused[launch.key] = said[-1]
+    return True
 
 
 def _interpreter_prefix(interpreter: str) -> str:
@@ -200,8 +232,13 @@ def _bwrap_prefix(
     args += ["--ro-bind-try", "/etc/localtime", "/etc/localtime"]
     args += ["--proc", "/proc", "--dev", "/dev"]
     for name, path in packages:
-        target = f"{SANDBOX_LIB}/{name}" if os.path.isdir(path) else f"{SANDBOX_LIB}/{os.path.basename(path)}"
-        args += ["--ro-bind", path, target]
+        if os.path.isdir(path):
+            args += ["--ro-bind", path, f"{SANDBOX_LIB}/{name}"]
+            continue
+        args += ["--ro-bind", path, f"{SANDBOX_LIB}/{os.path.basename(path)}"]
+        cached = importlib.util.cache_from_source(path)  # a single-file module's bytecode sits beside it
+        if os.path.isfile(cached):
+            args += ["--ro-bind", cached, f"{SANDBOX_LIB}/__pycache__/{os.path.basename(cached)}"]
     if stage is not None:
         args += ["--ro-bind", stage, stage]
     if scratch is not None:

@@ -128,9 +128,17 @@ class WorkerProcess:
             name="rlm-worker-reader",
             daemon=True,
         ).start()
-        threading.Thread(
+        self._stderr_reader = threading.Thread(
             target=_drain_stderr, args=(self._process.stderr, self._stderr_tail), name="rlm-worker-stderr", daemon=True
-        ).start()
+        )
+        self._stderr_reader.start()
+
+    def launch_output(self, timeout_s: float = 2.0) -> str:
+        """Once the process has ended (say, before ``ready``): all it wrote to stderr (blocks briefly)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout_s)
+        self._stderr_reader.join(timeout_s)
+        return bytes(self._stderr_tail).decode("utf-8", "replace")
 
     @property
     def pid(self) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from rlm_integrations.errors import IsolationError, WorkerStartError
 from rlm_integrations.repl._client import Channel, Payload, Policy, WorkerREPL
-from rlm_integrations.repl._isolation import Isolation, describe, warn_if_incomplete
+from rlm_integrations.repl._isolation import Isolation, describe, record_refusal, warn_if_incomplete
 from rlm_integrations.repl._pool import default_pool
 from rlm_integrations.repl._process import WorkerProcess
 
@@ -112,7 +112,7 @@ class LocalREPL(WorkerREPL):
                 worker = WorkerProcess(self.python)
             except OSError as error:
                 raise WorkerStartError(f"could not start the REPL worker: {error}") from error
-        return _LocalChannel(worker, require_isolation=self.require_isolation)
+        return _LocalChannel(worker, require_isolation=self.require_isolation, python=self.python)
 
 
 class _LocalChannel:
@@ -120,9 +120,10 @@ class _LocalChannel:
 
     timeout_grace_s: float | None = None
 
-    def __init__(self, worker: WorkerProcess, *, require_isolation: bool = False) -> None:
+    def __init__(self, worker: WorkerProcess, *, require_isolation: bool = False, python: str | None = None) -> None:
         self.worker = worker
         self.require_isolation = require_isolation
+        self.python = python
         self.isolation: Isolation | None = None
 
     @property
@@ -135,6 +136,13 @@ class _LocalChannel:
 
     async def wait_ready(self, timeout_s: float) -> dict[str, Any]:
         ready = await asyncio.wait_for(self.worker.mailbox.get(), timeout_s)
+        if ready.get("op") != "ready" and self.worker.launch.sandboxed:
+            said = await asyncio.to_thread(self.worker.launch_output)
+            if record_refusal(self.worker.launch, said):
+                # bubblewrap cannot work here: start plainly (reported in `isolation`, refused if required).
+                self.worker.kill()
+                self.worker = WorkerProcess(self.python)
+                ready = await asyncio.wait_for(self.worker.mailbox.get(), timeout_s)
         if ready.get("op") != "ready":
             raise WorkerStartError(f"the REPL worker did not start: {self.worker.describe_exit()}")
         isolation = describe(ready, self.worker.launch)

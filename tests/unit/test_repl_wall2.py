@@ -187,7 +187,7 @@ async def test_the_project_checkout_and_environment_are_not_visible(wall2: Local
         "srv",
     }
     listing = ast.literal_eval((await wall2.execute("import os\nsorted(os.listdir('/opt/rlm/lib'))")).value or "[]")
-    assert set(listing) <= {"rlm_integrations", "RestrictedPython", "pyseccomp.py"}, listing
+    assert set(listing) <= {"rlm_integrations", "RestrictedPython", "pyseccomp.py", "__pycache__"}, listing
 
 
 async def test_host_files_cannot_be_created_truncated_or_written(wall2: LocalREPL, tmp_path: Path) -> None:
@@ -471,6 +471,34 @@ async def test_require_isolation_refuses_a_worker_with_gaps(
     await asyncio.sleep(0.3)
     assert _plain_workers() - before == set(), "the refused worker must be stopped"
     await repl.close()
+
+
+_REFUSING_BWRAP = """#!/bin/sh
+echo called >> "$(dirname "$0")/calls"
+echo "bwrap: No permissions to creating new namespace, likely because the kernel does not allow" >&2
+exit 1
+"""
+
+
+async def test_a_bubblewrap_that_refuses_is_reported_and_not_retried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = tmp_path / "bwrap"
+    fake.write_text(_REFUSING_BWRAP)
+    fake.chmod(0o755)
+    monkeypatch.setenv("RLM_BWRAP", str(fake))
+    async with LocalREPL(policy="unrestricted", pool=False) as repl:  # falls back to a plain start
+        assert (await repl.execute("6 * 7")).value == "42"
+        isolation = repl.isolation
+        assert isolation is not None and isolation.launcher == "none"
+        assert any("No permissions to creating new namespace" in line for line in isolation.missing)
+        assert any("unprivileged user namespaces" in line for line in isolation.missing)  # the fix
+        assert isolation.seccomp  # the worker's own lockdown still holds
+    async with LocalREPL(pool=False) as again:
+        assert again.isolation is not None and again.isolation.launcher == "none"
+    assert (tmp_path / "calls").read_text().count("called") == 1, "a refusing bubblewrap is tried once per process"
+    with pytest.raises(IsolationError, match="No permissions to creating new namespace"):
+        await LocalREPL(pool=False, require_isolation=True).start()
 
 
 async def test_require_isolation_runs_when_every_layer_holds() -> None:
