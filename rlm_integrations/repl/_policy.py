@@ -353,6 +353,11 @@ class SandboxPolicy:
         return self._namespace
 
 
+_WRITE_HINTS: dict[tuple[str, str], str] = {
+    ("decimal", "Context"): "; for more precision use `with decimal.localcontext(prec=50):`",
+}
+
+
 class _ReadOnly:
     """Stands in for an object the sandbox may read but not write; every write raises."""
 
@@ -364,7 +369,8 @@ class _ReadOnly:
     def _deny(self, *_args: Any) -> None:
         target = object.__getattribute__(self, "_target")
         kind = "module" if isinstance(target, ModuleView) else type(target).__name__
-        raise TypeError(f"cannot modify this {kind} object in the REPL (only your own classes and containers)")
+        hint = _WRITE_HINTS.get((type(target).__module__, kind), "")
+        raise TypeError(f"cannot modify this {kind} object in the REPL (only your own classes and containers){hint}")
 
     __setattr__ = __delattr__ = __setitem__ = __delitem__ = _deny
 

@@ -828,6 +828,14 @@ async def test_decimal_context_changes_do_not_outlive_the_cell(repl: LocalREPL) 
     assert after.error_type == "DivisionByZero"
 
 
+async def test_decimal_precision_is_set_with_localcontext(repl: LocalREPL) -> None:
+    refused = await repl.execute("import decimal\ndecimal.getcontext().prec = 50")
+    assert refused.error_type == "TypeError"
+    assert "decimal.localcontext(prec=50)" in refused.error  # the refusal names the way that works
+    cell = await run_ok(repl, "with decimal.localcontext(prec=50):\n    x = decimal.Decimal(1) / 7\nlen(str(x))")
+    assert cell.value == "52"
+
+
 async def test_final_var_with_a_str_subclass_name(repl: LocalREPL) -> None:
     await run_ok(repl, "answer = [1, 2]\nclass Name(str):\n    pass")
     cell = await repl.execute("FINAL_VAR(Name('answer'))")
