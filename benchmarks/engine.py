@@ -30,6 +30,10 @@ is reported with its reason instead of stopping the run):
    approach, an 8K window, and cells that print 2,000 characters a turn; also with the
    time inside the model call taken out. `--history` runs this part alone.
 
+5. Budget ceilings (`benchmarks/_budgets.py`): the worst overshoot of `max_llm_calls`,
+   `max_tokens`, `max_cost_usd` and `timeout_s` under a 64-way fan-out, measured at the
+   server (goal: 0; the time limit within 0.5 s of the wall).
+
     python benchmarks/engine.py                  # full run (several minutes)
     python benchmarks/engine.py --quick          # smoke run: small contexts, few repetitions
     python benchmarks/engine.py --json out.json  # also write every number to a file
@@ -911,6 +915,10 @@ def child_main(args: argparse.Namespace) -> int:
             asyncio.run(phase_memory(key, rec, plan))
         elif args.phase == "history":
             asyncio.run(phase_history(rec, plan))
+        elif args.phase == "budgets":
+            from _budgets import phase_budgets
+
+            asyncio.run(phase_budgets(rec, plan is QUICK))
     except Exception as error:
         rec.fail(args.phase, error)
     rec.step("done")
@@ -1511,7 +1519,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="plain-text tables (no rich)")
     parser.add_argument("--serve", type=float, metavar="LATENCY", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=[*CONTENDERS, "bare_litellm", "bare_openai"], help=argparse.SUPPRESS)
-    parser.add_argument("--phase", choices=["overhead", "fanout", "memory", "history"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--phase", choices=["overhead", "fanout", "memory", "history", "budgets"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--budgets", action="store_true", help="run only part 5 (budget ceilings under fan-out)")
     parser.add_argument("--history", action="store_true", help="run only part 4 (history growth over 200 turns)")
     parser.add_argument("--mode", choices=["inproc", "http"], default="inproc", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -1530,6 +1541,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in keys if k not in CONTENDERS]
     if unknown:
         parser.error(f"unknown contenders {unknown}; choose from {list(CONTENDERS)}")
+    if args.budgets:  # part 5 alone
+        from _budgets import print_budgets
+
+        tail = ["--child", "ours", "--phase", "budgets"]
+        budgets = {"budgets": _child(tail, args.quick, args.timeout or plan.child_timeout_s, child_env(), "budgets")}
+        targets = print_budgets(budgets, args.plain)
+        if args.json:
+            write_json(args.json, {"results": budgets, "targets": targets})
+        return 0
     if args.history:  # part 4 alone
         history = {"history": run_history(args.quick, plan, args.timeout)}
         targets = print_history(history, args.plain)
@@ -1547,6 +1567,13 @@ def main(argv: list[str] | None = None) -> int:
     if "history" in results:
         print()
         summary["targets"].update(print_history(results, args.plain))
+    if "ours" in keys:  # part 5
+        from _budgets import print_budgets
+
+        tail = ["--child", "ours", "--phase", "budgets"]
+        results["budgets"] = _child(tail, args.quick, args.timeout or plan.child_timeout_s, child_env(), "budgets")
+        print()
+        summary["targets"].update(print_budgets(results, args.plain))
     print(f"\ntotal benchmark time: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if args.json:
         write_json(
