@@ -134,10 +134,22 @@ class Contender:
         raise NotImplementedError
 
 
+def _our_isolation() -> str:
+    """Our REPL's walls as they stand on this machine (bubblewrap is used only where installed)."""
+    walls = "worker process + RestrictedPython; per-cell kill, empty env"
+    try:
+        from rlm_integrations.repl._isolation import _bwrap_binary
+    except ImportError:  # an early build without wall 2's launcher
+        return walls + ", rlimits"
+    if _bwrap_binary()[0] is None:
+        return walls + "; seccomp, hard rlimits (no bubblewrap here)"
+    return walls + "; bubblewrap namespaces + read-only view, seccomp, hard rlimits"
+
+
 class Ours(Contender):
     key = "ours"
     label = "ours: LocalREPL"
-    isolation = "worker process + RestrictedPython; rlimits, per-cell kill, empty env"
+    isolation = _our_isolation()
     is_async = True
     check_code = "len(context)"
 
