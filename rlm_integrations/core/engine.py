@@ -9,11 +9,8 @@ FINAL or at a limit, always with a result rather than an exception.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_integrations.core import prompts
@@ -33,7 +30,6 @@ from rlm_integrations.core.events import (
     LMCallStarted,
     RunFinished,
     RunStarted,
-    SubCallFinished,
     SubCallStarted,
 )
 from rlm_integrations.core.interrupts import OpenSteps
@@ -41,9 +37,20 @@ from rlm_integrations.core.limits import RunMeter, TreeLimits, prompt_tokens_of
 from rlm_integrations.core.parsing import parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy
 from rlm_integrations.core.pricing import check_prices
+from rlm_integrations.core.run_state import (
+    PREVIEW_EVENT_CHARS,
+    AnswerCheck,
+    RunOutcome,
+    RunState,
+    SubCallRecord,
+    as_text,
+    jsonable,
+    new_id,
+    status_for,
+)
 from rlm_integrations.core.tools import check_tools
 from rlm_integrations.errors import ContextWindowExceededError, ModelError, REPLError, UsageError
-from rlm_integrations.lm.protocol import LanguageModel, TokenUsage
+from rlm_integrations.lm.protocol import LanguageModel
 from rlm_integrations.repl._client import LOST_VARIABLES_MARKER, lost_variables_note
 from rlm_integrations.repl._notebook import CALL_ERROR_KEY
 from rlm_integrations.repl._output import truncate_middle
@@ -53,83 +60,11 @@ __all__ = ["Engine", "RunOutcome"]
 
 REPLFactory = Callable[[RLMConfig], REPL]
 PolicyFactory = Callable[[LanguageModel], Policy]
-AnswerCheck = Callable[[FinalAnswer], Any]
-"""Checks a submitted answer and returns the value to keep; a ValueError rejects it (the message is the feedback)."""
 
-_PREVIEW_EVENT_CHARS = 2_000
 _PRELUDE_MODULES = ("re", "json", "math", "collections")
 
 _REJECTED = "FINAL was not accepted:"
 _OUTPUT_RESERVE_TOKENS = 1_024
-_ids = itertools.count(1)
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}{next(_ids)}"
-
-
-@dataclass
-class RunOutcome:
-    """How one run ended."""
-
-    answer: Any = None
-    status: str = "completed"
-    limit: str | None = None
-    error: str | None = None
-    iterations: int = 0
-    run_id: str = ""
-
-
-@dataclass
-class _RunState:
-    run_id: str
-    depth: int
-    cell_id: str | None = None
-    iteration: int = 0
-    answers: list[Any] = field(default_factory=list)
-    variables: Mapping[str, Any] | None = None
-    policy: Policy | None = None
-    check_answer: AnswerCheck | None = None
-    query: str = ""
-    code_seen: set[str] = field(default_factory=set)
-    prelude_done: bool = False
-    meter: RunMeter | None = None
-
-
-@dataclass
-class _SubCallRecord:
-    """A started sub-call (`llm_query` or `rlm_query`): emits its end event once it finishes."""
-
-    bus: EventBus
-    run_id: str
-    call_id: str
-    cell_id: str | None
-    function: str
-    model: str
-    began: float = field(default_factory=time.monotonic)
-
-    def finish(
-        self,
-        *,
-        response: str = "",
-        usage: TokenUsage | None = None,
-        error: str | None = None,
-        child_run_id: str | None = None,
-    ) -> None:
-        self.bus.emit(
-            SubCallFinished(
-                run_id=self.run_id,
-                call_id=self.call_id,
-                cell_id=self.cell_id,
-                function=self.function,
-                model=self.model,
-                response=truncate_middle(response, _PREVIEW_EVENT_CHARS),
-                usage=usage,
-                duration=time.monotonic() - self.began,
-                error=error,
-                child_run_id=child_run_id,
-            )
-        )
 
 
 class Engine:
@@ -185,8 +120,8 @@ class Engine:
             asyncio.CancelledError: the task was cancelled (the REPL is closed first, and every
                 step the cancellation cut short gets an end event marked `interrupted`).
         """
-        state = _RunState(
-            run_id=_new_id("run-"),
+        state = RunState(
+            run_id=new_id("run-"),
             depth=depth,
             variables=variables,
             policy=policy,
@@ -218,7 +153,7 @@ class Engine:
         except UsageError:
             raise
         except BudgetExceeded as problem:  # not even this run's closing request fits
-            outcome = RunOutcome(run_id=state.run_id, status=_status_for(problem.limit), limit=problem.limit)
+            outcome = RunOutcome(run_id=state.run_id, status=status_for(problem.limit), limit=problem.limit)
             outcome.error = f"{problem}: no room is left for this run's closing request"
         except asyncio.CancelledError:
             outcome = RunOutcome(run_id=state.run_id, status="cancelled", error="the run was cancelled")
@@ -234,7 +169,7 @@ class Engine:
                     run_id=state.run_id,
                     status=outcome.status,
                     limit=outcome.limit,
-                    answer=_jsonable(outcome.answer),
+                    answer=jsonable(outcome.answer),
                     duration=time.monotonic() - started,
                     iterations=state.iteration,
                 )
@@ -242,7 +177,7 @@ class Engine:
         outcome.iterations = state.iteration
         return outcome
 
-    async def _run_level(self, query: str, context: Any, info: ContextInfo | None, state: _RunState) -> RunOutcome:
+    async def _run_level(self, query: str, context: Any, info: ContextInfo | None, state: RunState) -> RunOutcome:
         config = self.config
         repl = self.repl_factory(config)
         async with repl:
@@ -283,7 +218,7 @@ class Engine:
                 stop = BudgetExceeded("max_iterations", f"all {config.max_iterations} turns are used")
             return await self._close_out(policy, repl, state, stop)
 
-    async def _iteration(self, policy: Policy, repl: REPL, state: _RunState, iteration: int) -> tuple[bool, Any]:
+    async def _iteration(self, policy: Policy, repl: REPL, state: RunState, iteration: int) -> tuple[bool, Any]:
         began = time.monotonic()
         assert state.meter is not None
         async with state.meter.turn() as reservation:  # raises BudgetExceeded before anything starts
@@ -328,7 +263,7 @@ class Engine:
         self.bus.emit(IterationFinished(run_id=state.run_id, iteration=iteration, duration=time.monotonic() - began))
         return found, answer
 
-    def _check_answer(self, state: _RunState, final: FinalAnswer) -> tuple[bool, Any, str | None]:
+    def _check_answer(self, state: RunState, final: FinalAnswer) -> tuple[bool, Any, str | None]:
         if state.check_answer is None:
             return True, final.value, None
         try:
@@ -344,8 +279,8 @@ class Engine:
         except KeyError:
             return False, None, f"FINAL_VAR({variable}): there is no variable named {variable!r} in the REPL."
 
-    async def _close_out(self, policy: Policy, repl: REPL, state: _RunState, stop: BudgetExceeded) -> RunOutcome:
-        status = _status_for(stop.limit)
+    async def _close_out(self, policy: Policy, repl: REPL, state: RunState, stop: BudgetExceeded) -> RunOutcome:
+        status = status_for(stop.limit)
         reservation = state.meter.use_closing() if state.meter is not None else None
         if reservation is None:
             error = f"{stop}; no closing request was reserved"
@@ -371,7 +306,7 @@ class Engine:
                 answer = value
         return RunOutcome(answer=answer, status=status, limit=stop.limit, run_id=state.run_id)
 
-    def _open_meter(self, policy: Policy, state: _RunState, prompt_tokens: int) -> None:
+    def _open_meter(self, policy: Policy, state: RunState, prompt_tokens: int) -> None:
         """Reserve this run's closing request (a child also needs room for one turn).
 
         Raises:
@@ -386,7 +321,7 @@ class Engine:
         meter.open(with_turn=state.depth > 0)
         state.meter = meter
 
-    def _observe(self, policy: Policy, state: _RunState, feedback: str) -> None:
+    def _observe(self, policy: Policy, state: RunState, feedback: str) -> None:
         """Add feedback, cut to what the budget leaves room for in the closing request."""
         policy.observe(feedback if state.meter is None else state.meter.fit_feedback(feedback))
 
@@ -394,14 +329,14 @@ class Engine:
     async def _root_call(
         self,
         policy: Policy,
-        state: _RunState,
+        state: RunState,
         iteration: int,
         *,
         closing: str | None,
         reservation: Reservation,
         purpose: str = "step",
     ) -> str:
-        call_id = _new_id("lm-")
+        call_id = new_id("lm-")
         model = policy.model_name
         self.bus.emit(
             LMCallStarted(
@@ -455,7 +390,7 @@ class Engine:
             return 100_000
         return max(100, int(_prompt_limit(window) * 3.5))
 
-    async def _sub_call(self, state: _RunState, function: str, prompt: Any) -> str:
+    async def _sub_call(self, state: RunState, function: str, prompt: Any) -> str:
         if not isinstance(prompt, str):
             raise TypeError(f"{function}() takes a str prompt, got {type(prompt).__name__}")
         model = self.sub_model
@@ -496,11 +431,11 @@ class Engine:
         record.finish(response=completion.text, usage=completion.usage)
         return completion.text
 
-    async def _child_run(self, state: _RunState, prompt: Any, context: Any) -> str:
+    async def _child_run(self, state: RunState, prompt: Any, context: Any) -> str:
         if not isinstance(prompt, str):
             raise TypeError(f"rlm_query() takes a str prompt, got {type(prompt).__name__}")
         if state.depth + 1 > self.config.max_depth:
-            text = prompt if context is None else f"{prompt}\n\nContext:\n{_as_text(context)}"
+            text = prompt if context is None else f"{prompt}\n\nContext:\n{as_text(context)}"
             return await self._sub_call(state, "rlm_query", text)
         try:  # a child needs a turn and its closing request: refuse it now if they cannot fit
             self.budget.release(self.budget.try_reserve(Share(calls=2)))
@@ -516,25 +451,25 @@ class Engine:
         except UsageError as error:
             record.finish(error=str(error))
             raise ValueError(str(error)) from None
-        answer = _as_text(outcome.answer) if outcome.answer is not None else ""
+        answer = as_text(outcome.answer) if outcome.answer is not None else ""
         failure = None if outcome.status == "completed" else f"child run ended with status {outcome.status}"
         record.finish(response=answer, error=failure if not answer else None, child_run_id=outcome.run_id)
         if not answer and failure:
             raise RuntimeError(f"rlm_query: {failure} ({outcome.error or outcome.limit or 'no answer'})")
         return answer
 
-    def _prelude_names(self, state: _RunState) -> list[str]:
+    def _prelude_names(self, state: RunState) -> list[str]:
         taken = set(self.tools) | set(state.variables or {})
         return [name for name in _PRELUDE_MODULES if name not in taken]
 
-    async def _run_prelude(self, repl: REPL, state: _RunState) -> None:
+    async def _run_prelude(self, repl: REPL, state: RunState) -> None:
         """Import the modules models often use without importing (a tool or input of the same name wins)."""
         names = self._prelude_names(state)
         if names:
             await repl.execute("\n".join(f"import {name}" for name in names))
 
-    def _start_sub_call(self, state: _RunState, function: str, model: str, prompt: str) -> _SubCallRecord:
-        record = _SubCallRecord(self.bus, state.run_id, _new_id("sub-"), state.cell_id, function, model)
+    def _start_sub_call(self, state: RunState, function: str, model: str, prompt: str) -> SubCallRecord:
+        record = SubCallRecord(self.bus, state.run_id, new_id("sub-"), state.cell_id, function, model)
         self.bus.emit(
             SubCallStarted(
                 run_id=record.run_id,
@@ -542,14 +477,14 @@ class Engine:
                 cell_id=record.cell_id,
                 function=function,
                 model=model,
-                prompt=truncate_middle(prompt, _PREVIEW_EVENT_CHARS),
+                prompt=truncate_middle(prompt, PREVIEW_EVENT_CHARS),
                 prompt_chars=len(prompt),
             )
         )
         return record
 
     # -- the REPL side -----------------------------------------------------------------------
-    def _register_functions(self, repl: REPL, state: _RunState) -> None:
+    def _register_functions(self, repl: REPL, state: RunState) -> None:
         async def llm_query(prompt: str) -> str:
             return await self._sub_call(state, "llm_query", prompt)
 
@@ -576,8 +511,8 @@ class Engine:
         for name, tool in self.tools.items():
             repl.register(name, tool)
 
-    async def _run_cell(self, repl: REPL, state: _RunState, iteration: int, code: str) -> CellResult:
-        cell_id = _new_id("cell-")
+    async def _run_cell(self, repl: REPL, state: RunState, iteration: int, code: str) -> CellResult:
+        cell_id = new_id("cell-")
         state.cell_id = cell_id
         self.bus.emit(CellStarted(run_id=state.run_id, cell_id=cell_id, iteration=iteration, code=code))
         if not state.prelude_done:
@@ -650,31 +585,6 @@ def _as_list(value: Any, function: str) -> list[Any]:
     if not isinstance(value, list | tuple):
         raise TypeError(f"{function}() takes a list, got {type(value).__name__}")
     return list(value)
-
-
-def _status_for(limit: str) -> str:
-    if limit == "max_iterations":
-        return "max_iterations"
-    if limit == "timeout_s":
-        return "timeout"
-    return "budget_exhausted"
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
 
 
 def _tool_docs(tools: dict[str, Callable[..., Any]]) -> dict[str, str]:
