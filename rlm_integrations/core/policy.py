@@ -16,6 +16,8 @@ from rlm_integrations.lm.protocol import Completion, LanguageModel, Message
 
 __all__ = ["ChatPolicy", "Policy"]
 
+_OVERFLOW_RETRIES = 2
+
 
 @runtime_checkable
 class Policy(Protocol):
@@ -50,7 +52,8 @@ class ChatPolicy:
     The conversation is bounded (see `rlm_integrations.core.history`): each reply and
     feedback message is kept cut to a size, and older turns are compacted into a digest
     before the prompt nears the model's window. If the provider still reports an overflow,
-    the history is compacted harder and the call retried once.
+    the window is taken from its error (or assumed smaller than the prompt sent), the
+    history is compacted harder, and the call is retried (twice at most).
 
     Args:
         model: the root language model.
@@ -72,7 +75,6 @@ class ChatPolicy:
         self._fixed_limits = history is not None
         self.history = self._conversation(history or HistoryLimits())
         self._pending: list[Message] = []
-        self._overflowed = False
 
     def _conversation(self, limits: HistoryLimits) -> Conversation:
         return Conversation(
@@ -97,31 +99,35 @@ class ChatPolicy:
         head.append({"role": "user", "content": first})
         self.history.start(head)
         self._pending = [{"role": m["role"], "content": m["content"]} for m in head]
-        self._overflowed = False
 
     async def step(self, *, closing: str | None = None) -> Completion:
-        """Call the model with the conversation so far and append its reply."""
+        """Call the model with the conversation so far and append its reply.
+
+        Raises:
+            ContextWindowExceededError: the provider refused the prompt as too long even
+                after the history was compacted as far as it goes.
+        """
         if closing is not None:
             self._add_user(closing)
-        if self._overflowed:
-            self._compact_hard()
-        else:
-            self.history.fit()
-        try:
-            completion = await self.model.acomplete(self.history.messages(), **self.params)
-        except ContextWindowExceededError as error:
-            self._overflowed = True
-            if error.max_tokens and error.max_tokens < self.history.window:
-                self.history.window = error.max_tokens  # the provider knows the window better than we do
-            if not self._compact_hard():
-                raise
-            completion = await self.model.acomplete(self.history.messages(), **self.params)
+        self.history.fit()
+        attempt = 0
+        while True:
+            try:
+                completion = await self.model.acomplete(self.history.messages(), **self.params)
+                break
+            except ContextWindowExceededError as error:
+                attempt += 1
+                if attempt > _OVERFLOW_RETRIES or not self._after_overflow(error):
+                    raise
         self.history.add_reply(_without_imagined_output(completion.text))
         self._pending = []  # the reply is recorded by the call's end event, not again here
         return completion
 
-    def _compact_hard(self) -> bool:
-        """Compact to half the usable window, keeping one recent turn (after an overflow)."""
+    def _after_overflow(self, error: ContextWindowExceededError) -> bool:
+        """Learn a smaller window from a refused prompt and compact hard; False if nothing could shrink."""
+        sent = self.history.tokens()
+        window = error.max_tokens or int(sent * 0.9)  # no window in the error: the prompt sent was too big
+        self.history.window = min(self.history.window, max(window, 1_000))
         half = self.history.usable_tokens // 2
         return self.history.compact(1, target=half, limit=half, emergency=True)
 

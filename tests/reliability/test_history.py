@@ -174,6 +174,33 @@ async def test_an_overflow_reported_on_the_wire_is_recovered_by_compacting() -> 
     assert all(size <= limit_chars for size in served)
 
 
+async def test_an_overflow_error_without_a_window_is_recovered_too() -> None:
+    """Some providers say "too long" without saying how long is allowed: the policy learns from the prompt it sent."""
+    refused: list[int] = []
+    answered = [0]
+    turns = 20
+
+    def reply(messages: list[Message]) -> str:
+        size = estimate_messages_tokens(messages)
+        if size > 3_000:
+            refused.append(size)
+            raise ContextWindowExceededError("prompt is too long", model="root", prompt_tokens=0, max_tokens=0)
+        index = answered[0]
+        answered[0] += 1
+        if CLOSING in messages[-1]["content"]:
+            return "FINAL('closing')"
+        if index < turns:
+            return block(f"u{index} = {index}\nprint('v' * 1500)")
+        return block(f"FINAL(u0 + u{turns - 1})")
+
+    root = ScriptedLM(reply, name="root")  # reports no window: 128K assumed until the first refusal
+    result = await run(RLM(root, sub(), config=config(max_iterations=turns + 3)))
+    assert refused, "the test must make the model refuse at least one prompt"
+    assert result.status == "completed", (result.status, result.error)
+    assert result.answer == turns - 1
+    assert len(refused) <= 3, refused  # the window it learned holds for the rest of the run
+
+
 async def test_a_window_that_overflows_every_turn_still_ends_with_a_closing_answer() -> None:
     def reply(messages: list[Message]) -> str:
         if CLOSING in messages[-1]["content"]:
