@@ -22,7 +22,7 @@ from _common import Recorder, print_table
 FAN_OUT = 64
 INPUT_PRICE, OUTPUT_PRICE = 1e-6, 2e-6
 PROMPT = "x" * 2_000
-CASES = (  # (key, limit field, limit, what the root fans out each turn, extra config)
+CASES: tuple[tuple[str, str, float, str, dict[str, Any]], ...] = (  # (key, field, limit, fan-out code, config)
     ("calls", "max_llm_calls", 100, f"print(rlm_query_batched(['Child?'] * {FAN_OUT}))", {}),
     ("tokens", "max_tokens", 60_000, f"print(llm_query_batched(['{PROMPT}'] * {FAN_OUT}))", {}),
     (

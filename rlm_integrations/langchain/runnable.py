@@ -110,7 +110,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     max_tokens: int | None = Field(_DEFAULTS.max_tokens, ge=1)
     """Tokens in the whole tree, from `usage_metadata` (None: no limit)."""
     max_cost_usd: float | None = Field(_DEFAULTS.max_cost_usd, gt=0)
-    """Spend in USD (LangChain models report no price, so this only binds with priced adapters)."""
+    """Spend in USD; LangChain models report no price: give theirs in `rlm_config.prices` (or `BudgetConfigError`)."""
     timeout_s: float | None = Field(_DEFAULTS.timeout_s, gt=0)
     """Wall-clock limit for the whole run (None: no limit)."""
     repl: str | Callable[[RLMConfig], Any] = "local"

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from rlm_integrations import RLMConfig
@@ -137,7 +137,7 @@ def server_usage(server: FakeOpenAIServer) -> tuple[int, int, int]:
 
 def assert_every_start_closed(trajectory: Trajectory) -> None:
     """Every start event has its end: runs, turns, model calls, cells and sub-calls."""
-    pairs = [
+    pairs: list[tuple[type[Any], type[Any], Callable[[Any], object]]] = [
         (RunStarted, RunFinished, lambda e: e.run_id),
         (IterationStarted, IterationFinished, lambda e: (e.run_id, e.iteration)),
         (LMCallStarted, LMCallFinished, lambda e: e.call_id),
@@ -185,7 +185,7 @@ class WorkerCounter:
 
 def _alive(process: psutil.Process) -> bool:
     try:
-        return process.status() != psutil.STATUS_ZOMBIE
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
