@@ -31,11 +31,17 @@ def read_events(path: str | Path) -> tuple[list[Event], list[str]]:
     events: list[Event] = []
     problems: list[str] = []
     skipped = 0
-    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+    raw_lines = Path(path).read_bytes().split(b"\n")
+    for number, raw in enumerate(raw_lines, 1):
+        if not raw.strip():
             continue
         problem = None
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:  # a character cut in two: show the rest of the line
+            line = raw.decode("utf-8", errors="replace")
+            if len(problems) < _MAX_REPORTED:
+                problems.append(f"line {number}: invalid UTF-8 at byte {error.start}, shown as \ufffd")
         try:
             events.append(EventAdapter.validate_json(line))
         except ValidationError as error:

@@ -64,3 +64,15 @@ def test_a_broken_line_before_the_last_is_corruption_not_a_torn_write(tmp_path: 
     with pytest.raises(TrajectoryError, match=r"run\.jsonl:2: not valid JSON") as caught:
         Trajectory.load(path)
     assert caught.value.line == 2
+
+
+def test_the_viewer_shows_a_line_with_a_cut_character_and_says_so(tmp_path: Path) -> None:
+    from rlm_integrations.viewer import read_events
+
+    lines = [line.encode() for line in _events()]
+    broken = lines[0].replace("é".encode(), "é".encode()[:1], 1)
+    path = _write(tmp_path, b"\n".join([broken, lines[1], lines[2][:20]]))
+    events, problems = read_events(path)
+    assert [e.kind for e in events] == ["run_start", "iteration_start"]
+    assert problems[0].startswith("line 1: invalid UTF-8")
+    assert problems[1].startswith("line 3: not valid JSON")
