@@ -95,7 +95,7 @@ _OPTIONS = {
 def _config(**fields: Any) -> RLMConfig:
     """The run's config from the options given; a bad value is a `ConfigError` naming the option."""
     try:
-        return RLMConfig(**{name: value for name, value in fields.items() if value is not None})
+        return RLMConfig().with_overrides(**{name: value for name, value in fields.items() if value is not None})
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error)) from None
 
