@@ -3,56 +3,82 @@
 `WorkerREPL` implements the `REPL` protocol once: the handshake (configure, define
 callbacks, reload what was loaded), the cell loop (answer callbacks on the host, keep the
 wall-clock limit, never raise for an error inside a cell), recovery (a fresh worker after
-a timeout or a crash, with the lost variables reported) and value transfer. It talks to
-the worker through a `Channel`, the only thing that differs between backends:
+a timeout, a crash or a broken protocol, with the lost variables reported) and value
+transfer. It talks to the worker through a `Channel`, the only thing that differs
+between backends:
 
 - `LocalREPL`: a worker process on this machine; the host enforces the cell limit by
   killing the process group.
 - `ModalREPL`: a supervisor and worker inside a sandbox, reached over the sandbox
   process's stdin/stdout; the supervisor enforces the limit and the host terminates the
   sandbox as a backstop.
+
+The worker is not trusted to keep to the protocol: every message it sends is checked
+(`_wire`), must answer the request in flight (by its ``id``), and every request has a
+time limit. A worker that breaks any of this is killed and replaced, and the next cell
+reports the restart and the variables it cost, exactly like a crash. A worker that dies
+between cells is reported the same way by the next `execute`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
+import itertools
 import keyword
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.errors import (
     ConfigError,
     REPLClosedError,
-    UnsupportedContextError,
+    REPLError,
     UsageError,
     WorkerCrashedError,
     WorkerStartError,
 )
 from rlm_integrations.repl._codec import decode_value
+from rlm_integrations.repl._schema import DEFAULT_MAX_CALLBACK_BYTES, MAX_CODE_CHARS, MAX_MESSAGE_BYTES
+from rlm_integrations.repl._transfer import Payload, answer, invoke, serialize
+from rlm_integrations.repl._wire import (
+    Callback,
+    Configure,
+    Define,
+    Eof,
+    ErrorReply,
+    Exec,
+    Get,
+    Invalid,
+    Load,
+    Ok,
+    ProtocolViolation,
+    Result,
+    Timeout,
+    Value,
+    Variables,
+    parse,
+)
 from rlm_integrations.repl.protocol import CellResult, FinalAnswer, HostCallback
 
 __all__ = ["Channel", "Payload", "Policy", "WorkerREPL", "invoke", "serialize"]
 
 Policy = Literal["restricted", "unrestricted"]
-Payload = Callable[[Any], None]
-"""Writes a value's file form to a binary file object."""
+_Reply = TypeVar("_Reply", Ok, Value)
 
-_CHUNK_CHARS = 8 * 1024 * 1024
-_CALLBACK_ERROR_TYPES = ("KeyError", "TimeoutError", "TypeError", "ValueError")
 _RESERVED_NAMES = frozenset({"FINAL", "FINAL_VAR", "SHOW_VARS", "print"})
+_REQUEST_FLOOR_S = 30.0
+_LOAD_BYTES_PER_S = 4 * 1024 * 1024
 
 
 class Channel(Protocol):
     """The host's handle on one live worker, behind whatever carries its JSON lines.
 
-    Messages from the worker arrive through `receive`, in order; when the worker is gone
-    `receive` returns ``{"op": "eof"}``. A channel whose far side supervises the worker may
-    also deliver ``{"op": "timeout"}`` (the far side killed an overrunning cell).
+    Messages from the worker arrive through `receive`, in order, each a dict with a str
+    ``op`` and at most `MAX_MESSAGE_BYTES` long (annotated with ``wire_bytes``); a line
+    that is no message arrives as ``{"op": "invalid", ...}``; when the worker is gone
+    `receive` returns ``{"op": "eof"}``. A channel whose far side supervises the worker
+    may also deliver ``{"op": "timeout"}`` (the far side killed an overrunning cell).
     """
 
     @property
@@ -126,20 +152,27 @@ class WorkerREPL:
         max_output_chars: int,
         policy: Policy,
         start_timeout_s: float,
+        max_callback_bytes: int = DEFAULT_MAX_CALLBACK_BYTES,
     ) -> None:
         if cell_timeout_s is not None and cell_timeout_s <= 0:
             raise ConfigError(f"cell_timeout_s must be positive or None, got {cell_timeout_s!r}")
         if memory_limit_mb is not None and memory_limit_mb < 16:
             raise ConfigError(f"memory_limit_mb must be at least 16, got {memory_limit_mb!r}")
-        if max_output_chars < 100:
-            raise ConfigError(f"max_output_chars must be at least 100, got {max_output_chars!r}")
+        if not 100 <= max_output_chars <= MAX_MESSAGE_BYTES // 16:
+            raise ConfigError(f"max_output_chars must be between 100 and 2,097,152, got {max_output_chars!r}")
         if policy not in ("restricted", "unrestricted"):
             raise ConfigError(f"policy must be 'restricted' or 'unrestricted', got {policy!r}")
+        if isinstance(max_callback_bytes, bool) or not 1024 <= max_callback_bytes <= MAX_MESSAGE_BYTES // 2:
+            raise ConfigError(
+                f"max_callback_bytes must be between 1,024 and {MAX_MESSAGE_BYTES // 2:,}, got {max_callback_bytes!r}"
+            )
         self.cell_timeout_s = cell_timeout_s
         self.memory_limit_mb = memory_limit_mb
         self.max_output_chars = max_output_chars
         self.policy: Policy = policy
         self.start_timeout_s = start_timeout_s
+        self.max_callback_bytes = max_callback_bytes
+        """Bound on the JSON of one host callback's arguments, and of its result."""
         self._channel: Channel | None = None
         self._callbacks: dict[str, HostCallback] = {}
         self._loaded: dict[str, Any] = {}
@@ -148,6 +181,9 @@ class WorkerREPL:
         self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._pending_definitions = False
         self._in_flight = 0
+        self._ids = itertools.count(1)
+        self._cells_on_worker = 0
+        self._unreported: tuple[str, list[str]] | None = None  # a worker lost between cells: why, and its names
 
     async def _connect(self) -> Channel:
         """Reach a new worker (its ``ready`` may still be on the way)."""
@@ -192,10 +228,11 @@ class WorkerREPL:
         """Make `function` callable from cells as `name(...)`.
 
         The function runs on the host (so the worker never holds credentials). It may be
-        sync (run in a thread) or async; arguments and result must be JSON-compatible.
-        Exceptions it raises reach the cell as ValueError, TypeError, KeyError,
-        TimeoutError or RuntimeError with the same message. Time spent in it does not
-        count against the cell's limit.
+        sync (run in a thread) or async; arguments and result must be JSON-compatible and
+        at most `max_callback_bytes` as JSON each (a cell passing more gets a ValueError
+        before anything reaches the host). Exceptions it raises reach the cell as
+        ValueError, TypeError, KeyError, TimeoutError or RuntimeError with the same
+        message. Time spent in it does not count against the cell's limit.
         """
         self._check_open()
         _check_name(name)
@@ -212,41 +249,65 @@ class WorkerREPL:
 
         Accepts str (up to hundreds of MB), bytes, and JSON-compatible data (lists,
         dicts, numbers, bools, None). The value is kept on the host and reloaded if the
-        worker is restarted.
+        worker is restarted. A value it replaces is let go when the next cell starts.
 
         Raises:
             UnsupportedContextError: for any other type.
+            WorkerCrashedError: the worker could not take it in time (it is restarted).
         """
         self._check_open()
         _check_name(name)
-        payload, kind = serialize(value)
+        serialize(value)  # refuse an unsupported value before starting anything
         async with self._busy():
             channel = await self._ensure_worker()
-            await self._transfer(channel, name, payload, kind)
+            await self._transfer(channel, name, value)
             self._loaded[name] = value
 
     async def execute(self, code: str) -> CellResult:
-        """Run one cell; errors inside it come back in the result, never raised here."""
+        """Run one cell; errors inside it come back in the result, never raised here.
+
+        If the worker died since the last cell (killed from outside, out of memory), the
+        cell does not run: the result reports the restart (``restarted=True``, the lost
+        variables) as a crash during a cell would, so the caller can restore what it
+        needs and run the cell again.
+        """
         self._check_open()
         if not isinstance(code, str):
             raise UsageError(f"code must be a str, got {type(code).__name__}")
+        if len(code) > MAX_CODE_CHARS:
+            return CellResult(
+                error=f"ValueError: the cell is {len(code):,} characters, over the limit of {MAX_CODE_CHARS:,}; "
+                "nothing ran. Keep data in variables and pass code only.",
+                error_type="ValueError",
+            )
         async with self._busy():
             await self._ensure_worker()
+            unreported, self._unreported = self._unreported, None
+            if unreported is not None:
+                reason, names_before = unreported
+                return self._restart_report(f"WorkerCrashed: {reason}", names_before, ran=False)
             return await self._run_cell(code)
 
     async def get(self, name: str) -> Any:
-        """Return a variable's value: plain data exactly, anything else as its repr.
+        """Return a variable's value: plain data exactly, anything else as its (bounded) repr.
 
         Raises:
             KeyError: no such variable.
+            WorkerCrashedError: the worker did not answer in time (a `__repr__` that never
+                ends) or broke the protocol; it was stopped, and the next use starts a fresh one.
         """
         self._check_open()
         async with self._busy():
             channel = await self._ensure_worker()
-            reply = await self._bounded_request(channel, {"op": "get", "name": name})
-        if reply["op"] != "value":
-            raise KeyError(name)
-        value, _exact = decode_value(reply)
+            reply = await self._request(channel, Get(id=next(self._ids), name=name), Value, self._value_timeout())
+            if isinstance(reply, ErrorReply):
+                if reply.error_type == "NameError":
+                    raise KeyError(name)
+                raise REPLError(f"get({name!r}) failed in the REPL worker: {reply.error}")
+            try:
+                value, _exact = decode_value(reply.value.encoded())
+            except ValueError as error:
+                raise self._abandon(channel, f"the REPL worker broke the protocol ({error})") from None
         return value
 
     async def variables(self) -> list[str]:
@@ -254,8 +315,10 @@ class WorkerREPL:
         self._check_open()
         async with self._busy():
             channel = await self._ensure_worker()
-            reply = await self._bounded_request(channel, {"op": "variables"})
-        return list(reply.get("variables", []))
+            reply = await self._request(channel, Variables(id=next(self._ids)), Ok, self._value_timeout())
+        if isinstance(reply, ErrorReply):
+            raise REPLError(f"variables() failed in the REPL worker: {reply.error}")
+        return list(reply.variables or [])
 
     # -- sync forms -------------------------------------------------------------------------
     def start_sync(self) -> None:
@@ -292,6 +355,13 @@ class WorkerREPL:
     def _busy(self) -> _Busy:
         return _Busy(self)
 
+    def _value_timeout(self) -> float:
+        # Reading a value may run its own __repr__ in the worker: bounded like a cell.
+        return self.cell_timeout_s if self.cell_timeout_s is not None else _REQUEST_FLOOR_S
+
+    def _load_timeout(self, size: int) -> float:
+        return max(_REQUEST_FLOOR_S, self.start_timeout_s) + size / _LOAD_BYTES_PER_S
+
     async def _ensure_worker(self) -> Channel:
         self._check_open()
         channel = self._channel
@@ -301,6 +371,9 @@ class WorkerREPL:
             return channel
         reused: Channel | None = None
         if channel is not None:
+            # It died between requests (killed from outside, out of memory, ...).
+            await channel.settle()
+            self._note_loss(f"the REPL worker died between cells: {channel.describe_exit()}")
             self._channel = None
             if await channel.reset():
                 reused = channel
@@ -308,22 +381,39 @@ class WorkerREPL:
                 channel.kill()
         return await self._spawn(reused)
 
+    def _note_loss(self, reason: str) -> None:
+        """Remember a worker that died unseen, for the next `execute` to report (if it had run cells)."""
+        if self._cells_on_worker and self._unreported is None:
+            self._unreported = (reason, list(self._variables))
+
+    def _abandon(self, channel: Channel, reason: str) -> WorkerCrashedError:
+        """Kill a worker that failed a request; the error returned (to raise) tells the caller so."""
+        if channel is self._channel:
+            self._channel = None
+        channel.kill()
+        return WorkerCrashedError(
+            f"{reason}; it was stopped and the next use starts a fresh one "
+            "(loaded values are reloaded, cell variables are lost)"
+        )
+
     async def _spawn(self, channel: Channel | None = None) -> Channel:
         if channel is None:
             channel = await self._connect()
         try:
             await channel.wait_ready(self.start_timeout_s)
-            configure = {
-                "op": "configure",
-                "policy": self.policy,
-                "max_output_chars": self.max_output_chars,
-                "memory_limit_mb": self.memory_limit_mb,
-            }
-            await self._request(channel, configure)
+            configure = Configure(
+                id=next(self._ids),
+                policy=self.policy,
+                max_output_chars=self.max_output_chars,
+                memory_limit_mb=self.memory_limit_mb,
+                max_callback_bytes=self.max_callback_bytes,
+            )
+            reply = await self._request(channel, configure, Ok, self.start_timeout_s)
+            if isinstance(reply, ErrorReply):
+                raise WorkerStartError(f"the REPL worker refused its configuration: {reply.error}")
             await self._define_callbacks(channel)
             for name, value in self._loaded.items():
-                payload, kind = serialize(value)
-                await self._transfer(channel, name, payload, kind)
+                await self._transfer(channel, name, value)
         except TimeoutError:
             channel.kill()
             raise WorkerStartError(f"the REPL worker did not report ready within {self.start_timeout_s:g} s") from None
@@ -332,50 +422,76 @@ class WorkerREPL:
             raise
         self._channel = channel
         self._variables = list(self._loaded)
+        self._cells_on_worker = 0
         return channel
 
     async def _define_callbacks(self, channel: Channel) -> None:
         self._pending_definitions = False
         if self._callbacks:
-            await self._request(channel, {"op": "define", "names": list(self._callbacks)})
+            request = Define(id=next(self._ids), names=list(self._callbacks))
+            reply = await self._request(channel, request, Ok, self.start_timeout_s)
+            if isinstance(reply, ErrorReply):
+                raise self._abandon(channel, f"the REPL worker refused its callbacks ({reply.error})")
 
-    async def _bounded_request(self, channel: Channel, message: dict[str, Any]) -> dict[str, Any]:
-        """A request that runs code in the worker (a value's `__repr__`): bounded like a cell.
+    async def _request(
+        self,
+        channel: Channel,
+        request: Configure | Define | Load | Get | Variables,
+        expected: type[_Reply],
+        limit: float,
+    ) -> _Reply | ErrorReply:
+        """Send one request and wait, at most `limit` seconds, for its reply: `expected` or an error.
 
-        If the worker does not answer in time, or the caller gives up, the worker is killed
-        so that its late reply can never be read as the answer to a later request.
+        Anything else (no reply in time, a gone worker, a malformed message or one that
+        answers another request) stops the worker and raises `WorkerCrashedError`; so
+        does cancellation (then the cancellation propagates), so a late reply is never
+        read as the answer to a later request.
         """
-        limit = self.cell_timeout_s if self.cell_timeout_s is not None else 30.0
+        op = request.op
         try:
             async with asyncio.timeout(limit):
-                return await self._request(channel, message)
+                await channel.send(request.wire())
+                reply = self._check(await channel.receive(), request.id)
         except TimeoutError:
-            self._channel = None
-            channel.kill()
-            raise WorkerCrashedError(
-                f"the REPL worker did not answer {message['op']!r} within {limit:g} s; it was stopped "
-                "and the next use starts a fresh one (loaded values are reloaded, cell variables are lost)"
-            ) from None
-        except BaseException:
-            self._channel = None
-            channel.kill()
-            raise
-
-    async def _request(self, channel: Channel, message: dict[str, Any]) -> dict[str, Any]:
-        try:
-            await channel.send(message)
+            raise self._abandon(channel, f"the REPL worker did not answer {op!r} within {limit:g} s") from None
         except OSError as error:
-            raise WorkerCrashedError(f"the REPL worker is gone: {channel.describe_exit()}") from error
-        reply = await channel.receive()
-        if reply["op"] in ("eof", "timeout"):
-            raise WorkerCrashedError(f"the REPL worker stopped: {channel.describe_exit()}")
-        return reply
+            raise self._abandon(channel, f"the REPL worker is gone: {channel.describe_exit()}") from error
+        except ProtocolViolation as error:
+            raise self._abandon(channel, f"the REPL worker broke the protocol ({error})") from None
+        except BaseException:
+            self._abandon(channel, f"a {op!r} request was cancelled")
+            raise
+        if isinstance(reply, Eof | Timeout):
+            raise self._abandon(channel, f"the REPL worker stopped: {channel.describe_exit()}")
+        if isinstance(reply, expected | ErrorReply):
+            return reply
+        raise self._abandon(channel, f"the REPL worker broke the protocol (a {reply.op!r} message in reply to {op!r})")
 
-    async def _transfer(self, channel: Channel, name: str, payload: Payload, kind: str) -> None:
+    @staticmethod
+    def _check(raw: dict[str, Any], request_id: int) -> Ok | Value | Result | Callback | ErrorReply | Timeout | Eof:
+        """One message from the worker, checked: it must be well formed and answer `request_id`."""
+        message = parse(raw)
+        if isinstance(message, Invalid):
+            raise ProtocolViolation(message.error)
+        if isinstance(message, Eof | Timeout):
+            return message
+        if isinstance(message, ErrorReply) and message.id is None:
+            return message  # the sandbox's supervisor reports a failed upload without an id
+        if not isinstance(message, Ok | Value | Result | Callback | ErrorReply):
+            raise ProtocolViolation(f"an unexpected {message.op!r} message")
+        if message.id != request_id:
+            raise ProtocolViolation(f"a {message.op!r} for request {message.id}, while request {request_id} is open")
+        return message
+
+    async def _transfer(self, channel: Channel, name: str, value: Any) -> None:
+        payload, kind, size = serialize(value)
         async with channel.staged(payload, kind) as path:
-            reply = await self._request(channel, {"op": "load", "name": name, "path": path, "format": kind})
-        if reply["op"] != "ok":
-            raise WorkerCrashedError(f"the REPL worker could not load {name!r}: {reply.get('error')}")
+            request = Load(id=next(self._ids), name=name, path=path, format=kind)  # type: ignore[arg-type]
+            reply = await self._request(channel, request, Ok, self._load_timeout(size))
+        if isinstance(reply, ErrorReply):
+            raise WorkerCrashedError(f"the REPL worker could not load {name!r}: {reply.error}")
+        if reply.variables is not None:
+            self._variables = list(reply.variables)
 
     async def _run_cell(self, code: str) -> CellResult:
         channel = self._channel
@@ -383,62 +499,102 @@ class WorkerREPL:
         names_before = list(self._variables)
         limit = self.cell_timeout_s
         grace = channel.timeout_grace_s
-        cpu_limit = None if limit is None else 2 * limit + 5
         loop = asyncio.get_running_loop()
         started = loop.time()
         active = 0.0
-        message: dict[str, Any] = {"op": "exec", "code": code, "cpu_limit_s": cpu_limit}
-        if grace is not None:
-            message["wall_limit_s"] = limit
+        request = Exec(
+            id=next(self._ids),
+            code=code,
+            cpu_limit_s=None if limit is None else 2 * limit + 5,
+            wall_limit_s=limit if grace is not None else None,
+        )
         try:
-            await channel.send(message)
+            await channel.send(request.wire())
+            self._cells_on_worker += 1
             resumed = loop.time()
             while True:
                 remaining = None if limit is None else max(limit - active, 0.0) + (grace or 0.0)
                 try:
                     async with asyncio.timeout(remaining):
-                        message = await channel.receive()
+                        raw = await channel.receive()
                 except TimeoutError:
-                    return await self._recover(names_before, timed_out=True, hard=True, duration=loop.time() - started)
+                    return await self._recover(names_before, "timeout", duration=loop.time() - started)
                 active += loop.time() - resumed
-                op = message["op"]
-                if op == "callback":
-                    reply = await self._answer_callback(message)
-                    await channel.send(reply)
-                    resumed = loop.time()
-                    continue
-                if op == "eof":
-                    return await self._recover(
-                        names_before, timed_out=False, hard=False, duration=loop.time() - started
-                    )
-                if op == "timeout":
-                    return await self._recover(names_before, timed_out=True, hard=False, duration=loop.time() - started)
-                if op == "result":
-                    self._variables = list(message.get("variables", []))
-                    return _cell_result(message)
-                return CellResult(error=str(message.get("error")), error_type=message.get("error_type", "WorkerError"))
+                try:
+                    message = self._check(raw, request.id)
+                    if isinstance(message, Callback):
+                        if message.wire_bytes > self.max_callback_bytes + 64:
+                            raise ProtocolViolation(f"a callback of {message.wire_bytes:,} bytes, over the limit")
+                        reply = await answer(self._callbacks.get(message.name), message, self.max_callback_bytes)
+                        await channel.send(reply.wire())
+                        resumed = loop.time()
+                        continue
+                    if isinstance(message, Result):
+                        result = self._cell_result(message)
+                        self._variables = list(message.variables)
+                        return result
+                    if isinstance(message, ErrorReply):
+                        return CellResult(error=message.error, error_type=message.error_type or "WorkerError")
+                    if not isinstance(message, Eof | Timeout):
+                        raise ProtocolViolation(f"a {message.op!r} message in reply to 'exec'")
+                except ProtocolViolation as violation:
+                    return await self._recover(names_before, "violation", duration=loop.time() - started, why=violation)
+                kind: Literal["crash", "timeout"] = "crash" if isinstance(message, Eof) else "timeout"
+                return await self._recover(names_before, kind, duration=loop.time() - started, hard=False)
         except (BrokenPipeError, ConnectionResetError):
-            return await self._recover(names_before, timed_out=False, hard=False, duration=loop.time() - started)
+            return await self._recover(names_before, "crash", duration=loop.time() - started, hard=False)
         except BaseException:
             # Cancelled (or the host failed) mid-cell: the worker may still be running it.
             self._channel = None
             channel.kill()
             raise
 
-    async def _recover(self, names_before: list[str], *, timed_out: bool, hard: bool, duration: float) -> CellResult:
-        """Replace the worker after a timeout (`hard`: the host's own limit ran out) or a crash."""
+    def _cell_result(self, message: Result) -> CellResult:
+        slack = 2 * self.max_output_chars + 1_000
+        if len(message.stdout) > slack or len(message.value or "") > slack:
+            raise ProtocolViolation("cell output longer than max_output_chars allows")
+        final = message.final
+        answer_: FinalAnswer | None = None
+        if final is not None:
+            try:
+                value, exact = decode_value(final.encoded())
+            except ValueError as error:
+                raise ProtocolViolation(str(error)) from None
+            answer_ = FinalAnswer(value=value, exact=exact, variable=final.variable, named=final.named)
+        return CellResult(
+            stdout=message.stdout,
+            value=message.value,
+            error=message.error,
+            error_type=message.error_type,
+            duration=message.duration,
+            final=answer_,
+            output_chars=message.output_chars,
+        )
+
+    async def _recover(
+        self,
+        names_before: list[str],
+        kind: Literal["crash", "timeout", "violation"],
+        *,
+        duration: float,
+        hard: bool = True,
+        why: ProtocolViolation | None = None,
+    ) -> CellResult:
+        """Replace the worker after a timeout (`hard`: the host's own limit ran out), a crash or a broken protocol."""
         old = self._channel
         self._channel = None
         if old is None or self._closed:
             # `close()` ran while the cell did: it already stopped the worker.
             raise REPLClosedError(f"this REPL was closed while the cell ran; create a new {type(self).__name__}")
-        if timed_out:
-            if hard:
-                old.kill(force=True)
+        if kind == "timeout":
             reason = f"TimeoutError: the cell ran longer than its {self.cell_timeout_s:g} s limit and was stopped"
+        elif kind == "violation":
+            reason = f"WorkerCrashed: the REPL worker broke the protocol ({why}) and was stopped"
         else:
             await old.settle()
             reason = f"WorkerCrashed: the REPL worker died while running the cell: {old.describe_exit()}"
+        if hard:
+            old.kill(force=True)
         reused = None if hard else old
         if reused is not None and not await reused.reset():
             reused = None
@@ -448,37 +604,18 @@ class WorkerREPL:
             await self._spawn(reused)
         except Exception as error:
             raise WorkerCrashedError(f"{reason}; restarting the worker failed: {error}") from error
+        result = self._restart_report(reason, names_before, ran=True)
+        return result.model_copy(update={"duration": duration, "timed_out": kind == "timeout"})
+
+    def _restart_report(self, reason: str, names_before: list[str], *, ran: bool) -> CellResult:
         lost = [name for name in names_before if name not in self._loaded]
         reloaded = ", ".join(self._loaded) or "nothing"
         message = f"{reason}. The REPL was restarted; reloaded: {reloaded}."
+        if not ran:
+            message += " This cell did not run: run it again."
         message += lost_variables_note(lost)
-        return CellResult(
-            error=message,
-            error_type="TimeoutError" if timed_out else "WorkerCrashed",
-            duration=duration,
-            timed_out=timed_out,
-            restarted=True,
-            lost_variables=lost,
-        )
-
-    async def _answer_callback(self, message: dict[str, Any]) -> dict[str, Any]:
-        name = message.get("name", "")
-        function = self._callbacks.get(name)
-        if function is None:
-            return {"ok": False, "op": "callback_result", "error": f"{name}() is not available", "error_type": "Name"}
-        args = message.get("args", [])
-        kwargs = message.get("kwargs", {})
-        try:
-            result = await invoke(function, args, kwargs)
-            json.dumps(result)
-        except Exception as error:
-            return {
-                "op": "callback_result",
-                "ok": False,
-                "error": f"{name}() failed: {error}" if str(error) else f"{name}() failed: {type(error).__name__}",
-                "error_type": _callback_error_type(error),
-            }
-        return {"op": "callback_result", "ok": True, "value": result}
+        error_type = "TimeoutError" if reason.startswith("TimeoutError") else "WorkerCrashed"
+        return CellResult(error=message, error_type=error_type, restarted=True, lost_variables=lost)
 
 
 class _Busy:
@@ -497,40 +634,6 @@ class _Busy:
         self._lock.release()
 
 
-async def invoke(function: HostCallback, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """Call a host callback: a coroutine function directly, anything else in a thread."""
-    if inspect.iscoroutinefunction(function):
-        return await function(*args, **kwargs)
-    result = await asyncio.to_thread(function, *args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def _callback_error_type(error: BaseException) -> str:
-    for cls in type(error).__mro__:
-        if cls.__name__ in _CALLBACK_ERROR_TYPES and cls.__module__ == "builtins":
-            return cls.__name__
-    return "RuntimeError"
-
-
-def _cell_result(message: dict[str, Any]) -> CellResult:
-    final = message.get("final")
-    answer = None
-    if final is not None:
-        value, exact = decode_value(final)
-        answer = FinalAnswer(value=value, exact=exact, variable=final.get("variable"), named=final.get("named", False))
-    return CellResult(
-        stdout=message.get("stdout", ""),
-        value=message.get("value"),
-        error=message.get("error"),
-        error_type=message.get("error_type"),
-        duration=float(message.get("duration", 0.0)),
-        final=answer,
-        output_chars=int(message.get("output_chars", 0)),
-    )
-
-
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise UsageError(f"{name!r} is not a valid Python variable name")
@@ -538,30 +641,6 @@ def _check_name(name: str) -> None:
         raise UsageError(f"{name!r} starts with '_', which sandboxed code cannot read; choose another name")
     if name in _RESERVED_NAMES:
         raise UsageError(f"{name!r} is reserved by the REPL; choose another name")
-
-
-def serialize(value: Any) -> tuple[Payload, str]:
-    """Check `value` and return a writer for its file form, with the format's name."""
-    if isinstance(value, str):
-
-        def write_text(file: Any) -> None:
-            for start in range(0, len(value), _CHUNK_CHARS):
-                file.write(value[start : start + _CHUNK_CHARS].encode("utf-8", "surrogatepass"))
-
-        return write_text, "str"
-    if isinstance(value, bytes | bytearray | memoryview):
-        data = bytes(value)
-        return (lambda file: file.write(data)), "bytes"
-    try:
-        encoded = json.dumps(value, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass")
-    except (TypeError, ValueError) as error:
-        raise UnsupportedContextError(
-            f"cannot load a value of type {type(value).__name__} into the REPL ({error}). "
-            "Pass a str, bytes, or JSON-compatible data (lists, dicts, numbers, bools, None); "
-            "convert other objects first, e.g. with str() or a dict of their fields.",
-            value_type=type(value).__name__,
-        ) from error
-    return (lambda file: file.write(encoded)), "json"
 
 
 LOST_VARIABLES_MARKER = " Lost variables"

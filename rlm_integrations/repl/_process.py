@@ -23,6 +23,8 @@ from typing import IO, Any
 
 # How a worker is launched: inside bubblewrap where it works, with the supervisor's bootstrap.
 from rlm_integrations.repl._isolation import Launch, plan_launch
+from rlm_integrations.repl._schema import MAX_MESSAGE_BYTES
+from rlm_integrations.repl._wire import decode_line, invalid, oversized
 
 __all__ = ["EOF", "Mailbox", "WorkerProcess"]
 
@@ -39,19 +41,27 @@ _SIGNAL_REASONS = {
 
 
 class Mailbox:
-    """A thread-safe FIFO whose `get` is awaitable from any event loop."""
+    """A thread-safe FIFO whose `get` is awaitable from any event loop.
+
+    It holds at most `MAX_QUEUED` messages nobody has asked for yet: past that (a worker
+    flooding its channel) further messages are dropped, after one `invalid` message that
+    makes the REPL replace the worker. The end of the stream (`EOF`) is always kept.
+    """
+
+    MAX_QUEUED = 256
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: collections.deque[dict[str, Any]] = collections.deque()
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any]]] | None = None
+        self._flooded = False
 
     def put(self, item: dict[str, Any]) -> None:
         """Add an item (from any thread)."""
         with self._lock:
             waiter, self._waiter = self._waiter, None
             if waiter is None:
-                self._items.append(item)
+                self._queue(item)
                 return
         loop, future = waiter
         try:
@@ -59,6 +69,13 @@ class Mailbox:
         except RuntimeError:  # that loop is closed: keep the item for the next reader
             with self._lock:
                 self._items.appendleft(item)
+
+    def _queue(self, item: dict[str, Any]) -> None:
+        if len(self._items) < self.MAX_QUEUED or item is EOF:
+            self._items.append(item)
+        elif not self._flooded:
+            self._flooded = True
+            self._items.append(invalid(f"the worker sent more than {self.MAX_QUEUED} messages nobody asked for"))
 
     def _deliver(self, future: asyncio.Future[dict[str, Any]], item: dict[str, Any]) -> None:
         if future.done():  # the reader gave up (timeout or cancellation): keep the item, in order
@@ -72,7 +89,10 @@ class Mailbox:
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._items:
-                return self._items.popleft()
+                item = self._items.popleft()
+                if not self._items:
+                    self._flooded = False
+                return item
             future: asyncio.Future[dict[str, Any]] = loop.create_future()
             self._waiter = (loop, future)
         try:
@@ -182,17 +202,31 @@ class WorkerProcess:
 
 
 def _read_protocol(stream: IO[bytes], mailbox: Mailbox, ready: threading.Event, info: dict[str, Any]) -> None:
+    """Turn the worker's lines into messages, whatever it writes; `EOF` when its stream ends.
+
+    Lines are read at most `MAX_MESSAGE_BYTES` at a time: a longer one is skipped and
+    reported as `invalid`, like a line that is no message and a second ``ready``. A last
+    line cut short by the worker's death is dropped (the death is what gets reported).
+    """
+    limit = MAX_MESSAGE_BYTES
     try:
-        for line in stream:
-            try:
-                message = json.loads(line)
-            except ValueError:
-                message = {"op": "error", "error": "unreadable message from the worker"}
-            if message.get("op") == "ready":
-                info.update(message)
-                ready.set()
+        while line := stream.readline(limit + 1):
+            if not line.endswith(b"\n"):
+                if len(line) <= limit:
+                    break  # the stream ended in the middle of a line
+                while line and not line.endswith(b"\n"):
+                    line = stream.readline(limit + 1)
+                mailbox.put(oversized())
+                continue
+            message = decode_line(line)
+            if message["op"] == "ready":
+                if ready.is_set():
+                    message = invalid("a second 'ready' from the same worker")
+                else:
+                    info.update((key, value) for key, value in message.items() if key != "wire_bytes")
+                    ready.set()
             mailbox.put(message)
-    except (OSError, ValueError):
+    except Exception:  # a closed or broken stream ends it like EOF
         pass
     mailbox.put(EOF)
 

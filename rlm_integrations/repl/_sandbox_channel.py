@@ -28,7 +28,9 @@ from rlm_integrations.errors import WorkerStartError
 from rlm_integrations.repl._client import Payload
 from rlm_integrations.repl._process import EOF, Mailbox
 from rlm_integrations.repl._sandbox import Sandbox, SandboxProcess, SandboxSpec
+from rlm_integrations.repl._schema import MAX_MESSAGE_BYTES
 from rlm_integrations.repl._supervisor import worker_version
+from rlm_integrations.repl._wire import decode_line, oversized
 
 if TYPE_CHECKING:
     from rlm_integrations.repl._sandbox_pool import SandboxPool
@@ -170,20 +172,31 @@ class SandboxChannel:
     # -- reader threads ---------------------------------------------------------------------
     def _read(self) -> None:
         pending = bytearray()
+        skipping = False  # inside a line longer than MAX_MESSAGE_BYTES: dropped up to its end
         try:
             for chunk in self.process.stdout_chunks():
                 start = 0
                 while (end := chunk.find(b"\n", start)) >= 0:
-                    if pending:
-                        pending += chunk[start:end]
-                        line = bytes(pending)
-                        pending.clear()
+                    if skipping:
+                        skipping = False
                     else:
-                        line = chunk[start:end]
-                    if line.strip():
-                        self._dispatch(line)
+                        if pending:
+                            pending += chunk[start:end]
+                            line = bytes(pending)
+                            pending.clear()
+                        else:
+                            line = chunk[start:end]
+                        if len(line) > MAX_MESSAGE_BYTES:
+                            self.mailbox.put(oversized())
+                        elif line.strip():
+                            self._dispatch(line)
                     start = end + 1
-                pending += chunk[start:]
+                if not skipping:
+                    pending += chunk[start:]
+                    if len(pending) > MAX_MESSAGE_BYTES:
+                        pending.clear()
+                        skipping = True
+                        self.mailbox.put(oversized())
         except Exception:  # the stream broke: the same as its end
             pass
         with self._state:
@@ -192,10 +205,7 @@ class SandboxChannel:
         self.mailbox.put(EOF)
 
     def _dispatch(self, line: bytes) -> None:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            message = {"op": "error", "error": "unreadable message from the sandbox"}
+        message = decode_line(line)  # a dict with a str op, or an `invalid` message; never raises
         op = message.get("op")
         with self._state:
             if op == "ready" and message.get("generation") == self._generation:

@@ -56,11 +56,13 @@ WORKER_MODULES: tuple[str, ...] = (
     "repl/__init__.py",
     "repl/_codec.py",
     "repl/_host_calls.py",
+    "repl/_jsonio.py",
     "repl/_lockdown.py",
     "repl/_notebook.py",
     "repl/_output.py",
     "repl/_policy.py",
     "repl/_safe_modules.py",
+    "repl/_schema.py",
     "repl/_supervisor.py",
     "repl/_worker.py",
 )
@@ -317,7 +319,8 @@ class Supervisor:
                 self._lock.notify_all()
             elif op == "load" and os.path.basename(str(message.get("path", ""))) in self._failed_uploads:
                 problem = self._failed_uploads[os.path.basename(str(message["path"]))]
-                self._write_message({"op": "error", "error": f"the upload into the sandbox failed: {problem}"})
+                error = f"the upload into the sandbox failed: {problem}"
+                self._write_message({"op": "error", "id": message.get("id"), "error": error})
             else:
                 if op == "exec":
                     limit = message.get("wall_limit_s")

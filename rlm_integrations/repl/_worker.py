@@ -13,9 +13,13 @@ scratch directory. Before it reports ready it:
   limit sized from the loaded context;
 - watches its parent and exits if the host goes away.
 
-Messages (one JSON object per line; ``op`` names the kind):
-host -> worker: configure, define, load, exec, get, callback_result, shutdown
-worker -> host: ready, ok, result, value, callback, error
+Messages: one JSON object per line, defined in `_schema` (op names, limits, request
+checks). The protocol is sealed against the cells: it reads and writes with functions
+captured at start and a private JSON scanner and encoder (`_jsonio`); `configure` is
+accepted once, before any cell; a malformed request stops the worker; host callbacks
+work only while a cell runs; `get`, `load` and `variables` run no cell code except a
+non-plain value's own repr (which the host bounds like a cell); values replaced by `load`
+are let go at the next cell's start, under its limits.
 
 Standard library and RestrictedPython only.
 """
@@ -23,6 +27,7 @@ Standard library and RestrictedPython only.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -30,11 +35,31 @@ import select
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import Any, NoReturn
 
 from rlm_integrations.repl._codec import encode_value
+from rlm_integrations.repl._jsonio import TooLarge, dumps, loads, plain
 from rlm_integrations.repl._lockdown import address_space_locked, limit_address_space, lock_down
 from rlm_integrations.repl._notebook import Notebook
+from rlm_integrations.repl._output import truncate_middle
+from rlm_integrations.repl._schema import (
+    CALLBACK,
+    CALLBACK_RESULT,
+    CONFIGURE,
+    DEFAULT_MAX_CALLBACK_BYTES,
+    DEFINE,
+    ERROR,
+    EXEC,
+    GET,
+    LOAD,
+    MAX_MESSAGE_BYTES,
+    MAX_VARIABLES,
+    OK,
+    RESULT,
+    SHUTDOWN,
+    VALUE,
+    check_request,
+)
 
 __all__ = ["main"]
 
@@ -53,28 +78,63 @@ _ALLOWED_CALLBACK_ERRORS = {
 
 
 class _Protocol:
-    """JSON lines over the duplicated descriptors."""
+    """JSON lines over the duplicated descriptors, sealed against the cells.
 
-    def __init__(self, reader: IO[bytes], writer: IO[bytes]) -> None:
-        self._reader = reader
-        self._writer = writer
+    Reads and writes go through `os.read`/`os.write` captured when the worker starts, and
+    JSON through `_jsonio`'s private scanner and encoder: a cell that patched the `json`
+    or `os` modules changes nothing here. Lines longer than `MAX_MESSAGE_BYTES` are refused.
+    """
+
+    __slots__ = ("_buffer", "_exit", "_in", "_out", "_read", "_write")
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self._in = read_fd
+        self._out = write_fd
+        self._read = os.read
+        self._write = os.write
+        self._exit = os._exit
+        self._buffer = bytearray()
 
     def send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-        self._writer.write(data + b"\n")
-        self._writer.flush()
+        """Write one message (any exact JSON data; see `_jsonio.plain`)."""
+        self.send_text(dumps(plain(message)))
 
-    def receive(self) -> dict[str, Any] | None:
-        line = self._reader.readline()
-        if not line:
-            return None
-        message: dict[str, Any] = json.loads(line)
-        return message
+    def send_text(self, text: str) -> None:
+        """Write one message already encoded by `_jsonio.dumps`."""
+        data = memoryview((text + "\n").encode("ascii"))
+        while data:
+            data = data[self._write(self._out, data) :]
+
+    def receive(self) -> Any:
+        """The next message (exact JSON types), or None once the host has closed the stream.
+
+        Raises:
+            ValueError: the line is not JSON, or longer than `MAX_MESSAGE_BYTES`.
+        """
+        buffer = self._buffer
+        searched = 0
+        while (end := buffer.find(b"\n", searched)) < 0:
+            if len(buffer) > MAX_MESSAGE_BYTES:
+                raise ValueError(f"a request longer than {MAX_MESSAGE_BYTES:,} bytes")
+            searched = len(buffer)
+            chunk = self._read(self._in, 1 << 20)
+            if not chunk:
+                return None
+            buffer += chunk
+        if end > MAX_MESSAGE_BYTES:
+            raise ValueError(f"a request longer than {MAX_MESSAGE_BYTES:,} bytes")
+        line = bytes(buffer[:end])
+        del buffer[: end + 1]
+        return loads(line.decode("ascii"))
+
+    def abort(self, code: int) -> NoReturn:
+        """End the worker at once (the host reports why)."""
+        self._exit(code)
 
 
 def _take_protocol_descriptors() -> _Protocol:
-    reader = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
-    writer = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
+    reader = os.dup(0)
+    writer = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
@@ -144,61 +204,167 @@ class Worker:
         self._memory_limited = False
         self._loaded_bytes = 0
         self._restricted = True
+        self._max_callback_bytes = DEFAULT_MAX_CALLBACK_BYTES
+        self._exec_id = 0
+        self._in_cell = False
+        self._exit_code: int | None = None
+        # Values that `load` replaced, let go when the next cell starts: their finalizers then
+        # run under the cell's limits, never inside a host request.
+        self._graveyard: list[Any] = []
+        self._callback_lock = threading.Lock()
+        self._gc_enable = gc.enable
+        self._gc_disable = gc.disable
 
     # -- callbacks into the host --------------------------------------------------------------
     def _call_host(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        started = time.perf_counter()
+        if not self._in_cell:
+            raise RuntimeError(f"{name}() can only be called while a cell runs")
+        limit = self._max_callback_bytes
+        too_large = (
+            f"{name}() arguments are larger than the limit on data passed to a host function "
+            f"({limit:,} bytes as JSON; max_callback_bytes): pass less per call, for example split the text into chunks"
+        )
+        call = {"op": CALLBACK, "id": self._exec_id, "name": name, "args": args, "kwargs": kwargs}
         try:
-            self._protocol.send({"op": "callback", "name": name, "args": list(args), "kwargs": kwargs})
-        except (TypeError, ValueError) as error:
+            text = dumps(plain(call, limit))
+        except TooLarge:
+            raise ValueError(too_large) from None
+        except (TypeError, ValueError, RecursionError) as error:
             raise TypeError(
                 f"{name}() arguments must be JSON-compatible (str, numbers, lists, dicts): {error}"
             ) from None
-        reply = self._protocol.receive()
+        if len(text) > limit:
+            raise ValueError(too_large)
+        started = time.perf_counter()
+        with self._callback_lock:
+            self._protocol.send_text(text)
+            try:
+                reply = self._protocol.receive()
+            except Exception:  # not JSON, or too long: the stream can no longer be trusted
+                reply = None
         notebook = self._notebook
         if notebook is not None:
             notebook.callback_seconds += time.perf_counter() - started
-        if reply is None:
-            os._exit(_EXIT_PROTOCOL_BROKEN)
-        if reply.get("ok"):
+        if type(reply) is not dict or reply.get("op") != CALLBACK_RESULT or type(reply.get("ok")) is not bool:
+            self._protocol.abort(_EXIT_PROTOCOL_BROKEN)
+        if reply["ok"]:
             return reply.get("value")
-        error_class = _ALLOWED_CALLBACK_ERRORS.get(reply.get("error_type", ""), RuntimeError)
-        raise error_class(reply.get("error") or f"{name}() failed")
+        error_type = reply.get("error_type")
+        detail = reply.get("error")
+        error_class = (
+            _ALLOWED_CALLBACK_ERRORS.get(error_type, RuntimeError) if type(error_type) is str else RuntimeError
+        )
+        raise error_class(detail if type(detail) is str and detail else f"{name}() failed")
 
     # -- message handlers -------------------------------------------------------------------
-    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
-        op = message.get("op")
-        if op == "configure":
-            self._notebook = Notebook(
-                restricted=message.get("policy", "restricted") == "restricted",
-                max_output_chars=int(message.get("max_output_chars", 10_000)),
-                call_host=self._call_host,
-            )
-            self._memory_limit_mb = message.get("memory_limit_mb")
-            self._restricted = message.get("policy", "restricted") == "restricted"
-            return {"op": "ok"}
+    def handle(self, message: Any) -> dict[str, Any] | str:
+        """Answer one host request: a reply message, or one already encoded (a cell's result)."""
+        problem = check_request(message)
+        if problem is not None:
+            self._exit_code = _EXIT_PROTOCOL_BROKEN
+            return self._error(message, f"a malformed request ({problem}); the worker stops", "ProtocolError")
+        op = message["op"]
+        if op == CONFIGURE:
+            return self._configure(message)
         notebook = self._notebook
         if notebook is None:
-            return {"op": "error", "error": "worker not configured"}
-        if op == "define":
+            return self._error(message, "the worker is not configured yet", "ProtocolError")
+        ident = message["id"]
+        if op == DEFINE:
             for name in message["names"]:
                 notebook.define_callback(name)
-            return {"op": "ok"}
-        if op == "load":
-            notebook.namespace[message["name"]] = self._read_value(message)
-            return {"op": "ok", "variables": notebook.variables()}
-        if op == "exec":
-            self._apply_memory_limit()
-            self._set_cpu_limit(message.get("cpu_limit_s"))
-            return notebook.run(message["code"])
-        if op == "get":
+            return {"op": OK, "id": ident}
+        if op == LOAD:
+            return self._load(notebook, message)
+        if op == EXEC:
+            return self._exec(notebook, message)
+        if op == GET:
             name = message["name"]
-            if name not in notebook.namespace or name not in notebook.variables():
-                return {"op": "error", "error": f"no variable named {name!r}"}
-            return {"op": "value", **encode_value(notebook.namespace[name])}
-        if op == "variables":
-            return {"op": "ok", "variables": notebook.variables()}
-        return {"op": "error", "error": f"unknown op {op!r}"}
+            if name not in self._variables(notebook):
+                return {"op": ERROR, "id": ident, "error": f"no variable named {name!r}", "error_type": "NameError"}
+            # Plain data is read without running cell code; anything else shows its own repr,
+            # which the host bounds like a cell (it kills the worker if no reply comes in time).
+            return {"op": VALUE, "id": ident, "value": encode_value(notebook.namespace[name])}
+        return {"op": OK, "id": ident, "variables": self._variables(notebook)}
+
+    def _configure(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self._notebook is not None:
+            # Once only, before any cell: a later one could only come from a forged stream.
+            self._exit_code = _EXIT_PROTOCOL_BROKEN
+            return self._error(message, "configure is accepted once, before the first cell; the worker stops", "")
+        restricted = message["policy"] == "restricted"
+        self._notebook = Notebook(
+            restricted=restricted, max_output_chars=message["max_output_chars"], call_host=self._call_host
+        )
+        self._memory_limit_mb = message["memory_limit_mb"]
+        self._restricted = restricted
+        self._max_callback_bytes = message["max_callback_bytes"]
+        return {"op": OK, "id": message["id"]}
+
+    def _load(self, notebook: Notebook, message: dict[str, Any]) -> dict[str, Any]:
+        name = message["name"]
+        namespace = notebook.namespace
+        if name.startswith("_") or (name in namespace and name not in self._variables(notebook)):
+            return self._error(message, f"{name!r} is reserved by the REPL", "ValueError")
+        value = self._read_value(message)
+        if name in namespace:
+            self._graveyard.append(namespace[name])
+        namespace[name] = value
+        return {"op": OK, "id": message["id"], "variables": self._variables(notebook)}
+
+    def _exec(self, notebook: Notebook, message: dict[str, Any]) -> str:
+        self._apply_memory_limit()
+        self._set_cpu_limit(message.get("cpu_limit_s"))
+        self._exec_id = message["id"]
+        self._in_cell = True
+        self._gc_enable()
+        try:
+            self._graveyard.clear()
+            payload = notebook.run(message["code"])
+        finally:
+            self._gc_disable()
+            self._in_cell = False
+        return self._result(notebook, payload, message["id"])
+
+    def _result(self, notebook: Notebook, payload: dict[str, Any], ident: int) -> str:
+        """The cell's result, encoded, cut further if needed to fit in one message."""
+        reply: dict[str, Any] = {
+            "op": RESULT,
+            "id": ident,
+            "stdout": payload.get("stdout", ""),
+            "output_chars": payload.get("output_chars", 0),
+            "value": payload.get("value"),
+            "error": payload.get("error"),
+            "error_type": payload.get("error_type"),
+            "duration": payload.get("duration", 0.0),
+            "final": payload.get("final"),
+            "variables": self._variables(notebook),
+        }
+        text = dumps(plain(reply))
+        if len(text) <= MAX_MESSAGE_BYTES // 2:
+            return text
+        for key in ("stdout", "value", "error"):
+            if isinstance(reply[key], str):
+                reply[key] = truncate_middle(str.__str__(reply[key]), 100_000)
+        final = reply["final"]
+        if isinstance(final, dict) and final.get("exact"):
+            shown = truncate_middle(str(final.get("json")), 100_000)
+            reply["final"] = {**final, "json": None, "exact": False, "repr": shown + " [cut: the reply was too large]"}
+        return dumps(plain(reply))
+
+    @staticmethod
+    def _variables(notebook: Notebook) -> list[str]:
+        return [name for name in notebook.variables() if type(name) is str][:MAX_VARIABLES]
+
+    @staticmethod
+    def _error(message: Any, error: str, error_type: str) -> dict[str, Any]:
+        ident = message.get("id") if type(message) is dict else None
+        return {
+            "op": ERROR,
+            "id": ident if type(ident) is int else None,
+            "error": truncate_middle(error, 2_000),
+            "error_type": error_type or "ProtocolError",
+        }
 
     def _read_value(self, message: dict[str, Any]) -> Any:
         size = os.path.getsize(message["path"])
@@ -211,7 +377,7 @@ class Worker:
         elif kind == "str":
             value = data.decode("utf-8", "surrogatepass")
         else:
-            value = json.loads(data)
+            value = loads(data.decode("utf-8", "surrogatepass"))
         del data
         self._loaded_bytes += size
         if self._memory_limited:
@@ -260,28 +426,39 @@ class Worker:
         del seconds
 
     def serve(self) -> None:
+        # Cyclic garbage (finalizers and all) is collected only while a cell runs.
+        self._gc_disable()
+        protocol = self._protocol
         while True:
             try:
-                message = self._protocol.receive()
+                message = protocol.receive()
             except MemoryError:
                 # The namespace holds so much that not even a request fits: exit, so the host
                 # restarts a fresh worker and reports which variables were lost.
-                os._exit(_EXIT_OUT_OF_MEMORY)
-            if message is None or message.get("op") == "shutdown":
+                protocol.abort(_EXIT_OUT_OF_MEMORY)
+            except Exception:  # not JSON, or too long: the stream can no longer be trusted
+                protocol.abort(_EXIT_PROTOCOL_BROKEN)
+            if message is None or (type(message) is dict and message.get("op") == SHUTDOWN):
                 return
             try:
                 reply = self.handle(message)
             except MemoryError:
-                os._exit(_EXIT_OUT_OF_MEMORY)
+                protocol.abort(_EXIT_OUT_OF_MEMORY)
             except Exception as error:
-                reply = {"op": "error", "error": f"{type(error).__name__}: {error}"}
+                reply = self._error(message, f"{type(error).__name__}: {error}", type(error).__name__)
             try:
-                self._protocol.send(reply)
+                if isinstance(reply, str):
+                    protocol.send_text(reply)
+                else:
+                    protocol.send(reply)
             except MemoryError:
+                reply = self._error(message, "the reply is too large for the worker's memory limit", "MemoryError")
                 try:
-                    self._protocol.send({"op": "error", "error": "result too large for the worker's memory limit"})
+                    protocol.send(reply)
                 except MemoryError:
-                    os._exit(_EXIT_PROTOCOL_BROKEN)
+                    protocol.abort(_EXIT_PROTOCOL_BROKEN)
+            if self._exit_code is not None:
+                protocol.abort(self._exit_code)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from rlm_integrations.repl._client import Channel, Payload, Policy, WorkerREPL
 from rlm_integrations.repl._isolation import Isolation, describe, record_refusal, warn_if_incomplete
 from rlm_integrations.repl._pool import default_pool
 from rlm_integrations.repl._process import WorkerProcess
+from rlm_integrations.repl._schema import DEFAULT_MAX_CALLBACK_BYTES
 
 __all__ = ["LocalREPL"]
 
@@ -49,6 +50,9 @@ class LocalREPL(WorkerREPL):
         start_timeout_s: how long to wait for a worker to report ready.
         require_isolation: refuse to run (raise `IsolationError` at start) unless every
             layer of the OS wall is in force; by default a missing layer is only logged.
+        max_callback_bytes: bound on the JSON of one host callback's arguments (checked in
+            the worker, so a cell passing more gets a ValueError and nothing reaches the
+            host) and of its result.
 
     Example:
         ```python
@@ -70,6 +74,7 @@ class LocalREPL(WorkerREPL):
         python: str | None = None,
         start_timeout_s: float = 30.0,
         require_isolation: bool = False,
+        max_callback_bytes: int = DEFAULT_MAX_CALLBACK_BYTES,
     ) -> None:
         super().__init__(
             cell_timeout_s=cell_timeout_s,
@@ -77,6 +82,7 @@ class LocalREPL(WorkerREPL):
             max_output_chars=max_output_chars,
             policy=policy,
             start_timeout_s=start_timeout_s,
+            max_callback_bytes=max_callback_bytes,
         )
         self.use_pool = pool and python is None
         self.python = python

@@ -41,6 +41,7 @@ from rlm_integrations.repl._sandbox_channel import (
     terminate_quietly,
 )
 from rlm_integrations.repl._sandbox_pool import SandboxPool, default_sandbox_pool
+from rlm_integrations.repl._schema import DEFAULT_MAX_CALLBACK_BYTES
 from rlm_integrations.repl.protocol import HostCallback
 
 __all__ = ["ModalREPL", "SandboxPool", "StandInBackend", "check_credentials", "default_sandbox_pool"]
@@ -97,6 +98,8 @@ class ModalREPL(WorkerREPL):
             counted).
         timeout_grace_s: how long past a cell's limit the host waits for the supervisor
             before terminating the sandbox.
+        max_callback_bytes: bound on the JSON of one host callback's arguments and of its
+            result (see `LocalREPL`).
 
     Raises:
         ConfigError: an option is out of range (at construction, before any network call).
@@ -133,6 +136,7 @@ class ModalREPL(WorkerREPL):
         backend: SandboxBackend | None = None,
         start_timeout_s: float = 120.0,
         timeout_grace_s: float = 10.0,
+        max_callback_bytes: int = DEFAULT_MAX_CALLBACK_BYTES,
     ) -> None:
         self._box: list[Channel | None] = [None]
         super().__init__(
@@ -141,6 +145,7 @@ class ModalREPL(WorkerREPL):
             max_output_chars=max_output_chars,
             policy=policy,
             start_timeout_s=start_timeout_s,
+            max_callback_bytes=max_callback_bytes,
         )
         self.spec = _build_spec(
             app_name=app_name,
