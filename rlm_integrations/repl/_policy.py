@@ -140,9 +140,23 @@ def _plain_text(value: Any) -> str:
 class SandboxPolicy:
     """Builds the globals of a restricted namespace: builtins, guards and module views."""
 
-    __slots__ = ("_formatter", "_host_guard", "_is_sandbox_class", "_namespace", "_register_class", "_views")
+    __slots__ = (
+        "_formatter",
+        "_host_guard",
+        "_is_sandbox_class",
+        "_namespace",
+        "_register_class",
+        "_sealed",
+        "_views",
+    )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_sealed", False):
+            raise AttributeError("a SandboxPolicy cannot change once it guards a namespace")
+        object.__setattr__(self, name, value)
 
     def __init__(self) -> None:
+        self._sealed = False
         # The registry of classes the sandbox made lives in this closure only. Keyed by id() and checked by
         # identity: membership tests on a WeakSet call __eq__/__hash__, which a crafted class could answer.
         registry: dict[int, weakref.ref[type]] = {}
@@ -350,6 +364,7 @@ class SandboxPolicy:
             "_unpack_sequence_": guarded_unpack_sequence,
             "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
         }
+        self._sealed = True
         return self._namespace
 
 

@@ -991,3 +991,13 @@ async def test_a_class_needs_classes_as_bases(repl: LocalREPL) -> None:
     cell = await repl.execute("import difflib\nclass X(difflib.SequenceMatcher()):\n    pass")
     assert cell.error_type == "TypeError"
     assert "bases of a class must be classes" in cell.error
+
+
+def test_the_policy_cannot_change_once_it_guards_a_namespace() -> None:
+    from rlm_integrations.repl._policy import SandboxPolicy
+
+    policy = SandboxPolicy()
+    policy.restricted_globals(lambda *_: None)
+    with pytest.raises(AttributeError, match="cannot change"):
+        policy._register_class = lambda cls: None  # type: ignore[method-assign]
+    assert not policy.is_sandbox_made(object())
