@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.events import Event, JSONLWriter
 from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.rlm import RLM
-from rlm_integrations.errors import ConfigError, RLMError
+from rlm_integrations.errors import ConfigError, RLMError, UsageError
 
 __all__ = ["app"]
 
@@ -158,6 +159,19 @@ def _notice(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+def _check_trajectory(path: Path | None) -> None:
+    """Refuse a `--trajectory` path that cannot be written, before anything runs."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"--trajectory {str(path)!r} is a folder; give a file name, e.g. {str(path / 'run.jsonl')!r}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"--trajectory {str(path)!r}: the folder {str(folder)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"--trajectory {str(path)!r}: the folder {str(folder)!r} is not writable")
+
+
 def _is_empty(context: Any) -> bool:
     if isinstance(context, str):
         return not context.strip()
@@ -187,6 +201,7 @@ def run(
 ) -> int:
     """Answer QUERY over the given context with an RLM."""
     console = Console(stderr=True)
+    _check_trajectory(trajectory)
     loaded = read_context(context or [], notice=_notice)
     if context and _is_empty(loaded):
         _notice("warning: the context is empty; the model will have nothing to read")
@@ -217,7 +232,7 @@ def demo(
     model: Annotated[
         str | None, typer.Option(help="A LiteLLM string, 'local', a .gguf path, or 'scripted-demo'.")
     ] = None,
-    size: Annotated[int, typer.Option(help="Characters of haystack.")] = 1_000_000,
+    size: Annotated[int, typer.Option(min=1_000, help="Characters of haystack (at least 1,000).")] = 1_000_000,
     seed: Annotated[int, typer.Option(help="Seed of the haystack generator.")] = 7,
     trajectory: Annotated[Path | None, typer.Option(help="Write every event here as JSON lines.")] = None,
 ) -> int:
@@ -225,6 +240,7 @@ def demo(
     from rlm_integrations.demo import DEMO_QUESTION, build_haystack
 
     console = Console(stderr=True)
+    _check_trajectory(trajectory)
     text, secret = build_haystack(size, seed=seed)
     root, description = choose_model(model)
     sub = choose_sub_model(None, root)

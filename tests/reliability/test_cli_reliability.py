@@ -114,3 +114,23 @@ def test_an_empty_context_is_warned_about(tmp_path: Path, capfd: pytest.CaptureF
     empty.write_text("  \n")
     main(["run", "-q", "What is the secret code?", "-c", str(empty), "--model", "scripted-demo"])
     assert "warning: the context is empty" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [("missing/run.jsonl", "does not exist"), (".", "is a folder")],
+    ids=["no-such-folder", "a-folder"],
+)
+def test_an_unwritable_trajectory_path_is_one_line_before_anything_runs(
+    where: str, words: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / where
+    code = main(["run", "-q", "x", "--trajectory", str(target), "--model", "scripted-demo"])
+    line = _one_error_line(capfd.readouterr().err)
+    assert code == 2 and "--trajectory" in line and words in line
+
+
+def test_a_demo_size_too_small_is_one_line(capfd: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--size", "-5", "--model", "scripted-demo"])
+    line = _one_error_line(capfd.readouterr().err)
+    assert code == 2 and "--size" in line
