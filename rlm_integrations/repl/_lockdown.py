@@ -62,6 +62,8 @@ _DENIED: tuple[str, ...] = (
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
+    "process_madvise",
+    "process_mrelease",
     "pidfd_open",
     "pidfd_getfd",
     "pidfd_send_signal",
