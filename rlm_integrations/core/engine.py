@@ -33,7 +33,7 @@ from rlm_integrations.core.events import (
     SubCallStarted,
 )
 from rlm_integrations.core.interrupts import OpenSteps
-from rlm_integrations.core.limits import RunMeter, TreeLimits, prompt_tokens_of
+from rlm_integrations.core.limits import RunMeter, TreeLimits, estimate_tokens, prompt_tokens_of
 from rlm_integrations.core.parsing import parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy
 from rlm_integrations.core.pricing import check_prices
@@ -408,7 +408,7 @@ class Engine:
         record = self._start_sub_call(state, function, model.name, prompt)
         cap = self.limits.completion_cap(self.config.sub_max_tokens)
         params: dict[str, Any] = {} if cap is None else {"max_tokens": cap}
-        need = self.limits.share(model.count_tokens(prompt) + 8, cap, self.limits.price(model))
+        need = self.limits.share(estimate_tokens(model, prompt) + 8, cap, self.limits.price(model))
         try:
             async with self.limits.call(need) as reservation:  # a call slot, and its share of the budget
                 token = current_model_call.set(

@@ -30,12 +30,13 @@ from rlm_integrations.core.pricing import PriceFunction, configured_price, price
 from rlm_integrations.lm.protocol import Completion
 from rlm_integrations.repl._output import truncate_middle
 
-__all__ = ["RunMeter", "TreeLimits", "WorkerSlots", "closing_slice_s", "prompt_tokens_of"]
+__all__ = ["RunMeter", "TreeLimits", "WorkerSlots", "closing_slice_s", "estimate_tokens", "prompt_tokens_of"]
 
 _CLOSING_SLICE_SHARE = 0.2
 _CLOSING_SLICE_MAX_S = 30.0
 _MESSAGE_OVERHEAD_TOKENS = 8
 _MIN_FEEDBACK_CHARS = 400
+_TOKEN_MARGIN_DIVISOR = 4  # estimates get a quarter more
 _DEFAULT_RESERVE = 4_096
 
 
@@ -187,10 +188,9 @@ class RunMeter:
         self.cap = cap
         self.prompt_tokens = prompt_tokens
         # a turn adds its reply (at most the cap) and feedback, which `fit_feedback` cuts to what is left
-        self.turn_growth = (
-            (cap or limits.reply_reserve) + _tokens(model, "x" * _MIN_FEEDBACK_CHARS) + 2 * _MESSAGE_OVERHEAD_TOKENS
-        )
-        self.closing_tokens = _tokens(model, prompts.closing_request("a limit was reached")) + 32
+        reply = cap or limits.reply_reserve
+        self.turn_growth = reply + estimate_tokens(model, "x" * _MIN_FEEDBACK_CHARS) + 2 * _MESSAGE_OVERHEAD_TOKENS
+        self.closing_tokens = estimate_tokens(model, prompts.closing_request("a limit was reached")) + 32
         self.closing: Reservation | None = None
 
     def turn_share(self) -> Share:
@@ -245,7 +245,7 @@ class RunMeter:
         push the closing request past a limit.
         """
         while True:
-            size = self.prompt_tokens + _tokens(self.model, feedback) + _MESSAGE_OVERHEAD_TOKENS
+            size = self.prompt_tokens + estimate_tokens(self.model, feedback) + _MESSAGE_OVERHEAD_TOKENS
             if self.closing is None or self.limits.budget.resize(self.closing, self.closing_share(size)) is None:
                 break
             if len(feedback) <= _MIN_FEEDBACK_CHARS:
@@ -270,14 +270,21 @@ class RunMeter:
             self.closing = None
 
 
-def _tokens(model: Any, text: str) -> int:
+def estimate_tokens(model: Any, text: str) -> int:
+    """Tokens `text` may take in `model`'s prompt, with a margin.
+
+    Models count tokens with an estimate (about four bytes a token) where no tokenizer is
+    at hand; real tokenizers count more for code, numbers and non-English text, so the
+    budget reserves a quarter more than the estimate.
+    """
     count = getattr(model, "count_tokens", None)
+    tokens = len(text.encode("utf-8")) // 3 + 1
     if callable(count):
         try:
-            return int(count(text))
+            tokens = int(count(text))
         except Exception:  # an estimate is enough here
             pass
-    return len(text.encode("utf-8")) // 3 + 1
+    return tokens + tokens // _TOKEN_MARGIN_DIVISOR
 
 
 def prompt_tokens_of(model: Any, policy: Any, system: str, first: str) -> int:
@@ -286,4 +293,4 @@ def prompt_tokens_of(model: Any, policy: Any, system: str, first: str) -> int:
     texts = [system, first]
     if isinstance(messages, list) and messages:
         texts = [str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in messages]
-    return sum(_tokens(model, text) + _MESSAGE_OVERHEAD_TOKENS for text in texts)
+    return sum(estimate_tokens(model, text) + _MESSAGE_OVERHEAD_TOKENS for text in texts)
