@@ -25,9 +25,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import keyword
-from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.errors import (
@@ -38,7 +37,15 @@ from rlm_integrations.errors import (
     WorkerCrashedError,
     WorkerStartError,
 )
+from rlm_integrations.repl._channel import Channel
 from rlm_integrations.repl._codec import decode_value
+from rlm_integrations.repl._replies import (
+    LOST_VARIABLES_MARKER,
+    cell_result,
+    check_reply,
+    lost_variables_note,
+    restart_report,
+)
 from rlm_integrations.repl._schema import DEFAULT_MAX_CALLBACK_BYTES, MAX_CODE_CHARS, MAX_MESSAGE_BYTES
 from rlm_integrations.repl._transfer import Payload, answer, invoke, serialize
 from rlm_integrations.repl._wire import (
@@ -49,7 +56,6 @@ from rlm_integrations.repl._wire import (
     ErrorReply,
     Exec,
     Get,
-    Invalid,
     Load,
     Ok,
     ProtocolViolation,
@@ -57,11 +63,19 @@ from rlm_integrations.repl._wire import (
     Timeout,
     Value,
     Variables,
-    parse,
 )
-from rlm_integrations.repl.protocol import CellResult, FinalAnswer, HostCallback
+from rlm_integrations.repl.protocol import CellResult, HostCallback
 
-__all__ = ["Channel", "Payload", "Policy", "WorkerREPL", "invoke", "serialize"]
+__all__ = [
+    "LOST_VARIABLES_MARKER",
+    "Channel",
+    "Payload",
+    "Policy",
+    "WorkerREPL",
+    "invoke",
+    "lost_variables_note",
+    "serialize",
+]
 
 Policy = Literal["restricted", "unrestricted"]
 _Reply = TypeVar("_Reply", Ok, Value)
@@ -69,72 +83,6 @@ _Reply = TypeVar("_Reply", Ok, Value)
 _RESERVED_NAMES = frozenset({"FINAL", "FINAL_VAR", "SHOW_VARS", "print"})
 _REQUEST_FLOOR_S = 30.0
 _LOAD_BYTES_PER_S = 4 * 1024 * 1024
-
-
-class Channel(Protocol):
-    """The host's handle on one live worker, behind whatever carries its JSON lines.
-
-    Messages from the worker arrive through `receive`, in order, each a dict with a str
-    ``op`` and at most `MAX_MESSAGE_BYTES` long (annotated with ``wire_bytes``); a line
-    that is no message arrives as ``{"op": "invalid", ...}``; when the worker is gone
-    `receive` returns ``{"op": "eof"}``. A channel whose far side supervises the worker
-    may also deliver ``{"op": "timeout"}`` (the far side killed an overrunning cell).
-    """
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """The worker's ``ready`` message."""
-        ...
-
-    @property
-    def timeout_grace_s(self) -> float | None:
-        """Who enforces each cell's wall-clock limit.
-
-        None: the host, by `kill`. A number: the far side (the exec message carries
-        ``wall_limit_s``), and the host forces a `kill` only this many seconds later.
-        """
-        ...
-
-    @property
-    def alive(self) -> bool:
-        """True while the worker can take requests."""
-        ...
-
-    async def wait_ready(self, timeout_s: float) -> dict[str, Any]:
-        """Wait for the worker's ``ready``; raises `TimeoutError` or `WorkerStartError`."""
-        ...
-
-    async def send(self, message: dict[str, Any]) -> None:
-        """Send one message; raises `OSError` (`BrokenPipeError`, ...) if the worker is gone."""
-        ...
-
-    async def receive(self) -> dict[str, Any]:
-        """The next message from the worker."""
-        ...
-
-    def staged(self, payload: Payload, kind: str) -> AbstractAsyncContextManager[str]:
-        """Put a value's file form where the worker can read it; yields that path, removes it after."""
-        ...
-
-    async def reset(self) -> bool:
-        """Start a fresh worker in place of a dead or killed one; False if only a new channel will do."""
-        ...
-
-    async def settle(self) -> None:
-        """After an unexpected end of messages, wait briefly for the worker to finish exiting."""
-        ...
-
-    def describe_exit(self) -> str:
-        """Why the worker stopped, in words."""
-        ...
-
-    def kill(self, *, force: bool = False) -> None:
-        """Stop the worker now (idempotent); `force` when its supervisor stopped answering."""
-        ...
-
-    async def release(self, *, reusable: bool) -> None:
-        """The REPL is done with this channel; `reusable` when no request is in flight."""
-        ...
 
 
 class WorkerREPL:
@@ -285,7 +233,7 @@ class WorkerREPL:
             unreported, self._unreported = self._unreported, None
             if unreported is not None:
                 reason, names_before = unreported
-                return self._restart_report(f"WorkerCrashed: {reason}", names_before, ran=False)
+                return restart_report(f"WorkerCrashed: {reason}", names_before, self._loaded, ran=False)
             return await self._run_cell(code)
 
     async def get(self, name: str) -> Any:
@@ -451,7 +399,7 @@ class WorkerREPL:
         try:
             async with asyncio.timeout(limit):
                 await channel.send(request.wire())
-                reply = self._check(await channel.receive(), request.id)
+                reply = check_reply(await channel.receive(), request.id)
         except TimeoutError:
             raise self._abandon(channel, f"the REPL worker did not answer {op!r} within {limit:g} s") from None
         except OSError as error:
@@ -466,22 +414,6 @@ class WorkerREPL:
         if isinstance(reply, expected | ErrorReply):
             return reply
         raise self._abandon(channel, f"the REPL worker broke the protocol (a {reply.op!r} message in reply to {op!r})")
-
-    @staticmethod
-    def _check(raw: dict[str, Any], request_id: int) -> Ok | Value | Result | Callback | ErrorReply | Timeout | Eof:
-        """One message from the worker, checked: it must be well formed and answer `request_id`."""
-        message = parse(raw)
-        if isinstance(message, Invalid):
-            raise ProtocolViolation(message.error)
-        if isinstance(message, Eof | Timeout):
-            return message
-        if isinstance(message, ErrorReply) and message.id is None:
-            return message  # the sandbox's supervisor reports a failed upload without an id
-        if not isinstance(message, Ok | Value | Result | Callback | ErrorReply):
-            raise ProtocolViolation(f"an unexpected {message.op!r} message")
-        if message.id != request_id:
-            raise ProtocolViolation(f"a {message.op!r} for request {message.id}, while request {request_id} is open")
-        return message
 
     async def _transfer(self, channel: Channel, name: str, value: Any) -> None:
         payload, kind, size = serialize(value)
@@ -521,7 +453,7 @@ class WorkerREPL:
                     return await self._recover(names_before, "timeout", duration=loop.time() - started)
                 active += loop.time() - resumed
                 try:
-                    message = self._check(raw, request.id)
+                    message = check_reply(raw, request.id)
                     if isinstance(message, Callback):
                         if message.wire_bytes > self.max_callback_bytes + 64:
                             raise ProtocolViolation(f"a callback of {message.wire_bytes:,} bytes, over the limit")
@@ -530,7 +462,7 @@ class WorkerREPL:
                         resumed = loop.time()
                         continue
                     if isinstance(message, Result):
-                        result = self._cell_result(message)
+                        result = cell_result(message, self.max_output_chars)
                         self._variables = list(message.variables)
                         return result
                     if isinstance(message, ErrorReply):
@@ -548,28 +480,6 @@ class WorkerREPL:
             self._channel = None
             channel.kill()
             raise
-
-    def _cell_result(self, message: Result) -> CellResult:
-        slack = 2 * self.max_output_chars + 1_000
-        if len(message.stdout) > slack or len(message.value or "") > slack:
-            raise ProtocolViolation("cell output longer than max_output_chars allows")
-        final = message.final
-        answer_: FinalAnswer | None = None
-        if final is not None:
-            try:
-                value, exact = decode_value(final.encoded())
-            except ValueError as error:
-                raise ProtocolViolation(str(error)) from None
-            answer_ = FinalAnswer(value=value, exact=exact, variable=final.variable, named=final.named)
-        return CellResult(
-            stdout=message.stdout,
-            value=message.value,
-            error=message.error,
-            error_type=message.error_type,
-            duration=message.duration,
-            final=answer_,
-            output_chars=message.output_chars,
-        )
 
     async def _recover(
         self,
@@ -604,18 +514,8 @@ class WorkerREPL:
             await self._spawn(reused)
         except Exception as error:
             raise WorkerCrashedError(f"{reason}; restarting the worker failed: {error}") from error
-        result = self._restart_report(reason, names_before, ran=True)
+        result = restart_report(reason, names_before, self._loaded, ran=True)
         return result.model_copy(update={"duration": duration, "timed_out": kind == "timeout"})
-
-    def _restart_report(self, reason: str, names_before: list[str], *, ran: bool) -> CellResult:
-        lost = [name for name in names_before if name not in self._loaded]
-        reloaded = ", ".join(self._loaded) or "nothing"
-        message = f"{reason}. The REPL was restarted; reloaded: {reloaded}."
-        if not ran:
-            message += " This cell did not run: run it again."
-        message += lost_variables_note(lost)
-        error_type = "TimeoutError" if reason.startswith("TimeoutError") else "WorkerCrashed"
-        return CellResult(error=message, error_type=error_type, restarted=True, lost_variables=lost)
 
 
 class _Busy:
@@ -641,13 +541,3 @@ def _check_name(name: str) -> None:
         raise UsageError(f"{name!r} starts with '_', which sandboxed code cannot read; choose another name")
     if name in _RESERVED_NAMES:
         raise UsageError(f"{name!r} is reserved by the REPL; choose another name")
-
-
-LOST_VARIABLES_MARKER = " Lost variables"
-
-
-def lost_variables_note(lost: list[str]) -> str:
-    """The sentence a restart report ends with, naming the variables that are gone ("" if none)."""
-    if not lost:
-        return ""
-    return f"{LOST_VARIABLES_MARKER} (re-create them if you need them): {', '.join(lost)}."
