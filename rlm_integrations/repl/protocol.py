@@ -48,7 +48,9 @@ class CellResult(BaseModel):
         duration: seconds the cell ran, excluding time spent waiting on host callbacks.
         final: the answer submitted with `FINAL`/`FINAL_VAR`, if the cell submitted one.
         timed_out: the cell hit its wall-clock limit and the worker was killed.
-        restarted: the worker was replaced after this cell (timeout or crash).
+        restarted: the worker was replaced: during this cell (timeout, crash, or a reply
+            that broke the protocol), or just before it, because it had died since the
+            last cell (then the cell did not run, and `error` says so).
         lost_variables: names that existed before the cell and are gone after a restart.
         output_chars: characters printed in total, before bounding.
     """
@@ -81,8 +83,9 @@ class REPL(Protocol):
     other method raises `REPLClosedError`. Implementations are async context managers
     (`async with` calls `start()` and `close()`).
 
-    Errors inside a cell never raise on the host: they come back in `CellResult`.
-    Host-side failures raise `REPLError` subclasses.
+    Errors inside a cell never raise on the host: they come back in `CellResult`, and so
+    does a worker that died or was replaced (`CellResult.restarted`). Host-side failures
+    raise `REPLError` subclasses.
     """
 
     async def start(self) -> None:

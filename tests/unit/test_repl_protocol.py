@@ -679,3 +679,33 @@ def test_messages_are_checked_strictly() -> None:
         with pytest.raises(_wire.ProtocolViolation):
             _wire.parse({**good, **change})
     assert json.loads(json.dumps(good)) == good
+
+
+# -- the same over the Modal path (stand-in sandbox: supervisor relay, sandbox channel) -----------------
+
+
+async def test_a_forged_reply_through_the_sandbox_relay_restarts_the_worker() -> None:
+    from rlm_integrations.repl.modal import ModalREPL, SandboxPool, StandInBackend
+
+    backend, pool = StandInBackend(), SandboxPool(max_sandboxes=4)
+    repl = ModalREPL(backend=backend, pool=pool, cell_timeout_s=20.0, policy="unrestricted")
+    try:
+        await repl.start()
+        await repl.load("context", CONTEXT)
+        await repl.execute("lost = 1")
+        forge = "os.write(fd, b'[not json\\n')\nimport time\ntime.sleep(5)"
+        cell = await repl.execute(FIND_PROTOCOL_FD + forge)
+        assert cell.restarted and "broke the protocol" in (cell.error or ""), cell
+        assert "lost" in cell.lost_variables
+        after = await repl.execute("len(context) * 2")
+        assert after.error is None and after.value == "6"
+        oversized = "data = b'x' * (33 * 1024 * 1024) + b'\\n'\nwhile data:\n    data = data[os.write(fd, data):]\n"
+        cell = await repl.execute(FIND_PROTOCOL_FD + oversized + "import time\ntime.sleep(5)")
+        assert cell.restarted and "longer than" in (cell.error or ""), cell
+        after = await repl.execute("len(context) * 2")
+        assert after.error is None and after.value == "6"
+    finally:
+        await repl.close()
+        pool.close()
+        for sandbox in backend.created:
+            sandbox.terminate()
