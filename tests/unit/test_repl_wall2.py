@@ -25,6 +25,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import types
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -630,3 +631,58 @@ async def test_the_lockdown_holds_under_the_sandbox_supervisor() -> None:
     finally:
         for sandbox in backend.created:
             sandbox.terminate()
+
+
+# -- reporting a missing seccomp layer ---------------------------------------------------------------
+
+
+def test_a_missing_seccomp_binding_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlm_integrations.repl import _lockdown
+
+    def no_module(name: str) -> None:
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(_lockdown, "importlib", types.SimpleNamespace(import_module=no_module))
+    state = _lockdown.Lockdown()
+    assert _lockdown._load_pyseccomp(state) is None
+    assert state.problems == [
+        "seccomp: pyseccomp is not installed (No module named 'pyseccomp'); pip install pyseccomp"
+    ]
+
+
+def test_isolation_names_each_missing_layer_from_the_workers_report() -> None:
+    from rlm_integrations.repl._isolation import Launch, describe
+
+    ready = {
+        "op": "ready",
+        "pid": 7,
+        "network_isolated": True,
+        "isolation": {
+            "uid": 0,
+            "user_namespace": False,
+            "capabilities": 0x3FF,
+            "no_new_privs": True,
+            "seccomp": False,
+            "hard_rlimits": True,
+            "problems": ["seccomp: libseccomp could not be loaded (x); apt-get install libseccomp2"],
+        },
+    }
+    launch = Launch(
+        ["python"], sandboxed=False, reason="bubblewrap (bwrap) is not installed", fix="apt-get install bubblewrap"
+    )
+    isolation = describe(ready, launch)
+    assert not isolation.complete and not isolation.unprivileged and not isolation.seccomp
+    layers = {line.split(":", 1)[0] for line in isolation.missing}
+    assert layers == {
+        "mount_namespace",
+        "pid_namespace",
+        "ipc_namespace",
+        "uts_namespace",
+        "user_namespace",
+        "unprivileged",
+        "seccomp",
+    }
+    assert any("apt-get install libseccomp2" in line for line in isolation.missing)
+    # A report with the wrong types never counts as a layer in force.
+    forged = describe({"op": "ready", "network_isolated": "yes", "isolation": {"seccomp": 1, "uid": "0"}}, launch)
+    assert not forged.seccomp and not forged.network_namespace and forged.uid is None
