@@ -129,3 +129,27 @@ async def test_configured_prices_price_and_bound_an_unpriced_model(serve: Any) -
     assert result.usage.cost_complete  # priced by the configured prices, not unknown
     assert result.usage.cost_usd == pytest.approx(spent)
     assert spent <= 0.005
+
+
+# -- the budget's reservations, directly ------------------------------------------------------------
+
+
+async def test_a_call_waits_for_room_a_call_in_flight_gives_back_and_is_refused_when_none_can() -> None:
+    from rlm_integrations.core.budget import Budget, BudgetExceeded, Share
+    from rlm_integrations.lm.protocol import TokenUsage
+
+    budget = Budget(config(max_tokens=1_000))
+    closing = budget.try_reserve(Share(1, 300), standing=True)
+    first = await budget.reserve(Share(1, 600))  # 900 held of 1,000
+    waiter = asyncio.create_task(budget.reserve(Share(1, 400)))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # it fits only if the call in flight gives back part of its share
+    budget.settle(first, "m", TokenUsage(prompt_tokens=200, completion_tokens=50, calls=1))
+    second = await asyncio.wait_for(waiter, 1)  # 250 spent + 300 standing + 400 = 950
+    with pytest.raises(BudgetExceeded) as caught:  # 250 spent + 300 standing + 500 > 1,000 whatever comes back
+        await asyncio.wait_for(budget.reserve(Share(1, 500)), 1)
+    assert caught.value.limit == "max_tokens"
+    budget.release(second)
+    budget.release(closing)
+    assert budget.held() == Share()
+    assert budget.spent().tokens == 250

@@ -106,3 +106,19 @@ async def test_llm_query_batched_from_many_children_stays_under_the_cap() -> Non
     assert result.status == "completed", result.error
     assert result.answer == ["10"] * 5
     assert wire.peak == 4
+
+
+async def test_worker_slots_keep_room_for_deeper_children() -> None:
+    from rlm_integrations.core.limits import WorkerSlots
+
+    slots = WorkerSlots(size=2, max_depth=2)
+    await slots.acquire(1)  # a depth-1 child
+    second = asyncio.create_task(slots.acquire(1))
+    await asyncio.sleep(0.01)
+    assert not second.done()  # the last slot is kept for a depth-2 child
+    await asyncio.wait_for(slots.acquire(2), 1)  # ...which gets it at once
+    slots.release()
+    slots.release()
+    await asyncio.wait_for(second, 1)
+    assert slots.held == 1 and slots.peak == 2
+    assert WorkerSlots(size=1, max_depth=3).size == 3  # never fewer slots than levels
