@@ -103,6 +103,7 @@ class Engine:
         depth: int = 0,
         parent_id: str | None = None,
         parent_cell_id: str | None = None,
+        parent_call_id: str | None = None,
         variables: Mapping[str, Any] | None = None,
         policy: Policy | None = None,
         check_answer: AnswerCheck | None = None,
@@ -136,6 +137,7 @@ class Engine:
                 run_id=state.run_id,
                 parent_id=parent_id,
                 parent_cell_id=parent_cell_id,
+                parent_call_id=parent_call_id,
                 depth=depth,
                 query=query,
                 context=info,
@@ -317,7 +319,9 @@ class Engine:
         cap = self.limits.completion_cap(own if isinstance(own, int) else None)
         if cap is not None and own is None and isinstance(params, dict):
             params["max_tokens"] = cap  # a token or cost ceiling holds only if every reply is capped
-        meter = RunMeter(self.limits, getattr(policy, "model", self.root_model), prompt_tokens, cap)
+        model = getattr(policy, "model", self.root_model)
+        check_prices(self.config, [model])  # a policy may drive a model other than `root_model`
+        meter = RunMeter(self.limits, model, prompt_tokens, cap)
         meter.open(with_turn=state.depth > 0)
         state.meter = meter
 
@@ -446,7 +450,12 @@ class Engine:
         try:
             async with self.limits.workers.slot(state.depth + 1):  # bounds child runs (and their workers) tree-wide
                 outcome = await self.run(
-                    prompt, context, depth=state.depth + 1, parent_id=state.run_id, parent_cell_id=cell_id
+                    prompt,
+                    context,
+                    depth=state.depth + 1,
+                    parent_id=state.run_id,
+                    parent_cell_id=cell_id,
+                    parent_call_id=record.call_id,
                 )
         except UsageError as error:
             record.finish(error=str(error))
