@@ -153,3 +153,19 @@ async def test_a_call_waits_for_room_a_call_in_flight_gives_back_and_is_refused_
     budget.release(closing)
     assert budget.held() == Share()
     assert budget.spent().tokens == 250
+
+
+def test_a_langchain_chat_model_needs_a_price_for_a_cost_limit() -> None:
+    pytest.importorskip("langchain_core")
+    from rlm_integrations.langchain import RLMRunnable
+    from rlm_integrations.langchain.fakes import ScriptedChatModel
+
+    explore = ScriptedChatModel(replies=lambda messages: block("print('still working')"))
+    with pytest.raises(BudgetConfigError, match="scripted-chat"):  # the old engine ran on, never counting a cent
+        RLMRunnable(model=explore, max_cost_usd=0.01).invoke("q")
+    price = ModelPrice(input_usd_per_token=1e-5, output_usd_per_token=1e-5)
+    priced = RLMRunnable(model=explore, max_cost_usd=0.05, rlm_config=config(prices={"scripted-chat": price}))
+    out = priced.invoke("q")
+    assert (out.status, out.limit) == ("budget_exhausted", "max_cost_usd")
+    assert out.usage.cost_complete and out.usage.cost_usd is not None
+    assert 0 < out.usage.cost_usd <= 0.05
