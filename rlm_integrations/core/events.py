@@ -65,6 +65,8 @@ class RunStarted(_Event):
     kind: Literal["run_start"] = "run_start"
     parent_id: str | None = None
     parent_cell_id: str | None = None
+    parent_call_id: str | None = None
+    """For a child run: the `call_id` of the `rlm_query` sub-call that started it."""
     depth: int = 0
     query: str
     context: ContextInfo | None = None
