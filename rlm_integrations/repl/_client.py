@@ -399,7 +399,7 @@ class WorkerREPL:
         try:
             async with asyncio.timeout(limit):
                 await channel.send(request.wire())
-                reply = check_reply(await channel.receive(), request.id)
+                reply = check_reply(await channel.receive(), request.id, anonymous_error=isinstance(request, Load))
         except TimeoutError:
             raise self._abandon(channel, f"the REPL worker did not answer {op!r} within {limit:g} s") from None
         except OSError as error:

@@ -31,8 +31,13 @@ __all__ = ["LOST_VARIABLES_MARKER", "cell_result", "check_reply", "lost_variable
 LOST_VARIABLES_MARKER = " Lost variables"
 
 
-def check_reply(raw: dict[str, Any], request_id: int) -> Ok | Value | Result | Callback | ErrorReply | Timeout | Eof:
+def check_reply(
+    raw: dict[str, Any], request_id: int, *, anonymous_error: bool = False
+) -> Ok | Value | Result | Callback | ErrorReply | Timeout | Eof:
     """One message from the worker, checked: it must be well formed and answer `request_id`.
+
+    `anonymous_error`: an error without an id answers too (for a load, the sandbox's
+    supervisor reports a failed upload that way).
 
     Raises:
         ProtocolViolation: it is malformed, of a kind the host never accepts here, or
@@ -43,8 +48,8 @@ def check_reply(raw: dict[str, Any], request_id: int) -> Ok | Value | Result | C
         raise ProtocolViolation(message.error)
     if isinstance(message, Eof | Timeout):
         return message
-    if isinstance(message, ErrorReply) and message.id is None:
-        return message  # the sandbox's supervisor reports a failed upload without an id
+    if isinstance(message, ErrorReply) and message.id is None and anonymous_error:
+        return message
     if not isinstance(message, Ok | Value | Result | Callback | ErrorReply):
         raise ProtocolViolation(f"an unexpected {message.op!r} message")
     if message.id != request_id:

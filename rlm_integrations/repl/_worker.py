@@ -447,10 +447,11 @@ class Worker:
             except Exception as error:
                 reply = self._error(message, f"{type(error).__name__}: {error}", type(error).__name__)
             try:
-                if isinstance(reply, str):
-                    protocol.send_text(reply)
-                else:
-                    protocol.send(reply)
+                with self._callback_lock:  # never interleaved with a callback from a cell's thread
+                    if isinstance(reply, str):
+                        protocol.send_text(reply)
+                    else:
+                        protocol.send(reply)
             except MemoryError:
                 reply = self._error(message, "the reply is too large for the worker's memory limit", "MemoryError")
                 try:
