@@ -235,7 +235,8 @@ class RunMeter:
     def called(self, completion: Completion) -> None:
         """Update the conversation's size from a root call's real usage."""
         usage = completion.usage
-        self.prompt_tokens = max(self.prompt_tokens, usage.prompt_tokens + usage.completion_tokens)
+        if usage.prompt_tokens > 0:  # the provider's count replaces the estimate (history compaction shrinks it)
+            self.prompt_tokens = usage.prompt_tokens + usage.completion_tokens
 
     def fit_feedback(self, feedback: str) -> str:
         """Cut `feedback` until the closing reserve can grow to hold it, and count it in the conversation.
