@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo lint format typecheck test docs benchmark all
 
-EXTRAS ?= dev,local,dspy,langchain,modal,docs
+EXTRAS ?= dev,local,dspy,langchain,modal,docs,otel
 # llama.cpp is built from source (about 8 minutes on 2 cores the first time; pip caches the wheel).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 

@@ -31,7 +31,7 @@ from rlm_integrations._sync import run_sync
 from rlm_integrations.core.budget import Budget
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.engine import Engine, REPLFactory
-from rlm_integrations.core.events import Event, EventBus
+from rlm_integrations.core.events import Event, EventBus, Observer
 from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.rlm import _resolve_repl
 from rlm_integrations.core.trajectory import Trajectory
@@ -154,6 +154,7 @@ class RLM(dspy.Module):
             without a submission, so by default it is hidden from `named_predictors()`
             and optimizers spend no rounds on it.
         callbacks: DSPy callbacks for this module.
+        observers: engine event observers for every call (e.g. an `OpenTelemetryObserver`).
 
     Returns (from a call): a `dspy.Prediction` with the output fields plus `status`
     (``"completed"``, ``"max_iterations"``, ``"budget_exhausted"`` or ``"timeout"``),
@@ -184,8 +185,10 @@ class RLM(dspy.Module):
         preview_chars: int = 500,
         optimize_extract: bool = False,
         callbacks: list[Any] | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         super().__init__(callbacks=callbacks)
+        self.observers = list(observers)
         self.signature = ensure_signature(signature)
         limits = {"max_iterations": max_iterations, "max_depth": max_depth}
         self.config = (config or RLMConfig()).with_overrides(**{k: v for k, v in limits.items() if v is not None})
@@ -298,7 +301,7 @@ class RLM(dspy.Module):
             root_model=DSPyLanguageModel(call.root_lm),
             sub_model=DSPyLanguageModel(call.sub_lm),
             config=config,
-            bus=EventBus([recorded.append, call.bridge]),
+            bus=EventBus([recorded.append, call.bridge, *getattr(self, "observers", ())]),
             repl_factory=call.repl_factory,
             tools=self.tools,
         )

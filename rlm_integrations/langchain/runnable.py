@@ -125,6 +125,8 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     """Dispatch each loop event as a custom event (seen by `astream_events(version="v2")`)."""
     trace_context_chars: int = Field(2_000, ge=0)
     """A context longer than this is traced as its type, size and a preview, never whole."""
+    observers: list[Callable[[Event], None]] = Field(default_factory=list, exclude=True)
+    """Engine event observers for every call (e.g. an `OpenTelemetryObserver`), next to the LangChain tracer."""
 
     @model_validator(mode="before")
     @classmethod
@@ -252,7 +254,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
             else RunnableLM(self.sub_model, config=config, router=tracer, nostream=self.nostream)
         )
         rlm = RLM(model, sub_model, repl=self.repl, config=self.config_for(request), tools=self.tools)
-        observers: list[Callable[[Event], None]] = [tracer]
+        observers: list[Callable[[Event], None]] = [tracer, *self.observers]
         if progress is not None:
             observers.append(_ProgressRelay(progress))
         try:
