@@ -77,6 +77,11 @@ class Mailbox:
             self._flooded = True
             self._items.append(invalid(f"the worker sent more than {self.MAX_QUEUED} messages nobody asked for"))
 
+    @property
+    def flooded(self) -> bool:
+        """True once unasked messages were dropped (until the queue is read empty)."""
+        return self._flooded
+
     def _deliver(self, future: asyncio.Future[dict[str, Any]], item: dict[str, Any]) -> None:
         if future.done():  # the reader gave up (timeout or cancellation): keep the item, in order
             with self._lock:
@@ -204,20 +209,19 @@ class WorkerProcess:
 def _read_protocol(stream: IO[bytes], mailbox: Mailbox, ready: threading.Event, info: dict[str, Any]) -> None:
     """Turn the worker's lines into messages, whatever it writes; `EOF` when its stream ends.
 
-    Lines are read at most `MAX_MESSAGE_BYTES` at a time: a longer one is skipped and
-    reported as `invalid`, like a line that is no message and a second ``ready``. A last
-    line cut short by the worker's death is dropped (the death is what gets reported).
+    Lines are read at most `MAX_MESSAGE_BYTES` at a time. A longer line, a line that is no
+    message, a second ``ready`` or a flood ends the reading: the REPL replaces a worker that
+    sends any of them, so the reader delivers one `invalid` message (then `EOF`) and reads
+    no more, leaving a worker that keeps writing blocked instead of costing the host. A
+    last line cut short by the worker's death is dropped (the death is what gets reported).
     """
     limit = MAX_MESSAGE_BYTES
     try:
-        while line := stream.readline(limit + 1):
+        while not mailbox.flooded and (line := stream.readline(limit + 1)):
             if not line.endswith(b"\n"):
-                if len(line) <= limit:
-                    break  # the stream ended in the middle of a line
-                while line and not line.endswith(b"\n"):
-                    line = stream.readline(limit + 1)
-                mailbox.put(oversized())
-                continue
+                if len(line) > limit:
+                    mailbox.put(oversized())
+                break  # too long, or the stream ended in the middle of a line
             message = decode_line(line)
             if message["op"] == "ready":
                 if ready.is_set():
@@ -226,6 +230,8 @@ def _read_protocol(stream: IO[bytes], mailbox: Mailbox, ready: threading.Event, 
                     info.update((key, value) for key, value in message.items() if key != "wire_bytes")
                     ready.set()
             mailbox.put(message)
+            if message["op"] == "invalid":
+                break
     except Exception:  # a closed or broken stream ends it like EOF
         pass
     mailbox.put(EOF)

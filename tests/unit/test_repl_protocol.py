@@ -322,24 +322,13 @@ async def test_a_flood_between_cells_is_bounded(plain_repl: LocalREPL) -> None:
     await assert_usable(plain_repl)
 
 
-def test_the_reader_thread_survives_anything_the_worker_writes() -> None:
-    lines = [
-        b'{"op":"ready","pid":1}\n',
-        b"garbage\n",
-        b"[1]\n",
-        b'{"op": 5}\n',
-        b'{"op":"ready","pid":2}\n',
-        b"\xff\xfe\n",
-        b"x" * (_schema.MAX_MESSAGE_BYTES + 10) + b"\n",
-        b'{"op":"ok","id":7,"wire_bytes":-5}\n',
-        b'{"op":"ok","id":8}',  # cut short by the worker's death
-    ]
+def _read_all(data: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """What `_read_protocol` delivers for a worker that wrote `data` (up to EOF), and the ready info."""
     mailbox, ready, info = Mailbox(), threading.Event(), dict[str, Any]()
-    thread = threading.Thread(
-        target=_read_protocol, args=(io.BufferedReader(io.BytesIO(b"".join(lines))), mailbox, ready, info)
-    )
+    thread = threading.Thread(target=_read_protocol, args=(io.BufferedReader(io.BytesIO(data)), mailbox, ready, info))
     thread.start()
     thread.join(30)
+    assert not thread.is_alive()
 
     async def drain() -> list[dict[str, Any]]:
         got = []
@@ -347,12 +336,36 @@ def test_the_reader_thread_survives_anything_the_worker_writes() -> None:
             got.append(item)
         return got
 
-    got = asyncio.run(drain())
-    assert [m["op"] for m in got] == ["ready", "invalid", "invalid", "invalid", "invalid", "invalid", "invalid", "ok"]
+    return asyncio.run(drain()), info
+
+
+READY = b'{"op":"ready","pid":1}\n'
+GOOD = b'{"op":"ok","id":7,"wire_bytes":-5}\n'
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        (b"garbage\n", "not JSON"),
+        (b"[1]\n", "not a message"),
+        (b'{"op": 5}\n', "not a message"),
+        (b"\xff\xfe\n", "not JSON"),
+        (READY, "second 'ready'"),
+        (b"x" * (_schema.MAX_MESSAGE_BYTES + 10) + b"\n", "longer than"),
+    ],
+    ids=["not-json", "not-an-object", "op-not-str", "not-utf8", "second-ready", "oversized"],
+)
+def test_the_reader_thread_survives_anything_the_worker_writes(bad: bytes, says: str) -> None:
+    got, info = _read_all(READY + GOOD + bad + GOOD)
+    assert [m["op"] for m in got] == ["ready", "ok", "invalid"]  # then it reads no more: the worker is replaced
+    assert says in got[2]["error"]
     assert info["pid"] == 1 and "wire_bytes" not in info
-    assert "second 'ready'" in got[4]["error"]
-    assert "longer than" in got[6]["error"]
-    assert got[7]["wire_bytes"] == len(lines[7])
+    assert got[1]["wire_bytes"] == len(GOOD)
+
+
+def test_a_line_cut_short_by_the_workers_death_is_dropped() -> None:
+    got, _ = _read_all(READY + GOOD + b'{"op":"ok","id":8}')
+    assert [m["op"] for m in got] == ["ready", "ok"]
 
 
 def test_the_mailbox_holds_a_bounded_number_of_unasked_messages() -> None:
