@@ -722,3 +722,21 @@ async def test_a_forged_reply_through_the_sandbox_relay_restarts_the_worker() ->
         pool.close()
         for sandbox in backend.created:
             sandbox.terminate()
+
+
+async def test_callbacks_from_a_cells_threads_do_not_interleave(plain_repl: LocalREPL) -> None:
+    plain_repl.register("llm_query", lambda prompt: f"<{prompt}>")
+    cell = await plain_repl.execute(
+        "import threading\n"
+        "answers = {}\n"
+        "def ask(n):\n"
+        "    for i in range(20):\n"
+        "        answers[(n, i)] = llm_query(f'{n}-{i}')\n"
+        "threads = [threading.Thread(target=ask, args=(n,)) for n in range(4)]\n"
+        "for t in threads: t.start()\n"
+        "for t in threads: t.join()\n"
+        "all(answers[(n, i)] == f'<{n}-{i}>' for n in range(4) for i in range(20)), len(answers)"
+    )
+    assert cell.error is None, cell.error
+    assert cell.value == "(True, 80)"
+    await assert_usable(plain_repl)
