@@ -740,3 +740,29 @@ async def test_callbacks_from_a_cells_threads_do_not_interleave(plain_repl: Loca
     assert cell.error is None, cell.error
     assert cell.value == "(True, 80)"
     await assert_usable(plain_repl)
+
+
+async def test_a_sandbox_worker_killed_between_cells_is_reported_by_the_next_cell() -> None:
+    from rlm_integrations.repl.modal import ModalREPL, SandboxPool, StandInBackend
+
+    backend, pool = StandInBackend(), SandboxPool(max_sandboxes=4)
+    repl = ModalREPL(backend=backend, pool=pool, cell_timeout_s=20.0)
+    try:
+        await repl.start()
+        await repl.load("context", CONTEXT)
+        assert (await repl.execute("x = 41")).error is None
+        pid = repl.info["pid"]
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(500):
+            if dead(pid) and not repl._channel.alive:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.01)
+        cell = await repl.execute("x + 1")
+        assert cell.restarted and "between cells" in (cell.error or "") and cell.lost_variables == ["x"]
+        after = await repl.execute("len(context) * 2")
+        assert after.error is None and after.value == "6"
+    finally:
+        await repl.close()
+        pool.close()
+        for sandbox in backend.created:
+            sandbox.terminate()
