@@ -49,7 +49,7 @@ from rlm_integrations.core.run_state import (
     status_for,
 )
 from rlm_integrations.core.tools import check_tools
-from rlm_integrations.errors import ContextWindowExceededError, ModelError, REPLError, UsageError
+from rlm_integrations.errors import ContextWindowExceededError, ModelError, REPLError, UsageError, WorkerCrashedError
 from rlm_integrations.lm.protocol import LanguageModel
 from rlm_integrations.repl._client import LOST_VARIABLES_MARKER, lost_variables_note
 from rlm_integrations.repl._notebook import CALL_ERROR_KEY
@@ -280,6 +280,10 @@ class Engine:
             return True, await repl.get(variable), None
         except KeyError:
             return False, None, f"FINAL_VAR({variable}): there is no variable named {variable!r} in the REPL."
+        except WorkerCrashedError as error:
+            # A value whose repr hangs or a worker that breaks the protocol: the REPL already
+            # restarted it; the model hears what happened and may answer again.
+            return False, None, f"FINAL_VAR({variable}): the value could not be read ({error})."
 
     async def _close_out(self, policy: Policy, repl: REPL, state: RunState, stop: BudgetExceeded) -> RunOutcome:
         status = status_for(stop.limit)
