@@ -22,6 +22,7 @@ RLMError
 ├── ModelError                    a language-model call failed after its retries
 │   └── ContextWindowExceededError  a prompt larger than the model's window
 ├── BudgetExhaustedError          a run hit a limit (raised only where a framework wants an exception)
+├── RunFailedError                a run ended in "error" or "cancelled" (raised where a framework wants an exception)
 └── TrajectoryError               a trajectory file with a corrupt line before its last (also a ValueError)
 ```
 
@@ -55,6 +56,7 @@ __all__ = [
     "RLMError",
     "ReservedNameError",
     "RunCancelled",
+    "RunFailedError",
     "RunInterrupted",
     "TrajectoryError",
     "TruncatedTrajectoryWarning",
@@ -202,6 +204,28 @@ class BudgetExhaustedError(RLMError):
         super().__init__(message)
         self.status = status
         self.limit = limit
+
+
+class RunFailedError(RLMError):
+    """A run ended with status ``"error"`` or ``"cancelled"``; `.result` holds what it produced.
+
+    The core never raises this from `RLM.completion` (there the result's `status` says it).
+    Integrations raise it where the framework expects a failure to be an exception, so that
+    retries, fallbacks and tracers see it (LangChain's `RLMRunnable` and `RLMChatModel` do by
+    default). A limit that ends a run early is not a failure and never raises this.
+
+    Attributes:
+        result: the partial result (an `RLMResult`, or the integration's output model such as
+            `RLMOutput`): usage, iterations and the trajectory up to the failure.
+        status: the result status, ``"error"`` or ``"cancelled"``.
+        error: what went wrong, as the result reports it.
+    """
+
+    def __init__(self, message: str, *, result: Any, status: str, error: str | None) -> None:
+        super().__init__(message)
+        self.result = result
+        self.status = status
+        self.error = error
 
 
 class ContextTooLargeError(UsageError):

@@ -8,8 +8,8 @@ import contextvars
 import functools
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.messages import BaseMessage
@@ -21,15 +21,23 @@ from rlm_integrations._sync import run_sync
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.events import Event, RunStarted
 from rlm_integrations.core.rlm import RLM
-from rlm_integrations.errors import BudgetExhaustedError, UsageError
+from rlm_integrations.errors import BudgetExhaustedError, RunFailedError, UsageError
 from rlm_integrations.langchain.callbacks import RunTreeTracer
-from rlm_integrations.langchain.chat_adapter import RunnableLM
-from rlm_integrations.langchain.schema import BUDGET_FIELDS, LIMIT_STATUSES, RLMInput, RLMOutput, RLMProgress
+from rlm_integrations.langchain.chat_adapter import RunnableLM, runnable_model_name
+from rlm_integrations.langchain.messages import DEFAULT_THRESHOLD_CHARS, output_message, split_messages
+from rlm_integrations.langchain.schema import (
+    BUDGET_FIELDS,
+    FAILURE_STATUSES,
+    LIMIT_STATUSES,
+    RLMInput,
+    RLMOutput,
+    RLMProgress,
+)
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
 
-__all__ = ["RLMBudgetExhaustedError", "RLMRunnable", "should_retry"]
+__all__ = ["RLMBudgetExhaustedError", "RLMRunnable", "RunFailedError", "should_retry"]
 
 T = TypeVar("T")
 RetrySpec = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
@@ -89,6 +97,19 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     `configurable_fields` can expose them; they start from `rlm_config` when it is
     given. An input can override them for one call. Nothing about a call is stored on
     the instance: one runnable serves concurrent `batch` / `abatch` calls.
+
+    Failures raise: a run that ends with status ``"error"`` (the model failed after its
+    retries, the REPL died) or ``"cancelled"`` raises `RunFailedError` with the partial
+    `RLMOutput` on `.result`, so callbacks record an error, `with_retry` retries and
+    `with_fallbacks` falls back (`raise_on_error=False` returns the output instead). A
+    limit that ends the run early (``"max_iterations"``, ``"budget_exhausted"``,
+    ``"timeout"``) is not a failure: the output carries the best answer so far
+    (`raise_on_limit=True` raises `RLMBudgetExhaustedError` instead).
+
+    A LangGraph ``MessagesState``-shaped input, ``{"messages": [...]}``, makes it a graph
+    node: the messages are split into question and context as `RLMChatModel` does
+    (long parts and marked parts become `context`, see `rlm_integrations.langchain.messages`)
+    and `invoke` returns the state update ``{"messages": [AIMessage(...)]}``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -121,6 +142,10 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     """Tag internal model calls `nostream`, so LangGraph's "messages" stream leaves them out."""
     raise_on_limit: bool = False
     """Raise `RLMBudgetExhaustedError` when a limit ends the run, instead of returning the output."""
+    raise_on_error: bool = True
+    """Raise `RunFailedError` when the run ends with status "error" or "cancelled" (False: return the output)."""
+    context_threshold_chars: int = Field(DEFAULT_THRESHOLD_CHARS, ge=0)
+    """For a ``{"messages": [...]}`` input: text parts longer than this go to the REPL as `context`."""
     custom_events: bool = True
     """Dispatch each loop event as a custom event (seen by `astream_events(version="v2")`)."""
     trace_context_chars: int = Field(2_000, ge=0)
@@ -150,23 +175,50 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
         return RLMOutput
 
     # -- invoke -------------------------------------------------------------------------------
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> RLMOutput:
-        """Run the RLM on one input (a `RLMInput`, a dict of its fields, or a query string)."""
-        request = self.coerce_input(input)
+    @overload
+    def invoke(
+        self, input: RLMInput | str | PromptValue | BaseMessage, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> RLMOutput: ...
+    @overload
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any: ...
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Run the RLM on one input (a `RLMInput`, a dict of its fields, or a query string).
 
-        def call(_: Any, run_manager: ChainRunManager, config: RunnableConfig) -> RLMOutput:
-            return run_sync(self._arun(request, config, run_manager))
+        Returns:
+            the `RLMOutput`; for a ``{"messages": [...]}`` state, the update ``{"messages": [AIMessage]}``.
+
+        Raises:
+            RunFailedError: the run ended with status "error" or "cancelled" (unless `raise_on_error=False`).
+            RLMBudgetExhaustedError: a limit ended the run and `raise_on_limit=True`.
+            UsageError: an input that cannot be read.
+        """
+        request, as_state = self._read(input)
+
+        def call(_: Any, run_manager: ChainRunManager, config: RunnableConfig) -> Any:
+            output = run_sync(self._arun(request, config, run_manager))
+            return self._state_update(output) if as_state else output
 
         return self._call_with_config(cast(Any, call), cast(Any, self._traced_input(request)), config)
 
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> RLMOutput:
+    @overload
+    async def ainvoke(
+        self, input: RLMInput | str | PromptValue | BaseMessage, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> RLMOutput: ...
+    @overload
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any: ...
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Async `invoke`."""
-        request = self.coerce_input(input)
+        request, as_state = self._read(input)
 
-        async def call(_: Any, run_manager: ChainRunManager, config: RunnableConfig) -> RLMOutput:
-            return await self._arun(request, config, run_manager)
+        async def call(_: Any, run_manager: ChainRunManager, config: RunnableConfig) -> Any:
+            output = await self._arun(request, config, run_manager)
+            return self._state_update(output) if as_state else output
 
         return await self._acall_with_config(cast(Any, call), cast(Any, self._traced_input(request)), config)
+
+    def _state_update(self, output: RLMOutput) -> dict[str, Any]:
+        model_name = f"rlm:{runnable_model_name(self.model)}"
+        return {"messages": [output_message(output, model_name, name=self.name)]}
 
     # -- streaming ----------------------------------------------------------------------------
     def stream(  # type: ignore[override]
@@ -264,6 +316,14 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
             raise
         await tracer.aclose()
         output = RLMOutput.from_result(result)
+        if self.raise_on_error and output.status in FAILURE_STATUSES:
+            raise RunFailedError(
+                f"the RLM run failed ({output.status}): {output.error or 'no detail'}; "
+                "the partial output is on .result (raise_on_error=False returns it instead)",
+                result=output,
+                status=output.status,
+                error=output.error,
+            )
         if self.raise_on_limit and output.status in LIMIT_STATUSES:
             raise RLMBudgetExhaustedError(output)
         return output
@@ -283,9 +343,25 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     def coerce_input(self, input: Any) -> RLMInput:
         """Read an input: a `RLMInput`, a dict of its fields, a query string, a prompt value or a message.
 
+        A mapping with ``"messages"`` (and no ``"query"``), as a LangGraph ``MessagesState``,
+        is split into question and context by the rule of `rlm_integrations.langchain.messages`;
+        its other keys are ignored.
+
         Raises:
             UsageError: anything else, or a dict that is not a valid `RLMInput`.
         """
+        return self._read(input)[0]
+
+    def _read(self, input: Any) -> tuple[RLMInput, bool]:
+        if _is_messages_state(input):
+            messages = input["messages"]
+            if isinstance(messages, BaseMessage):
+                messages = [messages]
+            query, context = split_messages(list(messages), self.context_threshold_chars)
+            return RLMInput(query=query, context=context), True
+        return self._coerce(input), False
+
+    def _coerce(self, input: Any) -> RLMInput:
         if isinstance(input, RLMInput):
             return input
         if isinstance(input, str):
@@ -391,6 +467,10 @@ def _trace_view(context: Any, limit: int) -> Any:
             return context
         return {"type": type(context).__name__, "items": len(context), "preview": preview[: min(limit, 400)]}
     return repr(context)[: min(limit, 400)]
+
+
+def _is_messages_state(input: Any) -> bool:
+    return isinstance(input, Mapping) and "messages" in input and "query" not in input
 
 
 def _merge(merged: Any, chunk: Any) -> Any:

@@ -23,13 +23,16 @@ from rlm_integrations.core.result import RLMResult, Status
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.core.usage import Usage
 
-__all__ = ["BUDGET_FIELDS", "LIMIT_STATUSES", "RLMInput", "RLMOutput", "RLMProgress"]
+__all__ = ["BUDGET_FIELDS", "FAILURE_STATUSES", "LIMIT_STATUSES", "RLMInput", "RLMOutput", "RLMProgress"]
 
 BUDGET_FIELDS = ("max_iterations", "max_depth", "max_llm_calls", "max_tokens", "max_cost_usd", "timeout_s")
 """The `RLMConfig` fields that `RLMRunnable` exposes as its own (configurable) fields and per-call overrides."""
 
 LIMIT_STATUSES = frozenset({"max_iterations", "budget_exhausted", "timeout"})
 """Result statuses that mean a limit ended the run early."""
+
+FAILURE_STATUSES = frozenset({"error", "cancelled"})
+"""Result statuses that mean the run failed (raised as `RunFailedError` by default)."""
 
 
 class RLMInput(BaseModel):

@@ -135,7 +135,7 @@ def test_model_failure_is_a_status_not_a_crash():
     def broken(messages: list[BaseMessage]) -> AIMessage:
         raise ConnectionError("provider down")
 
-    out = RLMRunnable(model=RunnableLambda(broken)).invoke("q")
+    out = RLMRunnable(model=RunnableLambda(broken), raise_on_error=False).invoke("q")
     assert out.status == "error"
     assert "provider down" in (out.error or "")
 
@@ -313,12 +313,14 @@ def test_exports_are_frozen():
     assert sorted(lc.__all__) == [
         "CellError",
         "RLMBudgetExhaustedError",
+        "RLMChatModel",
         "RLMInput",
         "RLMOutput",
         "RLMProgress",
         "RLMRunnable",
         "RLMTool",
         "RLMToolInput",
+        "RunFailedError",
         "RunTreeTracer",
         "RunnableLM",
         "ScriptedChatModel",
