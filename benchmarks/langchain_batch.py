@@ -12,9 +12,13 @@ the ideal. Three contenders, all with real worker REPLs:
   custom events (with no handler attached they cost little);
 - langchain + tracer: the same with a LangChain tracer attached that records the whole
   run tree in memory (what LangSmith's tracer does before it uploads, in a background
-  thread; like it, the tracer runs inline on the event loop).
+  thread; like it, the tracer runs inline on the event loop);
+- chat model: `RLMChatModel(model=ScriptedChatModel(latency_s=0.2)).abatch(conversations,
+  ...)`, each conversation a question and the context as a long message: the message
+  split, the chat-model run around the RLM run and the `AIMessage` built from the output.
 
-Target: the LangChain layer costs under 10 % over the core (medians of the batch wall time).
+Targets: the LangChain layer costs under 10 % over the core, and the chat model under 5 %
+over `RLMRunnable` (medians of the batch wall time).
 
     python benchmarks/langchain_batch.py            # 5 repetitions per contender
     python benchmarks/langchain_batch.py --quick    # 2 repetitions
@@ -36,6 +40,7 @@ RUNS = 16
 LATENCY_S = 0.2
 TURNS = 2
 TARGET_OVERHEAD = 0.10
+TARGET_CHAT_OVERHEAD = 0.05
 
 
 def reply_text(last_user: str, first_turn: bool) -> str:
@@ -54,6 +59,12 @@ def chat_reply(messages: list[Any]) -> str:
 
 def inputs() -> list[dict[str, Any]]:
     return [{"query": "How long is the context?", "context": "x" * (1000 + i)} for i in range(RUNS)]
+
+
+def conversations() -> list[list[Any]]:
+    from langchain_core.messages import HumanMessage
+
+    return [[HumanMessage(item["query"]), HumanMessage(item["context"])] for item in inputs()]
 
 
 async def run_core(concurrency: int) -> list[Any]:
@@ -96,6 +107,14 @@ async def run_langchain(concurrency: int, *, traced: bool = False) -> list[Any]:
     return [out.answer for out in outputs]
 
 
+async def run_chat_model(concurrency: int) -> list[Any]:
+    from rlm_integrations.langchain import RLMChatModel, ScriptedChatModel
+
+    chat = RLMChatModel(model=ScriptedChatModel(replies=chat_reply, latency_s=LATENCY_S), context_threshold_chars=500)
+    replies = await chat.abatch(conversations(), {"max_concurrency": concurrency})  # type: ignore[arg-type]
+    return [int(str(reply.content)) for reply in replies]
+
+
 async def measure(make: Callable[[], Awaitable[list[Any]]]) -> tuple[float, float]:
     """Wall time and host CPU time (this process, all its threads; not the REPL workers) of one batch."""
     expected = [1000 + i for i in range(RUNS)]
@@ -112,6 +131,7 @@ async def main_async(reps: int) -> dict[str, Any]:
     prewarm(1)
     await run_core(RUNS)  # warm-up: imports, first workers
     await run_langchain(RUNS)
+    await run_chat_model(RUNS)
     results: dict[str, Any] = {}
     for concurrency in (4, 16):
         ideal = math.ceil(RUNS / concurrency) * TURNS * LATENCY_S
@@ -119,6 +139,7 @@ async def main_async(reps: int) -> dict[str, Any]:
             "core": lambda c=concurrency: run_core(c),
             "langchain": lambda c=concurrency: run_langchain(c),
             "langchain + tracer": lambda c=concurrency: run_langchain(c, traced=True),
+            "chat model": lambda c=concurrency: run_chat_model(c),
         }
         walls: dict[str, list[float]] = {name: [] for name in contenders}
         cpus: dict[str, list[float]] = {name: [] for name in contenders}
@@ -142,12 +163,20 @@ def report(results: dict[str, Any], plain: bool) -> bool:
         ideal = data["ideal_s"]
         core = data["timings"]["core"]["median"]
         core_cpu = data["host_cpu"]["core"]["median"]
+        runnable = data["timings"]["langchain"]["median"]
         for name, timing in data["timings"].items():
             wall = timing["median"]
             cpu = data["host_cpu"][name]["median"]
             overhead = (wall - core) / core
             verdict = ""
-            if name != "core":
+            if name == "chat model":
+                ok = (wall - runnable) / runnable < TARGET_CHAT_OVERHEAD
+                passed = passed and ok
+                verdict = (
+                    f"{'PASS' if ok else 'FAIL'} ({(wall - runnable) / runnable:+.1%} vs langchain,"
+                    f" < {TARGET_CHAT_OVERHEAD:.0%})"
+                )
+            elif name != "core":
                 ok = overhead < TARGET_OVERHEAD
                 passed = passed and (ok or name != "langchain")
                 verdict = f"{'PASS' if ok else 'FAIL'} (< {TARGET_OVERHEAD:.0%})"
