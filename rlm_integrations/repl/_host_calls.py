@@ -25,7 +25,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["HostCallGuard", "checked_result", "guard_function"]
+__all__ = ["MISSING", "HostCallGuard", "checked_result", "guard_function", "own_attribute", "searched_classes"]
 
 _CACHE_LIMIT = 4096
 _FORBIDDEN_RESULTS = (types.ModuleType, types.FrameType, types.CodeType, types.TracebackType)
@@ -35,7 +35,8 @@ class _Missing:
     __slots__ = ()
 
 
-_MISSING = _Missing()
+MISSING: Any = _Missing()
+"""What `own_attribute` returns when the object holds no such attribute itself."""
 
 
 def checked_result(value: Any) -> Any:
@@ -162,32 +163,53 @@ class HostCallGuard:
         return guard_function(replacement or function, owner, _describe(function))
 
 
-def _defining_class(obj: Any, name: str, function: types.FunctionType) -> type | None:
-    """The class whose own dict holds `function` as a plain method; None for a staticmethod or an instance's own.
-
-    Raises AttributeError when `function` came from a class but is neither (fail closed).
-    """
+def searched_classes(obj: Any) -> tuple[type, ...]:
+    """The classes whose own dicts ``obj.name`` searches, in order (the real MRO; after ``__thisclass__`` for super)."""
     if isinstance(obj, super):
         start = super.__dict__["__self_class__"].__get__(obj)
         mro: tuple[type, ...] = type.__dict__["__mro__"].__get__(start) if isinstance(start, type) else ()
         this = super.__dict__["__thisclass__"].__get__(obj)
         for index, klass in enumerate(mro):
             if klass is this:
-                mro = mro[index + 1 :]
-                break
-    elif isinstance(obj, type):
-        mro = type.__dict__["__mro__"].__get__(obj)
-    elif hasattr(type(obj), "__get__"):
-        # property.fget and the like: a method taken out of its descriptor, with no class to check `self` against.
-        raise AttributeError(f"{_describe(function)} is not available in the REPL: it is a descriptor's method")
-    else:
-        return None  # a function stored on an instance: no implicit self
-    for klass in mro:
-        raw = type.__dict__["__dict__"].__get__(klass).get(name, _MISSING)
+                return mro[index + 1 :]
+        return mro
+    owner = obj if isinstance(obj, type) else type(obj)
+    return tuple(type.__dict__["__mro__"].__get__(owner))
+
+
+def own_attribute(obj: Any, name: str) -> Any:
+    """``obj.__dict__[name]`` read without running any of obj's own code; `MISSING` when there is none."""
+    if isinstance(obj, type | super):
+        return MISSING
+    try:
+        own = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        return MISSING
+    return own.get(name, MISSING) if type(own) is dict else MISSING
+
+
+def _defining_class(obj: Any, name: str, function: types.FunctionType) -> type | None:
+    """The class whose own dict holds `function` as a plain method; None for a staticmethod or an instance's own.
+
+    Raises AttributeError when `function` came from a class but is neither (fail closed). Objects that
+    pass attribute reads on to another object (a bound method to its function, a generic alias such as
+    ``ChainMap[int]`` to its class) hand out that object's unbound methods: they are neither, so refused.
+    """
+    if not isinstance(obj, type | super):
+        if own_attribute(obj, name) is function:
+            return None  # a function stored on an instance: no implicit self
+        # property.fget, or a class's method reached through a forwarding object: no class to check `self` against.
+        raise AttributeError(
+            f"{_describe(function)} is not available in the REPL: taken out of a descriptor or reached through another "
+            "object (a bound method, a generic alias), it has no class to check its first argument against; "
+            "call it on an instance of its class"
+        )
+    for klass in searched_classes(obj):
+        raw = type.__dict__["__dict__"].__get__(klass).get(name, MISSING)
         if raw is function:
             return klass
         if isinstance(raw, staticmethod) and raw.__func__ is function:
             return None
-        if raw is not _MISSING:
+        if raw is not MISSING:
             break
     raise AttributeError(f"{_describe(function)} is not available in the REPL: it cannot be checked as a method")

@@ -235,12 +235,18 @@ class SandboxPolicy:
         return value
 
     def _is_host_class_state(self, obj: Any, name: str, value: Any) -> bool:
-        """True if `value` is a container held by a class the sandbox did not make (shared by everything)."""
-        owner = obj if isinstance(obj, type) else type(obj)
-        for klass in type.__dict__["__mro__"].__get__(owner):
+        """True if `value` is a container held by a class the sandbox did not make (shared by everything).
+
+        A container found neither on the classes ``obj.name`` searches nor on the instance itself
+        came through a property or an object that forwards reads (``super()``, a bound method, a
+        generic alias): unless the cell made `obj`, whose it is cannot be told, so it counts as shared.
+        """
+        for klass in _host_calls.searched_classes(obj):
             if type.__dict__["__dict__"].__get__(klass).get(name) is value:
                 return not self._is_sandbox_class(klass)
-        return False
+        if _host_calls.own_attribute(obj, name) is value:
+            return False
+        return not self.is_sandbox_made(obj)
 
     def hasattr(self, obj: Any, name: Any) -> bool:
         """Guarded `hasattr`: False for anything the policy refuses."""
@@ -407,6 +413,9 @@ def _type_of(obj: Any) -> type:
     result = type(obj)
     if issubclass(result, type):
         raise TypeError("type() of a class is not available in the REPL")
+    if result is types.GenericAlias:
+        # Its constructor wraps any callable, and calling the alias writes __orig_class__ on whatever that returns.
+        raise TypeError("type() of a generic alias (list[int]) is not available in the REPL")
     return result
 
 
