@@ -12,12 +12,13 @@ pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
+from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from rlm_integrations.core.config import RLMConfig
@@ -227,6 +228,16 @@ def test_batch_keeps_requests_apart():
     assert [r.content for r in replies] == ["11", "12", "13"]
 
 
+def test_stream_gives_the_whole_answer_as_one_last_chunk():
+    chat = RLMChatModel(model=ScriptedChatModel(replies=Recorder("FINAL('done')")))
+    chunks = list(chat.stream("q"))
+    assert len(chunks) == 1 and isinstance(chunks[0], AIMessageChunk)
+    (chunk,) = chunks
+    assert (chunk.content, chunk.chunk_position) == ("done", "last")
+    assert chunk.usage_metadata is not None and chunk.usage_metadata["total_tokens"] > 0
+    assert chunk.response_metadata["rlm_status"] == "completed"
+
+
 # -- RLMRunnable as a LangGraph node -----------------------------------------------------------------
 def test_rlm_runnable_is_a_messages_state_graph_node():
     langgraph = pytest.importorskip("langgraph.graph")
@@ -272,3 +283,16 @@ class TestRLMChatModelStandard(ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"model": ScriptedChatModel(replies=lambda messages: block("FINAL('ok')"))}
+
+
+class TestRLMChatModelIntegration(ChatModelIntegrationTests):
+    """The integration suite against a scripted root model (tool calling, structured output and
+    multimodal inputs are skipped by the suite itself: the model declares none of them)."""
+
+    @property
+    def chat_model_class(self) -> type[BaseChatModel]:
+        return RLMChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": ScriptedChatModel(replies=lambda messages: block("FINAL('Hello from the RLM')"))}
