@@ -89,6 +89,7 @@ _OPTIONS = {
     "max_cost_usd": "--max-cost",
     "timeout_s": "--timeout",
     "cell_timeout_s": "--cell-timeout",
+    "cache": "--cache",
 }
 """The `rlm run` option behind each `RLMConfig` field it sets."""
 
@@ -198,6 +199,9 @@ def run(
     cell_timeout: Annotated[float | None, typer.Option(help="Wall-clock seconds per code cell.")] = None,
     trajectory: Annotated[Path | None, typer.Option(help="Write every event here as JSON lines.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    cache: Annotated[
+        str | None, typer.Option(help="Replay identical model calls: 'memory' or a directory (kept across runs).")
+    ] = None,
 ) -> int:
     """Answer QUERY over the given context with an RLM."""
     console = Console(stderr=True)
@@ -213,6 +217,7 @@ def run(
         max_cost_usd=max_cost,
         timeout_s=timeout,
         cell_timeout_s=cell_timeout,
+        cache=cache,
     )
     root, description = choose_model(model)
     sub = choose_sub_model(sub_model, root)

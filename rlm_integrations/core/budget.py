@@ -96,6 +96,7 @@ class Budget:
     _inflight_count: int = 0
     _wake: asyncio.Event | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _cached: dict[str, int] = field(default_factory=dict)
 
     def elapsed(self) -> float:
         """Seconds since the top-level run started."""
@@ -240,6 +241,11 @@ class Budget:
         """Add one call's usage that had no reservation."""
         self.settle(None, model, usage)
 
+    def count_cached(self, model: str) -> None:
+        """Count a call the call cache replayed: reported in usage, never charged to a limit."""
+        with self._lock:
+            self._cached[model] = self._cached.get(model, 0) + 1
+
     def _add(self, share: Share, *, standing: bool) -> None:
         if standing:
             self._standing = self._standing + share
@@ -274,7 +280,13 @@ class Budget:
         """Usage so far, in total and per model."""
         by_model = {name: _as_usage(tally) for name, tally in self._tallies.items()}
         total = self._total()
-        return Usage(total=_as_usage(total), by_model=by_model, cost_complete=total.priced_calls == total.calls)
+        return Usage(
+            total=_as_usage(total),
+            by_model=by_model,
+            cost_complete=total.priced_calls == total.calls,
+            cached_calls=sum(self._cached.values()),
+            cached_by_model=dict(self._cached),
+        )
 
 
 def _grows(share: Share) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rlm_integrations.core.cache import check_cache_spec
 
 __all__ = ["ModelPrice", "RLMConfig"]
 
@@ -86,6 +88,14 @@ class RLMConfig(BaseModel):
     """The root window to assume when the model reports none (None: 128,000 tokens)."""
     max_context_bytes: int | None = Field(1 << 30, ge=1)
     """Largest context accepted (str: characters; bytes: bytes; containers: summed), refused before any copy."""
+    cache: str | None = None
+    """Replay identical model calls: None (off), ``"memory"`` (this `RLM`'s runs), or a directory (on disk, shared
+    across processes). A hit replays the recorded completion whatever the temperature and costs nothing in budgets."""
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _check_cache(cls, value: Any) -> str | None:
+        return check_cache_spec(value)
 
     def with_overrides(self, **overrides: Any) -> RLMConfig:
         """A copy with `overrides` applied, validated exactly like the constructor.

@@ -9,12 +9,14 @@ FINAL or at a limit, always with a result rather than an exception.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from rlm_integrations.core import prompts
 from rlm_integrations.core.budget import BudgetExceeded, Reservation, Share
+from rlm_integrations.core.cache import CachedModel, CallCache, watch_call
 from rlm_integrations.core.calls import ModelCall, current_model_call
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.context_info import describe
@@ -50,7 +52,7 @@ from rlm_integrations.core.run_state import (
 )
 from rlm_integrations.core.tools import check_tools
 from rlm_integrations.errors import ContextWindowExceededError, ModelError, REPLError, UsageError, WorkerCrashedError
-from rlm_integrations.lm.protocol import LanguageModel
+from rlm_integrations.lm.protocol import Completion, LanguageModel, Message, TokenUsage
 from rlm_integrations.repl._client import LOST_VARIABLES_MARKER, lost_variables_note
 from rlm_integrations.repl._notebook import CALL_ERROR_KEY
 from rlm_integrations.repl._output import truncate_middle
@@ -80,9 +82,10 @@ class Engine:
         repl_factory: REPLFactory,
         policy_factory: PolicyFactory | None = None,
         tools: dict[str, Callable[..., Any]] | None = None,
+        cache: CallCache | None = None,
     ) -> None:
-        self.root_model = root_model
-        self.sub_model = sub_model
+        self.root_model = root_model if cache is None else cache.wrap(root_model)  # the call cache (core/cache.py)
+        self.sub_model = sub_model if cache is None else cache.wrap(sub_model)
         self.config = config
         check_prices(config, [root_model, sub_model])  # a cost limit needs a price for every model
         self.limits = TreeLimits(config)
@@ -223,10 +226,14 @@ class Engine:
     async def _iteration(self, policy: Policy, repl: REPL, state: RunState, iteration: int) -> tuple[bool, Any]:
         began = time.monotonic()
         assert state.meter is not None
-        async with state.meter.turn() as reservation:  # raises BudgetExceeded before anything starts
+        replay = await self._turn_replay(policy)  # a cache hit takes no call slot and no reservation
+        turn = state.meter.turn() if replay is None else contextlib.nullcontext(None)
+        async with turn as reservation:  # raises BudgetExceeded before anything starts
             state.iteration = iteration
             self.bus.emit(IterationStarted(run_id=state.run_id, iteration=iteration))
-            reply = await self._root_call(policy, state, iteration, closing=None, reservation=reservation)
+            reply = await self._root_call(
+                policy, state, iteration, closing=None, reservation=reservation, replay=replay
+            )
         parsed = parse_reply(reply)
         found, answer = False, None
         if not parsed.code_blocks and not parsed.has_final:
@@ -341,8 +348,9 @@ class Engine:
         iteration: int,
         *,
         closing: str | None,
-        reservation: Reservation,
+        reservation: Reservation | None,
         purpose: str = "step",
+        replay: tuple[str, Completion] | None = None,
     ) -> str:
         call_id = new_id("lm-")
         model = policy.model_name
@@ -360,7 +368,8 @@ class Engine:
         began = time.monotonic()
         token = current_model_call.set(ModelCall(state.run_id, call_id, state.depth, iteration, "root", purpose))
         try:
-            completion = await policy.step(closing=closing)
+            with watch_call(replay) as note:
+                completion = await policy.step(closing=closing)
         except ModelError as error:
             self.bus.emit(
                 LMCallFinished(
@@ -376,7 +385,10 @@ class Engine:
         finally:
             current_model_call.reset(token)
         name = completion.model or model
-        self.limits.settle(reservation, getattr(policy, "model", self.root_model), completion, name=name)
+        if note.cached:
+            self._count_cached(reservation, name)
+        else:  # (a turn found in the cache up front runs without a reservation, and is always a hit)
+            self.limits.settle(reservation, getattr(policy, "model", self.root_model), completion, name=name)
         if state.meter is not None:
             state.meter.called(completion)
         self.bus.emit(
@@ -388,9 +400,27 @@ class Engine:
                 text=completion.text,
                 usage=completion.usage,
                 duration=time.monotonic() - began,
+                cached=note.cached,
             )
         )
         return completion.text
+
+    async def _turn_replay(self, policy: Policy) -> tuple[str, Completion] | None:
+        """The cached reply to the next turn, if the call cache has it."""
+        model = getattr(policy, "model", None)
+        next_request = getattr(policy, "next_request", None)
+        if not isinstance(model, CachedModel) or next_request is None:
+            return None
+        messages, params = next_request()
+        key = model.key(messages, params)
+        hit = await model.cache.lookup(key)
+        return None if hit is None else (key, hit)
+
+    def _count_cached(self, reservation: Reservation | None, name: str) -> None:
+        """A replayed call: give back anything reserved for it and count it as cached only."""
+        if reservation is not None:
+            self.budget.release(reservation)
+        self.budget.count_cached(name)
 
     def _sub_prompt_chars(self) -> int:
         window = self.sub_model.context_window
@@ -417,6 +447,13 @@ class Engine:
         cap = self.limits.completion_cap(self.config.sub_max_tokens)
         params: dict[str, Any] = {} if cap is None else {"max_tokens": cap}
         need = self.limits.share(estimate_tokens(model, prompt) + 8, cap, self.limits.price(model))
+        messages: list[Message] = [{"role": "user", "content": prompt}]
+        if isinstance(model, CachedModel):  # a hit takes no call slot and no reservation
+            hit = await model.cache.lookup(model.key(messages, params))
+            if hit is not None:
+                self._count_cached(None, hit.model or model.name)
+                record.finish(response=hit.text, usage=TokenUsage(cost_usd=0.0), cached=True)
+                return hit.text
         try:
             async with self.limits.call(need) as reservation:  # a call slot, and its share of the budget
                 token = current_model_call.set(
@@ -425,10 +462,14 @@ class Engine:
                     )
                 )
                 try:
-                    completion = await model.acomplete([{"role": "user", "content": prompt}], **params)
+                    with watch_call() as note:
+                        completion = await model.acomplete(messages, **params)
                 finally:
                     current_model_call.reset(token)
-                self.limits.settle(reservation, model, completion, name=completion.model or model.name)
+                if note.cached:  # an identical call in flight answered it
+                    self._count_cached(reservation, completion.model or model.name)
+                else:
+                    self.limits.settle(reservation, model, completion, name=completion.model or model.name)
         except Exception as error:
             record.finish(error=str(error))
             if isinstance(error, BudgetExceeded):
@@ -436,7 +477,7 @@ class Engine:
                     f"budget exhausted ({error}): no more model calls; submit your best answer"
                 ) from None
             raise
-        record.finish(response=completion.text, usage=completion.usage)
+        record.finish(response=completion.text, usage=completion.usage, cached=note.cached)
         return completion.text
 
     async def _child_run(self, state: RunState, prompt: Any, context: Any) -> str:

@@ -127,6 +127,8 @@ class LMCallFinished(_Event):
     error: str | None = None
     interrupted: bool = False
     """True when the call was cut short (a time limit, a cancelled run); `error` says why."""
+    cached: bool = False
+    """True when the call cache replayed the reply (no model call, nothing spent)."""
 
 
 class CellStarted(_Event):
@@ -184,6 +186,8 @@ class SubCallFinished(_Event):
     child_run_id: str | None = None
     interrupted: bool = False
     """True when the sub-call was cut short (a time limit, a cancelled run); `error` says why."""
+    cached: bool = False
+    """True when the call cache replayed the response (no model call, nothing spent)."""
 
 
 Event = Annotated[

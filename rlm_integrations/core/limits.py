@@ -172,7 +172,7 @@ class TreeLimits:
             finally:
                 self.budget.release(reservation)
 
-    def settle(self, reservation: Reservation, model: Any, completion: Completion, *, name: str) -> None:
+    def settle(self, reservation: Reservation | None, model: Any, completion: Completion, *, name: str) -> None:
         """Record a finished call (`name`: the model name usage is kept under) in place of its reservation."""
         price = configured_price(self.config.prices, getattr(model, "name", None), completion.model, name)
         self.budget.settle(reservation, name, completion.usage, price=price)

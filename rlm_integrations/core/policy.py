@@ -100,6 +100,11 @@ class ChatPolicy:
         self.history.start(head)
         self._pending = [{"role": m["role"], "content": m["content"]} for m in head]
 
+    def next_request(self) -> tuple[list[Message], dict[str, Any]]:
+        """The messages and parameters the next `step()` (without `closing`) will send (for the call cache)."""
+        self.history.fit()  # what `step` does first; fitting twice changes nothing
+        return self.history.messages(), dict(self.params)
+
     async def step(self, *, closing: str | None = None) -> Completion:
         """Call the model with the conversation so far and append its reply.
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rlm_integrations._sync import run_sync
+from rlm_integrations.core.cache import cache_for
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.engine import Engine, PolicyFactory, REPLFactory
 from rlm_integrations.core.events import Event, EventBus, Observer
@@ -139,6 +140,7 @@ class RLM:
             repl_factory=self.repl_factory,
             policy_factory=self.policy,
             tools=self.tools,
+            cache=cache_for(self, config.cache),
         )
         started = time.monotonic()
         try:

@@ -91,6 +91,7 @@ class SubCallRecord:
         usage: TokenUsage | None = None,
         error: str | None = None,
         child_run_id: str | None = None,
+        cached: bool = False,
     ) -> None:
         """Emit the sub-call's end event."""
         self.bus.emit(
@@ -105,6 +106,7 @@ class SubCallRecord:
                 duration=time.monotonic() - self.began,
                 error=error,
                 child_run_id=child_run_id,
+                cached=cached,
             )
         )
 

@@ -17,6 +17,9 @@ class Usage(BaseModel):
         by_model: usage per model name.
         cost_complete: False if any call had an unknown price, so `total.cost_usd`
             is a lower bound (or None when nothing was priced).
+        cached_calls: calls replayed by the call cache (`RLMConfig.cache`), counted
+            only here: they are in neither `total` nor `by_model`.
+        cached_by_model: replayed calls per model name.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -24,6 +27,10 @@ class Usage(BaseModel):
     total: TokenUsage = Field(default_factory=TokenUsage)
     by_model: dict[str, TokenUsage] = Field(default_factory=dict)
     cost_complete: bool = True
+    cached_calls: int = 0
+    """Calls the call cache replayed (not in `total`: they cost nothing)."""
+    cached_by_model: dict[str, int] = Field(default_factory=dict)
+    """Replayed calls per model name."""
 
     @property
     def calls(self) -> int:

@@ -29,6 +29,7 @@ from dspy.signatures.signature import ensure_signature
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.core.budget import Budget
+from rlm_integrations.core.cache import cache_for
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.engine import Engine, REPLFactory
 from rlm_integrations.core.events import Event, EventBus, Observer
@@ -304,6 +305,7 @@ class RLM(dspy.Module):
             bus=EventBus([recorded.append, call.bridge, *getattr(self, "observers", ())]),
             repl_factory=call.repl_factory,
             tools=self.tools,
+            cache=cache_for(self, config.cache),  # sub-calls only, and only where DSPy's cache is off
         )
         output_fields = self.signature.output_fields
         query = self.signature.instructions or str(self.signature.signature)
