@@ -45,10 +45,13 @@ def rlm_node(
         ```
 
     With `nostream=True` on the runnable, `stream_mode="messages"` shows only the answer
-    message, not the RLM's internal model calls.
+    message, not the RLM's internal model calls. For a plain ``MessagesState`` graph the
+    `RLMRunnable` itself is a node (it takes ``{"messages": [...]}`` and returns the update).
 
     Raises:
         MissingExtraError: LangGraph is not installed (checked when the node runs).
+        RunFailedError: the run failed (status "error" or "cancelled"), unless the runnable
+            has `raise_on_error=False`; a node `retry_policy` applies to it.
     """
 
     def node(state: Any, config: RunnableConfig) -> dict[str, Any]:

@@ -109,7 +109,8 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     A LangGraph ``MessagesState``-shaped input, ``{"messages": [...]}``, makes it a graph
     node: the messages are split into question and context as `RLMChatModel` does
     (long parts and marked parts become `context`, see `rlm_integrations.langchain.messages`)
-    and `invoke` returns the state update ``{"messages": [AIMessage(...)]}``.
+    and `invoke` / `ainvoke` / `batch` return the state update ``{"messages": [AIMessage(...)]}``
+    (`stream` still ends with the `RLMOutput`).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -134,3 +134,26 @@ async def test_with_fallbacks_hands_the_error_to_the_fallback_when_asked():
     assert await chain.ainvoke({"query": "q"}) == "handled"
     (error,) = seen
     assert isinstance(error, RunFailedError) and error.result.status == "error"
+
+
+def test_a_failed_run_fails_the_graph_node_and_its_retry_policy_applies():
+    langgraph = pytest.importorskip("langgraph.graph")
+    from langchain_core.messages import HumanMessage
+    from langgraph.types import RetryPolicy
+
+    probe = FlakyModel(down=10**6)
+    with pytest.raises(RunFailedError):
+        RLMRunnable(model=RunnableLambda(probe)).invoke("q")
+    flaky = FlakyModel(down=probe.calls)  # down for exactly one run
+    graph = langgraph.StateGraph(langgraph.MessagesState)
+    retry = RetryPolicy(max_attempts=2, initial_interval=0.01, retry_on=RunFailedError)
+    graph.add_node("rlm", RLMRunnable(model=RunnableLambda(flaky)), retry_policy=retry)
+    graph.add_edge(langgraph.START, "rlm")
+    app = graph.compile()
+    state = app.invoke({"messages": [HumanMessage("q")]})
+    assert state["messages"][-1].content == "recovered"
+    with pytest.raises(RunFailedError):
+        broken = langgraph.StateGraph(langgraph.MessagesState)
+        broken.add_node("rlm", broken_rlm())
+        broken.add_edge(langgraph.START, "rlm")
+        broken.compile().invoke({"messages": [HumanMessage("q")]})
