@@ -35,7 +35,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from rlm_integrations.repl import _host_calls, _safe_modules
+import rlm_integrations.repl._host_calls as _host_calls
+import rlm_integrations.repl._safe_modules as _safe_modules
 from rlm_integrations.repl._host_calls import HostCallGuard
 from rlm_integrations.repl._safe_modules import ALLOWED_MODULES, INTERNAL_IMPORTS, ModuleView
 

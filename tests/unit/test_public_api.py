@@ -51,9 +51,14 @@ def test_importing_the_package_is_lazy():
 
 
 def test_worker_modules_use_only_stdlib_and_restrictedpython():
-    allowed_roots = set(sys.stdlib_module_names) | {"RestrictedPython", "rlm_integrations", "__future__"}
-    for name in ("_worker.py", "_notebook.py", "_policy.py", "_codec.py", "_output.py"):
-        tree = ast.parse((PACKAGE / "repl" / name).read_text())
+    from rlm_integrations.repl._supervisor import WORKER_MODULES
+
+    # pyseccomp is the worker's one third-party import besides RestrictedPython (its lockdown).
+    allowed_roots = set(sys.stdlib_module_names) | {"RestrictedPython", "pyseccomp", "rlm_integrations", "__future__"}
+    modules = [name for name in WORKER_MODULES if name.startswith("repl/_") and not name.endswith("/__init__.py")]
+    assert {"repl/_worker.py", "repl/_policy.py", "repl/_lockdown.py"} <= set(modules)
+    for name in modules:
+        tree = ast.parse((PACKAGE / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert node.module.split(".")[0] in allowed_roots, (name, node.module)
