@@ -157,3 +157,12 @@ def test_a_failed_run_fails_the_graph_node_and_its_retry_policy_applies():
         broken.add_node("rlm", broken_rlm())
         broken.add_edge(langgraph.START, "rlm")
         broken.compile().invoke({"messages": [HumanMessage("q")]})
+
+
+def test_rlm_tool_raises_a_failed_run_or_reports_it_when_asked():
+    from rlm_integrations.langchain import RLMTool
+
+    with pytest.raises(RunFailedError):
+        RLMTool(rlm=broken_rlm()).invoke({"query": "q"})
+    text = RLMTool(rlm=broken_rlm(raise_on_error=False)).invoke({"query": "q"})
+    assert "stopped early: error" in text and "provider down" in text
