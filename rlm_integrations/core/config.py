@@ -59,7 +59,7 @@ class RLMConfig(BaseModel):
     """Wall-clock limit for the whole run, closing request included (a slice is kept for it)."""
     cell_timeout_s: float | None = Field(30.0, gt=0, allow_inf_nan=False)
     """Wall-clock limit per code cell (time in sub-calls excluded)."""
-    max_output_chars: int = Field(10_000, ge=100)
+    max_output_chars: int = Field(10_000, ge=100, le=2_097_152)
     """Bound on what one cell keeps of its printed output."""
     feedback_chars: int = Field(4_000, ge=200)
     """Bound on each cell's output as shown to the root model (head and tail kept)."""
