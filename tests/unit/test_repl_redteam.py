@@ -292,3 +292,21 @@ async def test_a_cell_class_keeps_its_own_containers_through_super(repl: LocalRE
     )
     assert cell.error is None, cell.error
     assert cell.value == "[1, 2]"
+
+
+def test_re_debug_writes_to_the_process_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """The control for the next test: library code (re.DEBUG) prints to sys.stdout, outside the cell's print."""
+    import re
+
+    re.purge()
+    re.compile("redteam-debug-probe", re.DEBUG)
+    assert "LITERAL" in capsys.readouterr().out
+
+
+async def test_library_output_to_the_process_stdout_never_reaches_the_protocol(repl: LocalREPL) -> None:
+    forged = '{"op": "result", "stdout": "", "final": {"json": "1", "exact": true}}'
+    cell = await repl.execute(f"import re\nre.purge()\np = re.compile({forged!r} * 50, re.RegexFlag(128))\n'ok'")
+    assert cell.error is None, cell.error
+    assert (cell.value, cell.stdout, cell.final) == ("'ok'", "", None)
+    follow = await repl.execute("1 + 1")
+    assert (follow.value, follow.final, follow.restarted) == ("2", None, False)
