@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
-import queue
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.messages import BaseMessage
@@ -22,6 +19,7 @@ from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.events import Event, RunStarted
 from rlm_integrations.core.rlm import RLM
 from rlm_integrations.errors import BudgetExhaustedError, RunFailedError, UsageError
+from rlm_integrations.langchain._streams import iterate_in_thread, one
 from rlm_integrations.langchain.callbacks import RunTreeTracer
 from rlm_integrations.langchain.chat_adapter import RunnableLM, runnable_model_name
 from rlm_integrations.langchain.messages import DEFAULT_THRESHOLD_CHARS, output_message, split_messages
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RLMBudgetExhaustedError", "RLMRunnable", "RunFailedError", "should_retry"]
 
-T = TypeVar("T")
 RetrySpec = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 ChainRunManager = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
 _DEFAULTS = RLMConfig.model_validate({})
@@ -238,7 +235,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
         request = self.coerce_input(input)
         transformer: Any = functools.partial(self._astream_transformer, request)
         traced: Any = self._traced_input(request)
-        async for chunk in self._atransform_stream_with_config(_one(traced), transformer, config):
+        async for chunk in self._atransform_stream_with_config(one(traced), transformer, config):
             yield chunk
 
     def transform(  # type: ignore[override]
@@ -265,7 +262,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     ) -> Iterator[RLMProgress | RLMOutput]:
         for _ in inputs:
             pass
-        yield from _iterate_in_thread(lambda: self._progress(request, config, run_manager))
+        yield from iterate_in_thread(lambda: self._progress(request, config, run_manager))
 
     async def _astream_transformer(
         self, request: RLMInput, inputs: AsyncIterator[Any], run_manager: ChainRunManager, config: RunnableConfig
@@ -478,56 +475,3 @@ def _merge(merged: Any, chunk: Any) -> Any:
     if isinstance(merged, dict) and isinstance(chunk, dict):
         return {**merged, **chunk}
     return chunk
-
-
-async def _one(item: T) -> AsyncIterator[T]:
-    yield item
-
-
-def _iterate_in_thread(make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
-    """Drive an async iterator on a fresh loop in a helper thread and yield its items here.
-
-    Closing the returned iterator early cancels the async one and waits for the thread.
-    """
-    items: queue.Queue[tuple[str, Any]] = queue.Queue()
-    handles: dict[str, Any] = {}
-    context = contextvars.copy_context()
-
-    async def pump() -> None:
-        handles["loop"] = asyncio.get_running_loop()
-        handles["task"] = asyncio.current_task()
-        iterator = make()
-        try:
-            async for item in iterator:
-                items.put(("item", item))
-        finally:
-            closer = getattr(iterator, "aclose", None)
-            if closer is not None:
-                await closer()
-
-    def target() -> None:
-        try:
-            with asyncio.Runner() as runner:
-                runner.run(pump(), context=context)
-        except BaseException as error:
-            items.put(("error", error))
-        else:
-            items.put(("done", None))
-
-    thread = threading.Thread(target=target, name="rlm-stream", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = items.get()
-            if kind == "item":
-                yield cast(T, value)
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        if thread.is_alive():
-            loop, task = handles.get("loop"), handles.get("task")
-            if loop is not None and task is not None:
-                loop.call_soon_threadsafe(task.cancel)
-            thread.join()
