@@ -84,10 +84,10 @@ def _stream_writer() -> StreamWriter | None:
         return None
 
 
-def _route(chunk: RLMProgress | RLMOutput, writer: StreamWriter | None, output: RLMOutput | None) -> RLMOutput | None:
+def _route(chunk: Any, writer: StreamWriter | None, output: RLMOutput | None) -> RLMOutput | None:
     if isinstance(chunk, RLMOutput):
         return chunk
-    if writer is not None:
+    if writer is not None and isinstance(chunk, RLMProgress):
         writer({"rlm": chunk.model_dump(mode="json")})
     return output
 

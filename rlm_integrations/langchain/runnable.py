@@ -39,6 +39,8 @@ __all__ = ["RLMBudgetExhaustedError", "RLMRunnable", "RunFailedError", "should_r
 
 RetrySpec = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 ChainRunManager = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
+StreamChunk = RLMProgress | RLMOutput | dict[str, Any]
+"""What `stream` yields: progress, then the output (or, for a messages state, the state update)."""
 _DEFAULTS = RLMConfig.model_validate({})
 
 
@@ -107,7 +109,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     node: the messages are split into question and context as `RLMChatModel` does
     (long parts and marked parts become `context`, see `rlm_integrations.langchain.messages`)
     and `invoke` / `ainvoke` / `batch` return the state update ``{"messages": [AIMessage(...)]}``
-    (`stream` still ends with the `RLMOutput`).
+    (`stream` ends with that update too).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -221,26 +223,26 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     # -- streaming ----------------------------------------------------------------------------
     def stream(  # type: ignore[override]
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[RLMProgress | RLMOutput]:
-        """Yield `RLMProgress` chunks while the run goes, then the `RLMOutput`."""
-        request = self.coerce_input(input)
-        transformer: Any = functools.partial(self._stream_transformer, request)
+    ) -> Iterator[StreamChunk]:
+        """Yield `RLMProgress` chunks while the run goes, then the `RLMOutput` (for a messages state: the update)."""
+        request, as_state = self._read(input)
+        transformer: Any = functools.partial(self._stream_transformer, request, as_state)
         traced: Any = self._traced_input(request)
         yield from self._transform_stream_with_config(iter([traced]), transformer, config)
 
     async def astream(  # type: ignore[override]
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AsyncIterator[RLMProgress | RLMOutput]:
-        """Yield `RLMProgress` chunks while the run goes, then the `RLMOutput`."""
-        request = self.coerce_input(input)
-        transformer: Any = functools.partial(self._astream_transformer, request)
+    ) -> AsyncIterator[StreamChunk]:
+        """Yield `RLMProgress` chunks while the run goes, then the `RLMOutput` (for a messages state: the update)."""
+        request, as_state = self._read(input)
+        transformer: Any = functools.partial(self._astream_transformer, request, as_state)
         traced: Any = self._traced_input(request)
         async for chunk in self._atransform_stream_with_config(one(traced), transformer, config):
             yield chunk
 
     def transform(  # type: ignore[override]
         self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[RLMProgress | RLMOutput]:
+    ) -> Iterator[StreamChunk]:
         """Stream from streamed input: the input chunks are merged first (an RLM needs the whole request)."""
         merged: Any = None
         for chunk in input:
@@ -249,7 +251,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
 
     async def atransform(  # type: ignore[override]
         self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AsyncIterator[RLMProgress | RLMOutput]:
+    ) -> AsyncIterator[StreamChunk]:
         """Async `transform`."""
         merged: Any = None
         async for chunk in input:
@@ -258,30 +260,41 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
             yield item
 
     def _stream_transformer(
-        self, request: RLMInput, inputs: Iterator[Any], run_manager: ChainRunManager, config: RunnableConfig
-    ) -> Iterator[RLMProgress | RLMOutput]:
+        self,
+        request: RLMInput,
+        as_state: bool,
+        inputs: Iterator[Any],
+        run_manager: ChainRunManager,
+        config: RunnableConfig,
+    ) -> Iterator[StreamChunk]:
         for _ in inputs:
             pass
-        yield from iterate_in_thread(lambda: self._progress(request, config, run_manager))
+        yield from iterate_in_thread(lambda: self._progress(request, config, run_manager, as_state))
 
     async def _astream_transformer(
-        self, request: RLMInput, inputs: AsyncIterator[Any], run_manager: ChainRunManager, config: RunnableConfig
-    ) -> AsyncIterator[RLMProgress | RLMOutput]:
+        self,
+        request: RLMInput,
+        as_state: bool,
+        inputs: AsyncIterator[Any],
+        run_manager: ChainRunManager,
+        config: RunnableConfig,
+    ) -> AsyncIterator[StreamChunk]:
         async for _ in inputs:
             pass
-        async for chunk in self._progress(request, config, run_manager):
+        async for chunk in self._progress(request, config, run_manager, as_state):
             yield chunk
 
     async def _progress(
-        self, request: RLMInput, config: RunnableConfig, run_manager: ChainRunManager
-    ) -> AsyncIterator[RLMProgress | RLMOutput]:
+        self, request: RLMInput, config: RunnableConfig, run_manager: ChainRunManager, as_state: bool = False
+    ) -> AsyncIterator[StreamChunk]:
         chunks: asyncio.Queue[RLMProgress | None] = asyncio.Queue()
         task = asyncio.create_task(self._arun(request, config, run_manager, progress=chunks.put_nowait))
         task.add_done_callback(lambda _: chunks.put_nowait(None))
         try:
             while (chunk := await chunks.get()) is not None:
                 yield chunk
-            yield task.result()
+            output = task.result()
+            yield self._state_update(output) if as_state else output
         finally:
             if not task.done():
                 task.cancel()

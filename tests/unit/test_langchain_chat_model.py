@@ -274,6 +274,15 @@ def test_a_messages_state_gives_a_state_update():
     assert message.content == "abcdefgh"
 
 
+async def test_streaming_a_messages_state_ends_with_the_state_update():
+    rlm = RLMRunnable(model=ScriptedChatModel(replies=Recorder("FINAL(len(context))")), context_threshold_chars=5)
+    chunks = list(rlm.stream({"messages": [HumanMessage("abcdefgh")]}))
+    assert [chunk["messages"][0].content for chunk in chunks if isinstance(chunk, dict)] == ["8"]
+    assert isinstance(chunks[-1], dict) and len(chunks) > 1
+    achunks = [chunk async for chunk in rlm.astream({"messages": [HumanMessage("abcdefghi")]})]
+    assert achunks[-1]["messages"][0].content == "9"
+
+
 # -- langchain-tests' standard suite -----------------------------------------------------------------
 class TestRLMChatModelStandard(ChatModelUnitTests):
     @property
