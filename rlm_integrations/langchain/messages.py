@@ -70,10 +70,11 @@ class _Collector:
         where = "context" if len(self.parts) == 1 else f"context[{index}]"
         if isinstance(value, str):
             size = f"{len(value):,} characters"
+        elif hasattr(value, "__len__"):
+            count = len(value)
+            size = f"{type(value).__name__} of {count:,} item{'' if count == 1 else 's'}"
         else:
-            size = (
-                f"{type(value).__name__} of {len(value):,} items" if hasattr(value, "__len__") else type(value).__name__
-            )
+            size = type(value).__name__
         return f"[document {index + 1}: {size}, in the REPL as {where}]"
 
     def fill(self, text: str) -> str:

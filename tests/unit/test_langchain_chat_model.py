@@ -101,7 +101,7 @@ def test_marked_messages_and_blocks_become_context_in_order():
     query, context = split_messages(messages, threshold=40)
     assert context == ["short but marked", {"rows": [1, 2, 3]}, "y" * 50]
     assert "[document 1: 16 characters, in the REPL as context[0]]" in query
-    assert "[document 2: dict of 1 items, in the REPL as context[1]]" in query
+    assert "[document 2: dict of 1 item, in the REPL as context[1]]" in query
     assert "[document 3: 50 characters, in the REPL as context[2]]" in query
     assert "Compare these." in query
     assert "[image_url block left out: only text reaches the RLM]" in query
