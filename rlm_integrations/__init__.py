@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from rlm_integrations.core.config import RLMConfig
     from rlm_integrations.core.result import RLMResult
     from rlm_integrations.core.rlm import RLM
+    from rlm_integrations.core.session import RLMSession
 
-__all__ = ["RLM", "RLMConfig", "RLMResult", "__version__"]
+__all__ = ["RLM", "RLMConfig", "RLMResult", "RLMSession", "__version__"]
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ _LOCATIONS = {
     "RLM": "rlm_integrations.core.rlm",
     "RLMConfig": "rlm_integrations.core.config",
     "RLMResult": "rlm_integrations.core.result",
+    "RLMSession": "rlm_integrations.core.session",
 }
 
 

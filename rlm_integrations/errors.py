@@ -44,6 +44,7 @@ from typing import Any
 __all__ = [
     "BudgetConfigError",
     "BudgetExhaustedError",
+    "CheckpointError",
     "ConfigError",
     "ContextTooLargeError",
     "ContextWindowExceededError",
@@ -319,3 +320,18 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, result: Any) -> None:
         super().__init__("the run was interrupted")
         self.result = result
+
+
+class CheckpointError(RLMError, ValueError):
+    """A session checkpoint that cannot be read back: not a checkpoint, corrupt, or from an unknown format.
+
+    Nothing is restored from a checkpoint that fails its checks (the stored context's
+    sha256, the archive's own checksums, the manifest).
+
+    Attributes:
+        path: the checkpoint file.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path

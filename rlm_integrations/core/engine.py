@@ -110,6 +110,8 @@ class Engine:
         variables: Mapping[str, Any] | None = None,
         policy: Policy | None = None,
         check_answer: AnswerCheck | None = None,
+        repl: REPL | None = None,
+        notes: str | None = None,
     ) -> RunOutcome:
         """Run the loop for `query` over `context` at `depth`; never raises for run outcomes.
 
@@ -117,6 +119,8 @@ class Engine:
         `variables` are loaded into the REPL next to `context`, once; `policy` replaces
         `policy_factory(root_model)`; `check_answer` sees every answer submitted during
         the loop and may convert it or reject it with feedback (not the closing answer).
+        `repl` (a session's): a started REPL that already holds `context`; it is used as is
+        and left open. `notes` go before the question in the first message.
 
         Raises:
             UnsupportedContextError: the context cannot be loaded (before any model call).
@@ -150,7 +154,7 @@ class Engine:
         )
         outcome = RunOutcome(run_id=state.run_id, status="error", error="the run did not finish")
         try:
-            outcome = await self._run_level(query, context, info, state)
+            outcome = await self._run_level(query, context, info, state, repl=repl, notes=notes)
         except REPLError as error:
             outcome = RunOutcome(run_id=state.run_id, status="error", error=f"REPL failure: {error}")
         except ModelError as error:
@@ -182,11 +186,22 @@ class Engine:
         outcome.iterations = state.iteration
         return outcome
 
-    async def _run_level(self, query: str, context: Any, info: ContextInfo | None, state: RunState) -> RunOutcome:
+    async def _run_level(
+        self,
+        query: str,
+        context: Any,
+        info: ContextInfo | None,
+        state: RunState,
+        *,
+        repl: REPL | None = None,
+        notes: str | None = None,
+    ) -> RunOutcome:
         config = self.config
-        repl = self.repl_factory(config)
-        async with repl:
-            await repl.load("context", context)  # None too: the prompt tells the model `context` is None
+        owned = repl is None
+        repl = self.repl_factory(config) if repl is None else repl
+        async with repl if owned else contextlib.nullcontext(repl):  # a session's REPL stays open
+            if owned:
+                await repl.load("context", context)  # None too: the prompt tells the model `context` is None
             for name, value in (state.variables or {}).items():
                 await repl.load(name, value)
             self._register_functions(repl, state)
@@ -195,6 +210,8 @@ class Engine:
                 policy.configure(config)  # history bounds and compaction (core/history.py)
             system = prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools))
             first = prompts.first_message(query, info, config.max_iterations)
+            if notes:
+                first = f"{notes}\n\n{first}"
             policy.begin(system, first)
             self._open_meter(policy, state, prompt_tokens_of(self.root_model, policy, system, first))
             stop: BudgetExceeded | None = None

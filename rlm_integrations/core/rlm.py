@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.core.cache import cache_for
@@ -26,6 +26,9 @@ from rlm_integrations.errors import (
 )
 from rlm_integrations.lm.protocol import LanguageModel
 from rlm_integrations.repl.protocol import REPL
+
+if TYPE_CHECKING:
+    from rlm_integrations.core.session import RLMSession
 
 __all__ = ["RLM"]
 
@@ -129,7 +132,19 @@ class RLM:
         if not isinstance(query, str) or not query.strip():
             raise UsageError("query must be a non-empty string: the question the RLM should answer")
         _check_context(context)
-        config = self.config.with_overrides(**overrides)
+        return await self._run(query, context, self.config.with_overrides(**overrides), observers)
+
+    async def _run(
+        self,
+        query: str,
+        context: Any,
+        config: RLMConfig,
+        observers: Sequence[Observer],
+        *,
+        repl: REPL | None = None,
+        notes: str | None = None,
+    ) -> RLMResult:
+        """One run with a validated config (a session passes its open REPL and its notes)."""
         recorded: list[Event] = []
         bus = EventBus([recorded.append, *self.observers, *observers])
         engine = Engine(
@@ -144,7 +159,7 @@ class RLM:
         )
         started = time.monotonic()
         try:
-            outcome = await engine.run(query, context)
+            outcome = await engine.run(query, context, repl=repl, notes=notes)
         except asyncio.CancelledError:
             root = Trajectory(events=recorded).root
             partial = RLMResult(
@@ -166,6 +181,22 @@ class RLM:
             duration=time.monotonic() - started,
             trajectory=Trajectory(events=recorded),
         )
+
+
+    def session(self, context: Any = None, **overrides: Any) -> RLMSession:
+        """A session over `context`: follow-up questions that share one live REPL.
+
+        Each `ask` is a full run with its own budgets; the REPL (every variable earlier
+        asks created) and a digest of earlier questions and answers carry over. See
+        `RLMSession` and the sessions guide.
+
+        Raises:
+            pydantic.ValidationError: an `RLMConfig` override that is out of range or not a field.
+            UnsupportedContextError: a context the REPL cannot hold.
+        """
+        from rlm_integrations.core.session import RLMSession
+
+        return RLMSession(self, context, **overrides)
 
 
 def _resolve_model(model: str | LanguageModel) -> LanguageModel:
