@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -50,7 +51,7 @@ from rlm_integrations.core.run_state import (
     new_id,
     status_for,
 )
-from rlm_integrations.core.tools import check_tools
+from rlm_integrations.core.tools import TOOL_MODEL, check_tools, recorded_tool
 from rlm_integrations.errors import ContextWindowExceededError, ModelError, REPLError, UsageError, WorkerCrashedError
 from rlm_integrations.lm.protocol import Completion, LanguageModel, Message, TokenUsage
 from rlm_integrations.repl._client import LOST_VARIABLES_MARKER, lost_variables_note
@@ -579,8 +580,9 @@ class Engine:
         repl.register("llm_query_batched", llm_query_batched)
         repl.register("rlm_query", rlm_query)
         repl.register("rlm_query_batched", rlm_query_batched)
-        for name, tool in self.tools.items():
-            repl.register(name, tool)
+        for name, tool in self.tools.items():  # each call is recorded as a sub-call (core/tools.py)
+            start = functools.partial(self._start_sub_call, state, name, TOOL_MODEL)
+            repl.register(name, recorded_tool(name, tool, start))
 
     async def _run_cell(self, repl: REPL, state: RunState, iteration: int, code: str) -> CellResult:
         cell_id = new_id("cell-")

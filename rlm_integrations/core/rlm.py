@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rlm_integrations._sync import run_sync
@@ -14,7 +14,7 @@ from rlm_integrations.core.engine import Engine, PolicyFactory, REPLFactory
 from rlm_integrations.core.events import Event, EventBus, Observer
 from rlm_integrations.core.pricing import check_prices
 from rlm_integrations.core.result import RLMResult
-from rlm_integrations.core.tools import check_tools
+from rlm_integrations.core.tools import ToolsArg, check_tools
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.errors import (
     ConfigError,
@@ -47,7 +47,10 @@ class RLM:
         config: limits and knobs (`RLMConfig`); budgets cover the whole recursion tree.
         observers: callables that receive every event of every run.
         tools: extra host functions callable from the REPL by name (their first
-            docstring line is shown to the model).
+            docstring line is shown to the model): a dict of name to tool, or a list of
+            tools. A tool is a callable, a LangChain `BaseTool` or a `dspy.Tool` (see
+            `rlm_integrations.core.tools`); each runs in the host, never in the sandbox,
+            and each call appears in the run tree as a sub-call.
         policy: how the root model is driven (default: `ChatPolicy`).
 
     The object holds no per-run state: concurrent `acompletion` calls are independent.
@@ -68,7 +71,7 @@ class RLM:
         repl: str | REPLFactory = "local",
         config: RLMConfig | None = None,
         observers: Sequence[Observer] = (),
-        tools: dict[str, Callable[..., Any]] | None = None,
+        tools: ToolsArg | None = None,
         policy: PolicyFactory | None = None,
     ) -> None:
         self.model = _resolve_model(model)

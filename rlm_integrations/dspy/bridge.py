@@ -1,9 +1,11 @@
-"""Engine events into DSPy: status messages for `dspy.streamify`, interpreter events for callbacks.
+"""Engine events into DSPy: status messages and output fields for `dspy.streamify`, interpreter events for callbacks.
 
 Module and LM events need nothing from us (the module, its predictors and the LMs are
 DSPy objects, so `with_callbacks` reports them). This observer adds what DSPy cannot see:
 each cell's run, reported to callbacks as `on_interpreter_execute_start` / `_end`, and a
 `dspy.streaming.StatusMessage` per turn when the program runs under `dspy.streamify`.
+When the run submits its outputs, `send_outputs` hands each output field watched by a
+`dspy.streaming.StreamListener` to the stream as `StreamResponse` chunks.
 
 A `StatusMessageProvider` may define `rlm_status_message(event) -> str | None` to word
 (or silence) these messages; the default wording is `default_status_message`.
@@ -13,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import dspy
-from dspy.streaming.messages import StatusMessage, StatusStreamingCallback
+from dspy.streaming.messages import StatusMessage, StatusStreamingCallback, StreamResponse
 
 from rlm_integrations.core.events import (
     CellFinished,
@@ -33,6 +36,9 @@ from rlm_integrations.core.events import (
 __all__ = ["DSPyBridge", "default_status_message"]
 
 logger = logging.getLogger("rlm_integrations.dspy")
+
+STREAM_CHUNK_CHARS = 1_000
+"""Submitted output text is streamed in chunks of at most this many characters."""
 
 
 def default_status_message(event: Event, max_iterations: int) -> str | None:
@@ -59,9 +65,13 @@ class DSPyBridge:
         module: the `dspy.Module` reported as the callbacks' `instance`.
         callbacks: the DSPy callbacks active for the call (global and the module's own).
         max_iterations: the run's turn limit, for the messages.
+        extract: the module's `extract` predictor: the `StreamListener`s bound to it (by
+            `dspy.streamify`, for an output field) receive the submitted outputs.
     """
 
-    def __init__(self, module: Any, callbacks: Sequence[Any], max_iterations: int) -> None:
+    def __init__(
+        self, module: Any, callbacks: Sequence[Any], max_iterations: int, extract: dspy.Predict | None = None
+    ) -> None:
         self.module = module
         self.callbacks = [c for c in callbacks if not isinstance(c, StatusStreamingCallback)]
         self.max_iterations = max_iterations
@@ -71,6 +81,11 @@ class DSPyBridge:
         self.stream = dspy.settings.send_stream
         self.loop = _stream_loop() if self.stream is not None else None
         self.root_run: str | None = None
+        listeners = (dspy.settings.get("stream_listeners") or []) if self.stream is not None else []
+        self.listeners = [
+            item for item in listeners if extract is not None and getattr(item, "predict", None) is extract
+        ]
+        self._listener_states = [(item.stream_start, item.stream_end) for item in self.listeners]
 
     def __call__(self, event: Event) -> None:
         """Handle one engine event (called on the engine's thread, in order)."""
@@ -84,6 +99,30 @@ class DSPyBridge:
             message = self._status(event)
             if message:
                 self._send(StatusMessage(message))
+
+    def send_outputs(self, outputs: dict[str, Any], *, unless_streamed: bool = False) -> None:
+        """Stream the value of each output field a `StreamListener` watches (under `dspy.streamify`).
+
+        Each value goes out as its text, in `StreamResponse` chunks named like the
+        listener's predictor and field, the last one marked `is_last_chunk`. A listener
+        that has already streamed once and does not allow reuse is skipped, as DSPy does.
+        With `unless_streamed` (outputs written by `extract`), a listener that read
+        `extract`'s reply chunk by chunk from the LM's own stream during this call is
+        skipped too (one that got the whole reply at once, which DSPy yields nothing for, is not).
+        """
+        for listener, before in zip(self.listeners, self._listener_states, strict=True):
+            name = listener.signature_field_name
+            if name not in outputs or (listener.stream_end and not listener.allow_reuse and before[1]):
+                continue
+            if unless_streamed and (listener.stream_start, listener.stream_end) != before and not listener.cache_hit:
+                continue  # DSPy streamed `extract`'s reply to it chunk by chunk
+            text = _field_text(outputs[name])
+            pieces = [text[i : i + STREAM_CHUNK_CHARS] for i in range(0, len(text), STREAM_CHUNK_CHARS)] or [""]
+            for index, piece in enumerate(pieces):
+                last = index == len(pieces) - 1
+                self._send(StreamResponse(listener.predict_name or "extract", name, piece, is_last_chunk=last))
+            listener.stream_start = True  # as if it had read the field itself: nothing is left to flush
+            listener.stream_end = True
 
     def _callbacks(self, event: CellStarted | CellFinished) -> None:
         for callback in self.callbacks:
@@ -107,7 +146,7 @@ class DSPyBridge:
             return str(text) if text else None
         return default_status_message(event, self.max_iterations)
 
-    def _send(self, message: StatusMessage) -> None:
+    def _send(self, message: StatusMessage | StreamResponse) -> None:
         stream, loop = self.stream, self.loop
         try:
             running = asyncio.get_running_loop()
@@ -122,7 +161,16 @@ class DSPyBridge:
                 loop.call_soon_threadsafe(_deliver, stream, message, loop)
 
 
-def _deliver(stream: Any, message: StatusMessage, loop: asyncio.AbstractEventLoop) -> None:
+def _field_text(value: Any) -> str:
+    """An output value as the text a listener streams: a str as is, other values as JSON."""
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "model_dump_json"):
+        return str(value.model_dump_json())
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _deliver(stream: Any, message: StatusMessage | StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
     """Put `message` on the stream from the stream's own loop (never blocks the loop)."""
     import anyio
 
@@ -135,7 +183,7 @@ def _deliver(stream: Any, message: StatusMessage, loop: asyncio.AbstractEventLoo
         return
 
 
-async def _send_later(stream: Any, message: StatusMessage) -> None:
+async def _send_later(stream: Any, message: StatusMessage | StreamResponse) -> None:
     import anyio
 
     with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):

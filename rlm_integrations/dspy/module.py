@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+import types
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ from rlm_integrations.core.engine import Engine, REPLFactory
 from rlm_integrations.core.events import Event, EventBus, Observer
 from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.rlm import _resolve_repl
+from rlm_integrations.core.tools import ToolsArg, check_tools, tool_doc
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.dspy.bridge import DSPyBridge
 from rlm_integrations.dspy.inputs import describe_variables, to_repl_value
@@ -142,8 +145,9 @@ class RLM(dspy.Module):
             the root LM, i.e. the module's own LM or `dspy.settings.lm`).
         repl: ``"local"`` (the sandboxed worker, default), ``"modal"``, or a callable that
             takes the `RLMConfig` and returns a fresh `REPL`.
-        tools: host functions the code may call by name: a list of callables or
-            `dspy.Tool`, or a dict of name to callable.
+        tools: host functions the code may call by name: a list of callables, `dspy.Tool`s
+            or LangChain tools, or a dict of name to any of these. They run in the host
+            (never in the sandbox), and each call is a sub-call in `rlm_result.trajectory`.
         config: limits and knobs (`RLMConfig`): budgets, timeouts, output bounds.
         parse_retries: how many times an unparseable reply is asked again (with a
             correction) before the turn counts as one without code.
@@ -177,7 +181,7 @@ class RLM(dspy.Module):
         max_depth: int | None = None,
         sub_lm: dspy.BaseLM | None = None,
         repl: str | REPLFactory = "local",
-        tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]] | None = None,
+        tools: ToolsArg | None = None,
         config: RLMConfig | None = None,
         *,
         parse_retries: int = 2,
@@ -219,6 +223,19 @@ class RLM(dspy.Module):
     tools: dict[str, Callable[..., Any]] = _setting("tools", "Host functions the code may call, by name.")
 
     # -- the extraction predictor -------------------------------------------------------------
+    def named_parameters(self) -> list[tuple[str, Any]]:
+        """DSPy's parameters; a hidden `extract` is added only for `dspy.streamify`'s listener lookup.
+
+        `StreamListener(signature_field_name="answer")` finds its predictor among the
+        program's named predictors, and `extract` is the one whose outputs are the
+        signature's. Optimizers must not see it (see `optimize_extract`), so it is listed
+        only while DSPy's `find_predictor_for_stream_listeners` is asking.
+        """
+        found: list[tuple[str, Any]] = super().named_parameters()
+        if not self.optimize_extract and _asked_by_stream_lookup():
+            found.append(("extract", self.extractor))
+        return found
+
     @property
     def optimize_extract(self) -> bool:
         """Whether `extract` is visible to optimizers (a named predictor)."""
@@ -292,7 +309,7 @@ class RLM(dspy.Module):
             context=context,
             variables=values,
             variables_info=describe_variables(shown, fields, self.preview_chars),
-            bridge=DSPyBridge(self, callbacks, self.config.max_iterations),
+            bridge=DSPyBridge(self, callbacks, self.config.max_iterations, extract=self.extractor),
         )
 
     async def _run(self, call: _Call) -> dspy.Prediction:
@@ -344,10 +361,13 @@ class RLM(dspy.Module):
             raise ModelError(error, model=policy.model_name)
         if outcome.status == "completed":
             outputs = dict(outcome.answer)
+            call.bridge.send_outputs(outputs)  # to `StreamListener`s on the output fields, under `dspy.streamify`
             if policy.steps and not policy.steps[-1].output:
                 policy.steps[-1].output = "(outputs submitted)"
         else:
             outputs = dict(policy.extracted or dict.fromkeys(output_fields))
+            if policy.extracted is not None:
+                call.bridge.send_outputs(outputs, unless_streamed=True)
         usage = engine.budget.usage()
         result = RLMResult(
             answer=outputs,
@@ -471,33 +491,25 @@ class RLM(dspy.Module):
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
 
 
-def _normalize_tools(
-    tools: Sequence[Callable[..., Any]] | Mapping[str, Callable[..., Any]] | None,
-) -> tuple[dict[str, Callable[..., Any]], dict[str, str]]:
-    functions: dict[str, Callable[..., Any]] = {}
-    docs: dict[str, str] = {}
-    items: list[tuple[str | None, Any]]
-    if tools is None:
-        items = []
-    elif isinstance(tools, Mapping):
-        items = list(tools.items())
-    else:
-        items = [(None, tool) for tool in tools]
-    for given_name, tool in items:
-        if isinstance(tool, dspy.Tool):
-            name, function, doc = given_name or tool.name, tool.func, tool.desc or ""
-        elif callable(tool):
-            name, function, doc = given_name or getattr(tool, "__name__", ""), tool, tool.__doc__ or ""
-        else:
-            raise ConfigError(f"tool {tool!r} is not callable")
-        if not name.isidentifier() or name.startswith("_") or name in RESERVED_NAMES:
-            raise ConfigError(f"tool name {name!r} must be a public identifier not used by the REPL")
-        if name in functions:
-            raise ConfigError(f"two tools are named {name!r}")
-        functions[name] = function
-        first_line = doc.strip().splitlines()[0] if doc.strip() else "a tool provided by the host."
-        docs[name] = first_line
-    return functions, docs
+def _asked_by_stream_lookup() -> bool:
+    """Whether DSPy's stream-listener lookup is on the call stack (it binds listeners to predictors)."""
+    from dspy.streaming.streaming_listener import find_predictor_for_stream_listeners
+
+    target = find_predictor_for_stream_listeners.__code__
+    frame: types.FrameType | None = sys._getframe(1)
+    for _ in range(64):
+        if frame is None:
+            return False
+        if frame.f_code is target:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _normalize_tools(tools: ToolsArg | None) -> tuple[dict[str, Callable[..., Any]], dict[str, str]]:
+    """The tools as host functions by name (core's checks and conversions), and each one's doc line."""
+    functions = check_tools(tools)
+    return functions, {name: tool_doc(function) for name, function in functions.items()}
 
 
 def _repl_factory(repl: str | REPLFactory) -> REPLFactory:

@@ -136,8 +136,8 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     """Wall-clock limit for the whole run (None: no limit)."""
     repl: str | Callable[[RLMConfig], Any] = "local"
     """``"local"`` (the sandboxed worker), ``"modal"``, or a callable returning a REPL."""
-    tools: dict[str, Callable[..., Any]] = Field(default_factory=dict)
-    """Extra host functions callable from the REPL by name."""
+    tools: dict[str, Any] | list[Any] = Field(default_factory=dict)
+    """Host functions callable from the REPL by name: callables, LangChain tools, `dspy.Tool`s (list or dict)."""
     nostream: bool = False
     """Tag internal model calls `nostream`, so LangGraph's "messages" stream leaves them out."""
     raise_on_limit: bool = False

@@ -1,0 +1,97 @@
+"""The module as a drop-in for DSPy programs: output-field streaming, child runs, MIPROv2, `dspy.Parallel`."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+dspy = pytest.importorskip("dspy")
+
+from dspy.streaming import StatusMessage, StreamListener, StreamResponse  # noqa: E402
+
+from rlm_integrations import RLMConfig  # noqa: E402
+from rlm_integrations.dspy import RLM  # noqa: E402
+from rlm_integrations.dspy.bridge import STREAM_CHUNK_CHARS  # noqa: E402
+from rlm_integrations.dspy.testing import ScriptedDSPyLM, chat_reply, rlm_replies  # noqa: E402
+
+CONFIG = RLMConfig(cell_timeout_s=20.0)
+
+
+def submitting_lm(answer_code: str = "question.upper()") -> ScriptedDSPyLM:
+    """Turn 1 prints the context's size; turn 2 submits `answer_code`."""
+    return ScriptedDSPyLM(rlm_replies(["print(len(context))", f"FINAL(answer={answer_code})"]))
+
+
+class Pipeline(dspy.Module):
+    def __init__(self, **kwargs: typing.Any) -> None:
+        super().__init__()
+        self.find = RLM("context, question -> answer", config=CONFIG, **kwargs)
+
+    def forward(self, context: str, question: str) -> typing.Any:
+        return self.find(context=context, question=question)
+
+    async def aforward(self, context: str, question: str) -> typing.Any:
+        return await self.find.acall(context=context, question=question)
+
+
+# -- output-field streaming ---------------------------------------------------------------------
+def test_a_listener_on_the_answer_field_streams_the_submitted_answer():
+    program = RLM("context, question -> answer", config=CONFIG)
+    listener = StreamListener(signature_field_name="answer")
+    stream = dspy.streamify(program, stream_listeners=[listener], async_streaming=False)
+    with dspy.context(lm=submitting_lm()):
+        items = list(stream(context="some text", question="which?"))
+    chunks = [item for item in items if isinstance(item, StreamResponse)]
+    assert [(c.predict_name, c.signature_field_name, c.chunk, c.is_last_chunk) for c in chunks] == [
+        ("extract", "answer", "WHICH?", True)
+    ]
+    assert any(isinstance(item, StatusMessage) for item in items)
+    assert items.index(chunks[0]) < len(items) - 1 and items[-1].answer == "WHICH?"
+    assert [name for name, _ in program.named_predictors()] == ["generate_code"]  # still hidden from optimizers
+
+
+async def test_a_long_answer_streams_in_chunks_in_a_nested_async_program():
+    program = Pipeline()
+    stream = dspy.streamify(
+        program,
+        stream_listeners=[StreamListener(signature_field_name="answer")],
+        is_async_program=True,
+        include_final_prediction_in_output_stream=False,
+    )
+    with dspy.context(lm=submitting_lm(f"'x' * {STREAM_CHUNK_CHARS * 2 + 5}")):
+        items = [item async for item in stream(context="c", question="q")]
+    chunks = [item for item in items if isinstance(item, StreamResponse)]
+    assert {c.predict_name for c in chunks} == {"find.extract"}
+    assert [len(c.chunk) for c in chunks] == [STREAM_CHUNK_CHARS, STREAM_CHUNK_CHARS, 5]
+    assert [c.is_last_chunk for c in chunks] == [False, False, True]
+    assert not any(isinstance(item, dspy.Prediction) for item in items)  # the listener consumed the answer
+
+
+def test_outputs_written_by_extract_at_a_limit_are_streamed_too():
+    lm = ScriptedDSPyLM(rlm_replies(["print(1)"], extract=chat_reply(answer="best effort")))
+    program = RLM("context, question -> answer", config=CONFIG, max_iterations=1)
+    stream = dspy.streamify(program, stream_listeners=[StreamListener(signature_field_name="answer")])
+    with dspy.context(lm=lm):
+        items = list(dspy.streaming.apply_sync_streaming(stream(context="c", question="q")))
+    chunks = [item.chunk for item in items if isinstance(item, StreamResponse)]
+    assert chunks == ["best effort"]
+    assert items[-1].status == "max_iterations"
+
+
+def test_typed_outputs_stream_as_json_and_other_fields_only_when_listened_to():
+    program = RLM("context -> count: int, names: list[str]", config=CONFIG)
+    lm = ScriptedDSPyLM(rlm_replies(["FINAL(count=len(context), names=['a', 'b'])"]))
+    stream = dspy.streamify(
+        program, stream_listeners=[StreamListener(signature_field_name="names")], async_streaming=False
+    )
+    with dspy.context(lm=lm):
+        items = list(stream(context="abc"))
+    chunks = [(item.signature_field_name, item.chunk) for item in items if isinstance(item, StreamResponse)]
+    assert chunks == [("names", '["a", "b"]')]
+    assert items[-1].count == 3
+
+
+def test_an_unknown_field_is_still_refused_by_dspy():
+    with pytest.raises((ValueError, TypeError)):  # DSPy 3.4 raises a TypeError here for any program
+        dspy.streamify(RLM("context -> answer"), stream_listeners=[StreamListener(signature_field_name="nope")])
