@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 import typing
 
 import pytest
@@ -95,3 +97,71 @@ def test_typed_outputs_stream_as_json_and_other_fields_only_when_listened_to():
 def test_an_unknown_field_is_still_refused_by_dspy():
     with pytest.raises((ValueError, TypeError)):  # DSPy 3.4 raises a TypeError here for any program
         dspy.streamify(RLM("context -> answer"), stream_listeners=[StreamListener(signature_field_name="nope")])
+
+
+# -- MIPROv2 -------------------------------------------------------------------------------------
+TUNED = "Submit the first word of the context (TUNED)."
+
+
+def signature_reply(messages: list[dict[str, str]]) -> str:
+    """Answers any DSPy request (MIPROv2's proposer signatures): every output field gets text naming TUNED."""
+    system = messages[0]["content"] if messages else ""
+    section = system.split("Your output fields are:", 1)[-1].split("All interactions", 1)[0]
+    names = [name for name in re.findall(r"`(\w+)`", section) if name != "completed"]
+    return chat_reply(**dict.fromkeys(dict.fromkeys(names), TUNED))
+
+
+def mipro_task_lm() -> ScriptedDSPyLM:
+    """Submits the first word of the context only when the instructions carry TUNED (the last word otherwise)."""
+
+    def turn(request: str, number: int) -> str:
+        return "print(context[:20])" if number == 1 else "FINAL(answer=context.split()[INDEX])"
+
+    rlm = rlm_replies(turn)
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        text = rlm(messages)
+        if "[[ ## iteration ## ]]" not in messages[-1]["content"]:
+            return signature_reply(messages)  # MIPROv2's own requests (it uses the task LM for some)
+        return text.replace("INDEX", "0" if TUNED in messages[0]["content"] else "-1")
+
+    return ScriptedDSPyLM(reply)
+
+
+def test_miprov2_compiles_the_module_end_to_end_offline():
+    from dspy.teleprompt import MIPROv2
+
+    pytest.importorskip("optuna")
+    data = [
+        dspy.Example(context=f"alpha{i} beta omega{i}", question="first word?", answer=f"alpha{i}").with_inputs(
+            "context", "question"
+        )
+        for i in range(4)
+    ]
+
+    def metric(example: typing.Any, pred: typing.Any, trace: typing.Any = None) -> bool:
+        return bool(pred.answer == example.answer)
+
+    task_lm, prompt_lm = mipro_task_lm(), ScriptedDSPyLM(signature_reply)
+    student = RLM("context, question -> answer", config=CONFIG)
+    optimizer = MIPROv2(
+        metric=metric,
+        prompt_model=prompt_lm,
+        task_model=task_lm,
+        auto=None,
+        num_candidates=2,
+        max_bootstrapped_demos=1,
+        max_labeled_demos=1,
+        num_threads=1,
+        seed=3,
+    )
+    started = time.monotonic()
+    with dspy.context(lm=task_lm):
+        before = [metric(x, student(**x.inputs())) for x in data]
+        compiled = optimizer.compile(student, trainset=data[:2], valset=data[2:], num_trials=4, minibatch=False)
+        after = [metric(x, compiled(**x.inputs())) for x in data]
+    assert time.monotonic() - started < 60
+    assert prompt_lm.calls  # the proposer really asked the prompt model
+    assert not any(before) and all(after)
+    assert TUNED in compiled.generate_code.signature.instructions
+    assert [name for name, _ in compiled.named_predictors()] == ["generate_code"]

@@ -39,7 +39,7 @@ def _area(width: int, height: int) -> int:
     return width * height
 
 
-area = StructuredTool.from_function(_area, name="area", description="Area of a rectangle (a structured LangChain tool).")
+area = StructuredTool.from_function(_area, name="area", description="Area of a rectangle (a structured LangChain tool)")
 
 
 def _count_words(text: str) -> int:
@@ -154,7 +154,7 @@ def test_framework_tools_are_checked_against_reserved_names(tools):
 def test_bad_tools_get_clear_errors():
     with pytest.raises(ConfigError, match="two tools are named 'shout'"):
         check_tools([shout, shout])
-    with pytest.raises(ConfigError, match="must be a callable, a LangChain tool or a dspy.Tool"):
+    with pytest.raises(ConfigError, match=r"must be a callable, a LangChain tool or a dspy\.Tool"):
         check_tools({"thing": 42})
     with pytest.raises(ConfigError, match="must be a list of tools or a dict"):
         check_tools("shout")  # type: ignore[arg-type]
