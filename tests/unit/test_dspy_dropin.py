@@ -165,3 +165,25 @@ def test_miprov2_compiles_the_module_end_to_end_offline():
     assert not any(before) and all(after)
     assert TUNED in compiled.generate_code.signature.instructions
     assert [name for name, _ in compiled.named_predictors()] == ["generate_code"]
+
+
+# -- dspy.Parallel --------------------------------------------------------------------------------
+def test_the_module_under_dspy_parallel_keeps_each_call_apart():
+    """Each call keeps its own REPL (a variable set in turn 1 is read in turn 2) and its own usage."""
+
+    def turn(request: str, number: int) -> str:
+        if number == 1:
+            return "mine = question * 2\nprint(len(context))"
+        return "FINAL(answer=mine + '/' + str(len(context)))"
+
+    lm = ScriptedDSPyLM(rlm_replies(turn), latency_s=0.05)
+    program = RLM("context, question -> answer", config=CONFIG)
+    count = 6
+    inputs = [{"context": "x" * (i + 1), "question": f"q{i}"} for i in range(count)]
+    with dspy.context(lm=lm):
+        results = dspy.Parallel(num_threads=count)([(program, item) for item in inputs])
+    assert [pred.answer for pred in results] == [f"q{i}q{i}/{i + 1}" for i in range(count)]
+    assert all(pred.status == "completed" for pred in results)
+    assert [pred.usage.calls for pred in results] == [2] * count  # no call counted in another run's usage
+    assert len({pred.rlm_result.trajectory.root.run_id for pred in results}) == count
+    assert len(lm.calls) == 2 * count
