@@ -280,6 +280,9 @@ def fetch_model(
 
 
 def _register_optional_commands() -> None:
+    from rlm_integrations.cli import chat  # `rlm chat`: a session over one context
+
+    chat.register(app)
     try:
         from rlm_integrations.cli import view  # type: ignore[attr-defined,unused-ignore]
     except ImportError:

@@ -211,7 +211,7 @@ def test_saving_into_a_missing_folder_is_a_usage_error(tmp_path: Path):
 def test_cli_chat_reads_questions_until_exit_and_saves(tmp_path: Path):
     from rlm_integrations.demo import build_haystack
 
-    haystack, _secret = build_haystack(5_000, seed=3)
+    haystack, secret = build_haystack(5_000, seed=3)
     source = tmp_path / "haystack.txt"
     source.write_text(haystack)
     saved = tmp_path / "chat.rlm"
@@ -223,7 +223,8 @@ def test_cli_chat_reads_questions_until_exit_and_saves(tmp_path: Path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "Q1: What is the secret code?" not in done.stdout
+    assert done.stdout.splitlines() == [secret]  # one answer: the blank line is skipped, nothing after /exit runs
+    assert "A1 (completed" in done.stderr and "Saved:" in done.stderr
     assert saved.exists()
     resumed = RLMSession.load(saved, RLM(ScriptedLM([])))
     assert [turn.question for turn in resumed.turns] == ["What is the secret code?"]
