@@ -40,6 +40,7 @@ from rlm_integrations.core.rlm import _resolve_repl
 from rlm_integrations.core.tools import ToolsArg, check_tools, tool_doc
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.dspy.bridge import DSPyBridge
+from rlm_integrations.dspy.children import child_extractor, child_policy_factory
 from rlm_integrations.dspy.inputs import describe_variables, to_repl_value
 from rlm_integrations.dspy.lm_adapter import DSPyLanguageModel
 from rlm_integrations.dspy.outputs import outputs_from_final
@@ -323,6 +324,18 @@ class RLM(dspy.Module):
             repl_factory=call.repl_factory,
             tools=self.tools,
             cache=cache_for(self, config.cache),  # sub-calls only, and only where DSPy's cache is off
+            policy_factory=child_policy_factory(  # child runs (`rlm_query`) step through `generate_code` too
+                generate=self.generate_code,
+                extract=child_extractor(),
+                root_lm=call.root_lm,
+                config=config,
+                tool_docs={name: tool_doc(function) for name, function in self.tools.items()},
+                sub_prompt_chars=_SUB_PROMPT_CHARS,
+                budget_note=lambda: _budget_note(engine.budget, config),
+                history_chars=self.history_chars,
+                demo_chars=self.demo_chars,
+                parse_retries=self.parse_retries,
+            ),
         )
         output_fields = self.signature.output_fields
         query = self.signature.instructions or str(self.signature.signature)

@@ -187,3 +187,70 @@ def test_the_module_under_dspy_parallel_keeps_each_call_apart():
     assert [pred.usage.calls for pred in results] == [2] * count  # no call counted in another run's usage
     assert len({pred.rlm_result.trajectory.root.run_id for pred in results}) == count
     assert len(lm.calls) == 2 * count
+
+
+# -- child runs through `generate_code` -----------------------------------------------------------
+def tree_lm() -> ScriptedDSPyLM:
+    """The root asks a child how long 'abcd' is, then submits what it said; the child counts and submits."""
+
+    def turn(request: str, number: int) -> str:
+        if "This run is a sub-task" in request:
+            return "FINAL(str(len(context)))"
+        if number == 1:
+            return "said = rlm_query('how long is it?', context='abcd')\nprint(said)"
+        return "FINAL(answer='child said ' + said)"
+
+    return ScriptedDSPyLM(rlm_replies(turn))
+
+
+def test_child_runs_step_through_generate_code_with_its_demos_and_instructions():
+    program = RLM("question -> answer", config=CONFIG.with_overrides(max_depth=1))
+    program.generate_code.signature = program.generate_code.signature.with_instructions("TUNED-INSTRUCTIONS")
+    program.generate_code.demos = [dspy.Example(repl_history="(none)", reasoning="DEMO-REASONING", code="print(1)")]
+    lm = tree_lm()
+    with dspy.context(lm=lm):
+        pred = program(question="q")
+    assert pred.answer == "child said 4"
+    assert [run.depth for run in pred.rlm_result.trajectory.runs()] == [0, 1]
+    child_requests = [m for m in lm.calls if "This run is a sub-task" in m[-1]["content"]]
+    assert len(child_requests) == 1
+    (child,) = child_requests
+    assert "TUNED-INSTRUCTIONS" in child[0]["content"]  # the tuned instructions apply at depth 1
+    assert any("DEMO-REASONING" in m["content"] for m in child)  # and so do the demos
+    assert "Question: how long is it?" in child[-1]["content"]
+    assert "FINAL(value)" in child[-1]["content"] and "`context`" in child[-1]["content"]
+    assert pred.usage.calls == 3
+
+
+def test_bootstrap_fewshot_traces_the_whole_tree():
+    from dspy.teleprompt import BootstrapFewShot
+
+    data = [dspy.Example(question=f"q{i}", answer="child said 4").with_inputs("question") for i in range(2)]
+
+    def metric(example: typing.Any, pred: typing.Any, trace: typing.Any = None) -> bool:
+        return bool(pred.answer == example.answer)
+
+    student = RLM("question -> answer", config=CONFIG.with_overrides(max_depth=1))
+    with dspy.context(lm=tree_lm()):
+        compiled = BootstrapFewShot(metric=metric, max_bootstrapped_demos=4, max_labeled_demos=0).compile(
+            student, trainset=data
+        )
+    infos = [demo["variables_info"] for demo in compiled.generate_code.demos]
+    assert any(info.startswith("This run is a sub-task") for info in infos)  # a child's step
+    assert any(not info.startswith("This run is a sub-task") for info in infos)  # and the root's
+    with dspy.context(lm=tree_lm()):
+        assert compiled(question="again").answer == "child said 4"
+
+
+def test_a_child_that_hits_its_turn_limit_answers_through_the_hidden_child_extractor():
+    def turn(request: str, number: int) -> str:
+        if "This run is a sub-task" in request:
+            return "print('looking')"
+        return "FINAL(answer=rlm_query('sub?', context='xyz'))"
+
+    lm = ScriptedDSPyLM(rlm_replies(turn, extract=chat_reply(answer="child best effort")))
+    program = RLM("question -> answer", config=CONFIG.with_overrides(max_depth=1, max_iterations=2))
+    with dspy.context(lm=lm):
+        pred = program(question="q")
+    assert pred.answer == "child best effort"
+    assert [name for name, _ in program.named_predictors()] == ["generate_code"]

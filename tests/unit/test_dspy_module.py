@@ -288,8 +288,8 @@ def test_the_modules_own_lm_wins_over_the_settings():
 
 def test_rlm_query_runs_a_child_rlm_whose_usage_counts():
     def reply(messages: list[dict[str, str]]) -> str:
-        if messages[0]["role"] == "system" and "Question: how long" in messages[-1]["content"]:
-            return "```repl\nFINAL(str(len(context)))\n```"
+        if "Question: how long" in messages[-1]["content"]:  # the child's turn, through `generate_code` too
+            return chat_reply(reasoning="count", code="FINAL(str(len(context)))")
         return rlm_replies(["print(rlm_query('how long is it?', context='abcd'))", "FINAL(answer='child said 4')"])(
             messages
         )
