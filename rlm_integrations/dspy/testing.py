@@ -28,7 +28,7 @@ from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_e
 from rlm_integrations.errors import ConfigError
 from rlm_integrations.lm._tokens import estimate_tokens
 
-__all__ = ["ScriptedDSPyLM", "chat_reply", "request_text", "rlm_replies"]
+__all__ = ["ScriptedDSPyLM", "chat_reply", "request_text", "rlm_replies", "signature_reply"]
 
 ScriptedReply = str | BaseException
 ReplyFunction = Callable[[list[dict[str, str]]], str]
@@ -45,6 +45,28 @@ def chat_reply(**fields: Any) -> str:
 def request_text(messages: Sequence[dict[str, str]]) -> str:
     """Every message's content joined: handy for routing replies on what a request contains."""
     return "\n\n".join(message.get("content", "") for message in messages)
+
+
+_OUTPUT_NAME = re.compile(r"^\d+\. `(\w+)`", re.MULTILINE)
+
+
+def signature_reply(text: str | Callable[[str], str]) -> ReplyFunction:
+    """A reply function that answers any `dspy.ChatAdapter` request: every output field gets `text`.
+
+    The output fields are read from the request's system message. Handy for the side
+    requests of optimizers (MIPROv2's instruction proposer, dataset summaries).
+
+    Args:
+        text: the value of every field, or a function of the field's name returning it.
+    """
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+        section = system.split("Your output fields are:", 1)[-1].split("All interactions", 1)[0]
+        names = dict.fromkeys(_OUTPUT_NAME.findall(section))
+        return chat_reply(**{name: text(name) if callable(text) else text for name in names})
+
+    return reply
 
 
 _TURN = re.compile(r"\[\[ ## iteration ## \]\]\s*Turn (\d+) of")

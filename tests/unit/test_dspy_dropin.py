@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import typing
 
@@ -15,7 +14,7 @@ from dspy.streaming import StatusMessage, StreamListener, StreamResponse  # noqa
 from rlm_integrations import RLMConfig  # noqa: E402
 from rlm_integrations.dspy import RLM  # noqa: E402
 from rlm_integrations.dspy.bridge import STREAM_CHUNK_CHARS  # noqa: E402
-from rlm_integrations.dspy.testing import ScriptedDSPyLM, chat_reply, rlm_replies  # noqa: E402
+from rlm_integrations.dspy.testing import ScriptedDSPyLM, chat_reply, rlm_replies, signature_reply  # noqa: E402
 
 CONFIG = RLMConfig(cell_timeout_s=20.0)
 
@@ -103,14 +102,6 @@ def test_an_unknown_field_is_still_refused_by_dspy():
 TUNED = "Submit the first word of the context (TUNED)."
 
 
-def signature_reply(messages: list[dict[str, str]]) -> str:
-    """Answers any DSPy request (MIPROv2's proposer signatures): every output field gets text naming TUNED."""
-    system = messages[0]["content"] if messages else ""
-    section = system.split("Your output fields are:", 1)[-1].split("All interactions", 1)[0]
-    names = [name for name in re.findall(r"`(\w+)`", section) if name != "completed"]
-    return chat_reply(**dict.fromkeys(dict.fromkeys(names), TUNED))
-
-
 def mipro_task_lm() -> ScriptedDSPyLM:
     """Submits the first word of the context only when the instructions carry TUNED (the last word otherwise)."""
 
@@ -122,7 +113,7 @@ def mipro_task_lm() -> ScriptedDSPyLM:
     def reply(messages: list[dict[str, str]]) -> str:
         text = rlm(messages)
         if "[[ ## iteration ## ]]" not in messages[-1]["content"]:
-            return signature_reply(messages)  # MIPROv2's own requests (it uses the task LM for some)
+            return signature_reply(TUNED)(messages)  # MIPROv2's own requests (it uses the task LM for some)
         return text.replace("INDEX", "0" if TUNED in messages[0]["content"] else "-1")
 
     return ScriptedDSPyLM(reply)
@@ -142,7 +133,7 @@ def test_miprov2_compiles_the_module_end_to_end_offline():
     def metric(example: typing.Any, pred: typing.Any, trace: typing.Any = None) -> bool:
         return bool(pred.answer == example.answer)
 
-    task_lm, prompt_lm = mipro_task_lm(), ScriptedDSPyLM(signature_reply)
+    task_lm, prompt_lm = mipro_task_lm(), ScriptedDSPyLM(signature_reply(TUNED))
     student = RLM("context, question -> answer", config=CONFIG)
     optimizer = MIPROv2(
         metric=metric,
