@@ -9,16 +9,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rlm_integrations.core.citations import Citation
     from rlm_integrations.core.config import RLMConfig
     from rlm_integrations.core.result import RLMResult
     from rlm_integrations.core.rlm import RLM
     from rlm_integrations.core.session import RLMSession
 
-__all__ = ["RLM", "RLMConfig", "RLMResult", "RLMSession", "__version__"]
+__all__ = ["Citation", "RLM", "RLMConfig", "RLMResult", "RLMSession", "__version__"]
 
 __version__ = "0.1.0"
 
 _LOCATIONS = {
+    "Citation": "rlm_integrations.core.citations",
     "RLM": "rlm_integrations.core.rlm",
     "RLMConfig": "rlm_integrations.core.config",
     "RLMResult": "rlm_integrations.core.result",

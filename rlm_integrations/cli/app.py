@@ -18,6 +18,7 @@ from rich.table import Table
 from rlm_integrations._sync import run_sync
 from rlm_integrations.cli._context import read_context
 from rlm_integrations.cli._models import choose_model, choose_sub_model
+from rlm_integrations.core.citations import sources_lines
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.events import Event, JSONLWriter
 from rlm_integrations.core.result import RLMResult
@@ -228,6 +229,8 @@ def run(
     else:
         console.print()
         print(result.answer)
+        for line in sources_lines(result.citations):  # on stderr, like the summary
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     _summary(console, result, description, trajectory)
     return 0 if result.ok else 1
 

@@ -91,6 +91,8 @@ class RLMConfig(BaseModel):
     cache: str | None = None
     """Replay identical model calls: None (off), ``"memory"`` (this `RLM`'s runs), or a directory (on disk, shared
     across processes). A hit replays the recorded completion whatever the temperature and costs nothing in budgets."""
+    citations: bool = True
+    """Find `RLMResult.citations` after the run: verified spans of the context behind the answer."""
 
     @field_validator("cache", mode="before")
     @classmethod

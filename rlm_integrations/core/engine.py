@@ -19,6 +19,7 @@ from rlm_integrations.core import prompts
 from rlm_integrations.core.budget import BudgetExceeded, Reservation, Share
 from rlm_integrations.core.cache import CachedModel, CallCache, watch_call
 from rlm_integrations.core.calls import ModelCall, current_model_call
+from rlm_integrations.core.citations import CiteLog
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.context_info import describe
 from rlm_integrations.core.context_size import check_context_size
@@ -97,6 +98,7 @@ class Engine:
         self.repl_factory = repl_factory
         self.policy_factory: PolicyFactory = policy_factory or ChatPolicy
         self.tools = check_tools(tools)
+        self.cites = CiteLog()  # what `cite(...)` recorded, checked after the run (core/citations.py)
 
     # -- one level of the tree ----------------------------------------------------------------
     async def run(
@@ -580,6 +582,8 @@ class Engine:
         repl.register("llm_query_batched", llm_query_batched)
         repl.register("rlm_query", rlm_query)
         repl.register("rlm_query_batched", rlm_query_batched)
+        if "cite" not in self.tools:  # a user tool of that name wins
+            repl.register("cite", self.cites.function())
         for name, tool in self.tools.items():  # each call is recorded as a sub-call (core/tools.py)
             start = functools.partial(self._start_sub_call, state, name, TOOL_MODEL)
             repl.register(name, recorded_tool(name, tool, start))

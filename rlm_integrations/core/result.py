@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlm_integrations.core.citations import Citation
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.core.usage import Usage
 
@@ -30,6 +31,7 @@ class RLMResult(BaseModel):
         iterations: root-model turns taken by the top-level run.
         duration: wall-clock seconds.
         trajectory: every event of the run tree.
+        citations: verified spans of the context that support the answer (see `Citation`).
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -42,6 +44,7 @@ class RLMResult(BaseModel):
     iterations: int = 0
     duration: float = 0.0
     trajectory: Trajectory = Field(default_factory=Trajectory)
+    citations: list[Citation] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -56,13 +59,13 @@ class RLMResult(BaseModel):
         """The trajectory as one self-contained HTML page (see `rlm_integrations.viewer`)."""
         from rlm_integrations.viewer import render_html
 
-        return render_html(self.trajectory, title=title)
+        return render_html(self, title=title)
 
     def _repr_html_(self) -> str:
         """Notebook display: the viewer in a sandboxed frame."""
         from rlm_integrations.viewer import notebook_html
 
-        return notebook_html(self.trajectory)
+        return notebook_html(self)
 
     def __str__(self) -> str:
         return str(self.answer)

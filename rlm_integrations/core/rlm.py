@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.core.cache import cache_for
+from rlm_integrations.core.citations import citations_for
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.engine import Engine, PolicyFactory, REPLFactory
 from rlm_integrations.core.events import Event, EventBus, Observer
@@ -183,8 +184,8 @@ class RLM:
             iterations=outcome.iterations,
             duration=time.monotonic() - started,
             trajectory=Trajectory(events=recorded),
+            citations=citations_for(config, context, outcome.answer, recorded, engine.cites),
         )
-
 
     def session(self, context: Any = None, **overrides: Any) -> RLMSession:
         """A session over `context`: follow-up questions that share one live REPL.

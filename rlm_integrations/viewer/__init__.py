@@ -9,14 +9,14 @@ html = render_html("run.jsonl")               # a path, a Trajectory, an RLMResu
 
 The page shows the run tree (child runs started by `rlm_query`, at every depth), each
 iteration's model reply, the code with highlighting, its output and errors, every
-sub-call, time, tokens and cost per node and in total, a timeline, and the final answer
-and status. It is searchable and keyboard-navigable, loads nothing from the network, and
-builds its rows when they are opened, so runs of thousands of steps stay responsive.
+sub-call, time, tokens and cost per node and in total, a timeline, the final answer and
+status, and the citations behind the answer. It is searchable and keyboard-navigable, loads
+nothing from the network, and builds its rows when they are opened, so runs of thousands of steps stay responsive.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from rlm_integrations.viewer._model import build_view
 from rlm_integrations.viewer._render import iframe, page
 
 if TYPE_CHECKING:
+    from rlm_integrations.core.citations import Citation
     from rlm_integrations.core.result import RLMResult
 
 __all__ = ["build_view", "notebook_html", "read_events", "render_html", "write_html"]
@@ -47,20 +48,29 @@ def _events(source: Any) -> tuple[list[Event], list[str]]:
     )
 
 
-def render_html(source: str | Path | Trajectory | RLMResult | Iterable[Event], *, title: str | None = None) -> str:
+def render_html(
+    source: str | Path | Trajectory | RLMResult | Iterable[Event],
+    *,
+    title: str | None = None,
+    citations: Sequence[Citation] | None = None,
+) -> str:
     """The viewer page for `source`, as one HTML document.
 
     Args:
         source: a JSON-lines trajectory file (as written by `RLMResult.save`, `rlm run
             --trajectory` or `JSONLWriter`), a `Trajectory`, an `RLMResult`, or events.
         title: the page title (default: the top-level run's query).
+        citations: the citations to list in the "Citations" panel (default: an `RLMResult`'s
+            own `citations`; a trajectory file holds none).
 
     Raises:
         OSError: the file cannot be read.
         ValueError: the file holds no trajectory events.
     """
     events, problems = _events(source)
-    return page(build_view(events, title=title, problems=problems))
+    if citations is None:
+        citations = getattr(source, "citations", None) or []
+    return page(build_view(events, title=title, problems=problems, citations=citations))
 
 
 def write_html(

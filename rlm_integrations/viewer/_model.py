@@ -13,6 +13,7 @@ Shape (times are seconds since the first event; usages are `{"p", "c", "cost", "
  "summary": {"status", "limit", "answer", "duration", "runs", "maxDepth", "iterations",
              "cells", "cellErrors", "lmCalls", "subCalls", "usage", "models": {name: usage},
              "time": {"root", "sub", "repl", "wall"}},
+ "citations": [{"start", "end", "text", "item", "source"}],
  "runs": [{"id", "parent", "parentCell", "parentCall", "depth", "query", "context", "model",
            "subModel", "status", "limit", "answer", "duration", "t0", "t1", "finished",
            "own", "total", "children": [run id], "iterations": [
@@ -448,13 +449,20 @@ def _by_model(models: dict[str, _Tally], name: str, usage: Json | None) -> None:
         models.setdefault(name, _Tally()).add_usage(usage)
 
 
-def build_view(events: Sequence[Event], *, title: str | None = None, problems: Sequence[str] = ()) -> Json:
+def build_view(
+    events: Sequence[Event],
+    *,
+    title: str | None = None,
+    problems: Sequence[str] = (),
+    citations: Sequence[Any] = (),
+) -> Json:
     """The viewer's data for a trajectory's events (see the module docstring for its shape).
 
     Args:
         events: the events of one run tree, in the order they were emitted.
         title: the page title (default: the top-level run's query).
         problems: notes to show on the page, e.g. lines of the file that were skipped.
+        citations: the result's `Citation`s, shown in the "Citations" panel.
     """
     builder = _Builder(events)
     for event in events:
@@ -472,4 +480,15 @@ def build_view(events: Sequence[Event], *, title: str | None = None, problems: S
         "prompts": builder.prompts,
         "summary": summary,
         "runs": runs,
+        "citations": [_citation_json(c) for c in citations],
+    }
+
+
+def _citation_json(citation: Any) -> Json:
+    return {
+        "start": citation.start,
+        "end": citation.end,
+        "text": citation.text,
+        "item": citation.item,
+        "source": getattr(citation, "source", None),
     }

@@ -13,8 +13,15 @@ PACKAGE = pathlib.Path(rlm_integrations.__file__).parent
 
 
 def test_top_level_exports():
-    assert sorted(rlm_integrations.__all__) == ["RLM", "RLMConfig", "RLMResult", "RLMSession", "__version__"]
-    for name in ("RLM", "RLMConfig", "RLMResult", "RLMSession"):
+    assert sorted(rlm_integrations.__all__) == [
+        "Citation",
+        "RLM",
+        "RLMConfig",
+        "RLMResult",
+        "RLMSession",
+        "__version__",
+    ]
+    for name in ("Citation", "RLM", "RLMConfig", "RLMResult", "RLMSession"):
         assert getattr(rlm_integrations, name).__name__ == name
 
 

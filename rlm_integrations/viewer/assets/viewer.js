@@ -668,6 +668,7 @@
     header.appendChild(h("div", { class: "answer" + tone, id: "sum-answer" },
       h("div", { class: "k" }, s.status === "completed" ? "Final answer" : "Answer (the run did not complete)"),
       h("pre", null, s.status === "unfinished" ? "(no answer yet)" : show(s.answer))));
+    renderCitations(header);
     var u = s.usage;
     var cards = h("div", { class: "cards" });
     function card(id, k, v, d, title) {
@@ -709,6 +710,21 @@
     if (DATA.problems.length) {
       header.appendChild(h("div", { class: "problems" }, "Notes: " + DATA.problems.join("; ")));
     }
+  }
+  // the verified spans of the context behind the answer (RLMResult.citations), quoted and highlighted
+  function renderCitations(header) {
+    var cites = DATA.citations || [];
+    if (!cites.length) return;
+    var list = h("ol", { class: "cites" });
+    cites.forEach(function (c) {
+      var where = (c.item === null || c.item === undefined ? "" : "item " + JSON.stringify(c.item) + " \u00b7 ") +
+        "chars " + fmtInt(c.start) + "\u2013" + fmtInt(c.end);
+      list.appendChild(h("li", null, h("span", { class: "where mono" }, where),
+        c.source ? h("span", { class: "src", title: "how it was found" }, c.source) : null,
+        h("mark", { class: "quote" }, c.text)));
+    });
+    header.appendChild(h("details", { class: "citations", id: "sum-citations", open: true },
+      h("summary", null, "Citations (" + cites.length + "): where the answer comes from in the context"), list));
   }
   function countChildCalls() {
     var n = 0;
