@@ -233,3 +233,29 @@ def test_cli_chat_reads_questions_until_exit_and_saves(tmp_path: Path):
 
 def test_public_export():
     assert sys.modules["rlm_integrations"].RLMSession is RLMSession
+
+
+def test_a_value_too_large_to_read_back_exactly_is_listed_not_saved_as_its_repr(tmp_path: Path):
+    make = "```repl\nbig = 'x' * 5_000_000\nsmall = big[:10]\nFINAL(len(big))\n```"
+    with RLM(ScriptedLM([make])).session("ctx") as session:
+        session.ask("Make a big string.")
+        not_saved = session.save(tmp_path / "c.rlm")
+    assert list(not_saved) == ["big"] and "too large" in not_saved["big"]
+    loaded = RLMSession.load(tmp_path / "c.rlm", RLM(ScriptedLM([])))
+    assert loaded._restore == {"small": "x" * 10}
+
+
+def test_load_keeps_the_saved_config_and_applies_overrides(tmp_path: Path):
+    RLM(ScriptedLM([])).session("ctx", max_iterations=7, max_llm_calls=9).save(tmp_path / "c.rlm")
+    other = RLM(ScriptedLM([]))
+    loaded = RLMSession.load(tmp_path / "c.rlm", other, max_llm_calls=3)
+    assert (loaded.config.max_iterations, loaded.config.max_llm_calls) == (7, 3)
+    with pytest.raises(ValidationError):
+        RLMSession.load(tmp_path / "c.rlm", other, max_llm_calls=0)
+
+
+async def test_the_blocking_face_works_inside_a_running_event_loop():
+    lm = ScriptedLM([COMPUTE, "```repl\nFINAL(total)\n```"])
+    with RLM(lm).session(CONTEXT) as session:  # as in a notebook: sync calls while a loop runs
+        session.ask("Sum?")
+        assert session.ask("Again?").answer == EXPECTED_TOTAL
