@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,15 +28,15 @@ import dspy
 from dspy.signatures.signature import ensure_signature
 
 from rlm_integrations._sync import run_sync
-from rlm_integrations.core.budget import Budget
 from rlm_integrations.core.cache import cache_for
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.engine import Engine, REPLFactory
 from rlm_integrations.core.events import Event, EventBus, Observer
 from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.rlm import _resolve_repl
-from rlm_integrations.core.tools import ToolsArg, check_tools, tool_doc
+from rlm_integrations.core.tools import ToolsArg, tool_doc
 from rlm_integrations.core.trajectory import Trajectory
+from rlm_integrations.dspy._support import asked_by_stream_lookup, budget_note, normalize_tools, repl_factory
 from rlm_integrations.dspy.bridge import DSPyBridge
 from rlm_integrations.dspy.children import child_extractor, child_policy_factory
 from rlm_integrations.dspy.inputs import describe_variables, to_repl_value
@@ -54,7 +52,7 @@ from rlm_integrations.dspy.signatures import (
     repl_guide,
 )
 from rlm_integrations.errors import ConfigError, ModelError, REPLError, UsageError
-from rlm_integrations.repl.protocol import REPL, FinalAnswer
+from rlm_integrations.repl.protocol import FinalAnswer
 
 __all__ = ["RLM"]
 
@@ -201,7 +199,7 @@ class RLM(dspy.Module):
         self.sub_lm = sub_lm
         self.repl = repl
         _resolve_repl(repl)  # fail at construction on a bad value
-        self.tools, tool_docs = _normalize_tools(tools)
+        self.tools, tool_docs = normalize_tools(tools)
         self.parse_retries = parse_retries
         self.history_chars = history_chars
         self.demo_chars = demo_chars
@@ -233,7 +231,7 @@ class RLM(dspy.Module):
         only while DSPy's `find_predictor_for_stream_listeners` is asking.
         """
         found: list[tuple[str, Any]] = super().named_parameters()
-        if not self.optimize_extract and _asked_by_stream_lookup():
+        if not self.optimize_extract and asked_by_stream_lookup():
             found.append(("extract", self.extractor))
         return found
 
@@ -306,7 +304,7 @@ class RLM(dspy.Module):
         return _Call(
             root_lm=root_lm,
             sub_lm=self.sub_lm or root_lm,
-            repl_factory=prestarted(_repl_factory(self.repl)),
+            repl_factory=prestarted(repl_factory(self.repl)),
             context=context,
             variables=values,
             variables_info=describe_variables(shown, fields, self.preview_chars),
@@ -331,7 +329,7 @@ class RLM(dspy.Module):
                 config=config,
                 tool_docs={name: tool_doc(function) for name, function in self.tools.items()},
                 sub_prompt_chars=_SUB_PROMPT_CHARS,
-                budget_note=lambda: _budget_note(engine.budget, config),
+                budget_note=lambda: budget_note(engine.budget, config),
                 history_chars=self.history_chars,
                 demo_chars=self.demo_chars,
                 parse_retries=self.parse_retries,
@@ -348,7 +346,7 @@ class RLM(dspy.Module):
             variables_info=call.variables_info,
             output_fields=output_fields,
             max_iterations=config.max_iterations,
-            budget_note=lambda: _budget_note(engine.budget, config),
+            budget_note=lambda: budget_note(engine.budget, config),
             history_chars=self.history_chars,
             demo_chars=self.demo_chars,
             parse_retries=self.parse_retries,
@@ -502,58 +500,3 @@ class RLM(dspy.Module):
         for name, low in (("history_chars", 500), ("demo_chars", 200), ("preview_chars", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
-
-
-def _asked_by_stream_lookup() -> bool:
-    """Whether DSPy's stream-listener lookup is on the call stack (it binds listeners to predictors)."""
-    from dspy.streaming.streaming_listener import find_predictor_for_stream_listeners
-
-    target = find_predictor_for_stream_listeners.__code__
-    frame: types.FrameType | None = sys._getframe(1)
-    for _ in range(64):
-        if frame is None:
-            return False
-        if frame.f_code is target:
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _normalize_tools(tools: ToolsArg | None) -> tuple[dict[str, Callable[..., Any]], dict[str, str]]:
-    """The tools as host functions by name (core's checks and conversions), and each one's doc line."""
-    functions = check_tools(tools)
-    return functions, {name: tool_doc(function) for name, function in functions.items()}
-
-
-def _repl_factory(repl: str | REPLFactory) -> REPLFactory:
-    """The REPL factory for `repl`; the local worker skips the warm pool.
-
-    Each call's worker starts while the root model writes its first cell (see
-    `PrestartedREPL`), so a warm pool saves nothing, and its refills compete for CPU with
-    the workers of a burst of concurrent calls.
-    """
-    if repl != "local":
-        return _resolve_repl(repl)
-    from rlm_integrations.repl.local import LocalREPL
-
-    def local(config: RLMConfig) -> REPL:
-        return LocalREPL(
-            cell_timeout_s=config.cell_timeout_s,
-            memory_limit_mb=config.memory_limit_mb,
-            max_output_chars=config.max_output_chars,
-            pool=False,
-        )
-
-    return local
-
-
-def _budget_note(budget: Budget, config: RLMConfig) -> str:
-    usage = budget.usage()
-    parts: list[str] = []
-    if config.max_llm_calls is not None:
-        parts.append(f"{max(config.max_llm_calls - usage.calls, 0)} of {config.max_llm_calls} model calls left")
-    if config.max_tokens is not None:
-        parts.append(f"{max(config.max_tokens - usage.total_tokens, 0):,} tokens left")
-    if config.timeout_s is not None:
-        parts.append(f"{max(config.timeout_s - budget.elapsed(), 0):.0f} s left")
-    return ("Budget: " + ", ".join(parts) + ".") if parts else ""

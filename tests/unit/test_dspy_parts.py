@@ -231,4 +231,5 @@ def test_the_public_surface_is_frozen():
         "chat_reply",
         "request_text",
         "rlm_replies",
+        "signature_reply",
     ]
