@@ -5,8 +5,8 @@ IPC, UTS, network (and, where the kernel has it, cgroup) namespaces, as uid 6553
 no capabilities, in a file-system view that holds only what Python needs, read-only:
 ``/usr`` (and the ``/lib*`` links), the interpreter's own prefix, this package,
 RestrictedPython and pyseccomp at ``/opt/rlm/lib``, plus the worker's scratch directory
-(writable, though the worker's file-size limit is 0) and its staging directory
-(read-only, where `load` puts values). Nothing else of the host is there: not the
+(its working directory) and its staging directory (where `load` puts values), both
+read-only, and a private ``/proc`` and ``/dev``, also read-only. Nothing else of the host is there: not the
 project checkout, not the virtual environment, not ``/etc`` or ``/root`` or ``/home``.
 
 The worker locks itself down further either way (`_lockdown`), and tells the host what
@@ -242,8 +242,14 @@ def _bwrap_prefix(
     if stage is not None:
         args += ["--ro-bind", stage, stage]
     if scratch is not None:
-        args += ["--bind", scratch, scratch, "--chdir", scratch]
-    args += ["--remount-ro", "/"]
+        # Read-only too: with RLIMIT_FSIZE at 0 no file could hold a byte, but directories and
+        # symbolic links are not files, and they would fill the host's disk (round 2 of the red team).
+        args += ["--ro-bind", scratch, scratch, "--chdir", scratch]
+    # The whole view read-only, /proc and /dev included. Inside, uid 65534 is the host user who
+    # started the worker: when that is root, the kernel grants it the owner's write access to every
+    # file in /proc/sys (core_pattern, ...) and bubblewrap's init's /proc/1/mem is writable (its
+    # own uid, and it has no seccomp filter). A read-only /proc refuses every such write.
+    args += ["--remount-ro", "/proc", "--remount-ro", "/dev", "--remount-ro", "/"]
     return args
 
 
@@ -271,6 +277,15 @@ def describe(info: dict[str, Any], launch: Launch) -> Isolation:
     if not unprivileged:
         missing.append(
             f"unprivileged: the worker runs as uid {uid} with capabilities {capabilities!r}; fix: {_INSTALL_FIX}"
+        )
+    elif not sandboxed and os.geteuid() == 0:
+        # Started plainly by root, the worker's own user namespace maps no uid: it *reads* 65534
+        # (the overflow uid), but the kernel still sees host root, owner of /proc/sys and of
+        # every root-owned file (red-team round 2: it wrote kernel.core_pattern).
+        unprivileged = False
+        missing.append(
+            f"unprivileged: the worker runs as host root (its uid {uid} is only the overflow uid of an "
+            f"unmapped user namespace; it can write /proc/sys and root-owned files); fix: {_INSTALL_FIX}"
         )
     network = info.get("network_isolated") is True
     if not network:

@@ -124,6 +124,20 @@ _DENIED: tuple[str, ...] = (
     "clock_settime",
     "clock_adjtime",
     "adjtimex",
+    # System V IPC and POSIX message queues: memory that outlives every mapping, so no
+    # RLIMIT_AS counts it (a worker held 768 MiB of detached shared memory in 92 MiB of address space)
+    "shmget",
+    "shmat",
+    "shmctl",
+    "msgget",
+    "msgsnd",
+    "msgctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semctl",
+    "mq_open",
+    "mq_timedsend",
     # io_uring runs system calls the filter would never see
     "io_uring_setup",
     "io_uring_enter",
@@ -322,10 +336,12 @@ def _no_limit_changes(seccomp: ModuleType, rule: Any) -> None:
 def _install_filter(seccomp: ModuleType, rules: Any, state: Lockdown) -> None:
     """Build a default-allow filter from `rules` and load it into every thread of the process.
 
-    System calls from another ABI (x32, i386 on x86-64) kill the process: libseccomp's
-    default for a foreign architecture.
+    System calls from another ABI (x32, i386 on x86-64) kill the whole process. (libseccomp's
+    default kills only the calling thread, which left the worker alive with its cell never
+    answering: a hang until the host's clock, forever with ``cell_timeout_s=None``.)
     """
     flt = seccomp.SyscallFilter(seccomp.ALLOW)
+    flt.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
     flt.set_attr(seccomp.Attr.CTL_TSYNC, 1)  # the parent watchdog thread already runs
 
     def rule(action: int, name: str, *args: Any) -> None:

@@ -13,11 +13,13 @@ import collections
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
+import time
 import weakref
 from typing import IO, Any
 
@@ -26,12 +28,14 @@ from rlm_integrations.repl._isolation import Launch, plan_launch
 from rlm_integrations.repl._schema import MAX_MESSAGE_BYTES
 from rlm_integrations.repl._wire import decode_line, invalid, oversized
 
-__all__ = ["EOF", "Mailbox", "WorkerProcess"]
+__all__ = ["EOF", "SEND_TIMEOUT_S", "Mailbox", "WorkerProcess", "encode"]
 
 EOF: dict[str, Any] = {"op": "eof"}
 """The message a mailbox yields once the worker's output has closed."""
 
 _STDERR_TAIL_BYTES = 4096
+SEND_TIMEOUT_S = 30.0
+"""How long the host waits for a worker to take one request before it counts as gone."""
 _SIGNAL_REASONS = {
     signal.SIGKILL: "it was killed (SIGKILL)",
     signal.SIGXCPU: "it exceeded its CPU-time limit (SIGXCPU)",
@@ -140,13 +144,17 @@ class WorkerProcess:
             raise
         assert self._process.stdin is not None and self._process.stdout is not None
         self._stdin: IO[bytes] = self._process.stdin
+        # Raw, non-blocking writes with a deadline: a worker that stops reading (SIGSTOP to
+        # itself, say) must never block the host's event loop in a full pipe.
+        self._stdin_fd = self._stdin.fileno()
+        os.set_blocking(self._stdin_fd, False)
         self.mailbox = Mailbox()
         self.ready = threading.Event()
         self.info: dict[str, Any] = {}
         self._stderr_tail = bytearray()
-        self._send_lock = threading.Lock()
+        self._send_lock = threading.RLock()  # reentrant: a send that gives up kills the worker
         # Threads hold no reference to `self`, so an abandoned worker is collected and killed.
-        self._finalizer = weakref.finalize(self, _terminate, self._process, directories)
+        self._finalizer = weakref.finalize(self, _terminate, self._process, directories, self._send_lock)
         threading.Thread(
             target=_read_protocol,
             args=(self._process.stdout, self.mailbox, self.ready, self.info),
@@ -175,12 +183,58 @@ class WorkerProcess:
         """True while the process runs."""
         return self._process.poll() is None
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Write one message (raises `BrokenPipeError` if the worker is gone)."""
-        data = json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
-        with self._send_lock:
-            self._stdin.write(data)
-            self._stdin.flush()
+    def send(self, message: dict[str, Any], timeout_s: float | None = None) -> None:
+        """Write one message, blocking at most `timeout_s`.
+
+        Raises `BrokenPipeError` if the worker is gone, or if it does not take the message
+        within `timeout_s` (default `SEND_TIMEOUT_S`; a stopped or hostile worker that no
+        longer reads): that worker is killed first.
+        """
+        self.write(encode(message), timeout_s)
+
+    def write_now(self, data: bytes) -> bool:
+        """Write `data` (at most `select.PIPE_BUF` bytes, so all or nothing) if the pipe takes it at once.
+
+        Never blocks: False when the pipe is full or another send is under way (then use `write`).
+        """
+        if len(data) > select.PIPE_BUF or not self._send_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._stdin.closed:
+                raise BrokenPipeError("the REPL worker is gone")
+            return os.write(self._stdin_fd, data) == len(data)
+        except BlockingIOError:
+            return False
+        finally:
+            self._send_lock.release()
+
+    def write(self, data: bytes, timeout_s: float | None = None) -> None:
+        """Write encoded lines, blocking at most `timeout_s` in all (see `send`)."""
+        if timeout_s is None:
+            timeout_s = SEND_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
+        if not self._send_lock.acquire(timeout=timeout_s):
+            self.kill()
+            raise BrokenPipeError("the REPL worker stopped taking requests (another send never finished)")
+        try:
+            view = memoryview(data)
+            poller = select.poll()
+            poller.register(self._stdin_fd, select.POLLOUT)
+            while view:
+                if self._stdin.closed:  # killed (closing takes this lock, so the number is never reused here)
+                    raise BrokenPipeError("the REPL worker is gone")
+                try:
+                    view = view[os.write(self._stdin_fd, view) :]
+                    continue
+                except BlockingIOError:
+                    pass
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.kill()
+                    raise BrokenPipeError(f"the REPL worker did not read its requests for {timeout_s:g} s")
+                poller.poll(min(left, 0.5) * 1000)
+        finally:
+            self._send_lock.release()
 
     def kill(self) -> None:
         """Kill the worker's whole process group and remove its scratch directory (idempotent)."""
@@ -204,6 +258,11 @@ class WorkerProcess:
         if tail:
             reason += f"; its last words: {tail[-600:]}"
         return reason
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One request as its protocol line."""
+    return json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
 
 
 def _read_protocol(stream: IO[bytes], mailbox: Mailbox, ready: threading.Event, info: dict[str, Any]) -> None:
@@ -254,7 +313,7 @@ def _staging_root() -> str | None:
     return None
 
 
-def _terminate(process: subprocess.Popen[bytes], directories: tuple[str, ...]) -> None:
+def _terminate(process: subprocess.Popen[bytes], directories: tuple[str, ...], send_lock: threading.RLock) -> None:
     # The group holds bubblewrap, its init inside the PID namespace and the worker: all die at once.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
@@ -262,9 +321,16 @@ def _terminate(process: subprocess.Popen[bytes], directories: tuple[str, ...]) -
         process.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=5)
-    for stream in (process.stdin, process.stdout, process.stderr):
-        with contextlib.suppress(OSError):
-            if stream is not None:
-                stream.close()
+    # A send in flight fails at once now (no reader is left); its descriptor is closed only
+    # after it lets go, so the number is never written to once another file reuses it.
+    held = send_lock.acquire(timeout=5)
+    try:
+        for stream in (process.stdin, process.stdout, process.stderr):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+    finally:
+        if held:
+            send_lock.release()
     for directory in directories:
         shutil.rmtree(directory, ignore_errors=True)

@@ -14,7 +14,7 @@ from rlm_integrations.errors import IsolationError, WorkerStartError
 from rlm_integrations.repl._client import Channel, Payload, Policy, WorkerREPL
 from rlm_integrations.repl._isolation import Isolation, describe, record_refusal, warn_if_incomplete
 from rlm_integrations.repl._pool import default_pool
-from rlm_integrations.repl._process import WorkerProcess
+from rlm_integrations.repl._process import WorkerProcess, encode
 from rlm_integrations.repl._schema import DEFAULT_MAX_CALLBACK_BYTES
 
 __all__ = ["LocalREPL"]
@@ -164,7 +164,11 @@ class _LocalChannel:
         return ready
 
     async def send(self, message: dict[str, Any]) -> None:
-        self.worker.send(message)
+        # Small requests go out at once; a larger one, or a full pipe, waits in a thread with a
+        # deadline, so a worker that stops reading never blocks the event loop.
+        data = encode(message)
+        if not self.worker.write_now(data):
+            await asyncio.to_thread(self.worker.write, data)
 
     async def receive(self) -> dict[str, Any]:
         return await self.worker.mailbox.get()
