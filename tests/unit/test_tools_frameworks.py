@@ -185,3 +185,32 @@ def test_the_langchain_runnable_takes_dspy_and_langchain_tools():
     assert out.answer == [2, "X"]
     assert sorted(name for name, _, _ in CALLS) == ["count_words", "shout"]
     assert len(tool_calls(out)) == 2
+
+
+def test_dspy_callbacks_see_dspy_tool_calls_made_from_the_code():
+    from dspy.utils.callback import BaseCallback
+
+    from rlm_integrations.dspy import RLM as DSPyRLM
+    from rlm_integrations.dspy.testing import ScriptedDSPyLM, rlm_replies
+
+    class Recorder(BaseCallback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, Any]] = []
+
+        def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+            self.seen.append((instance.name, inputs["kwargs"]))
+
+        def on_tool_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+            self.seen.append(("end", outputs))
+
+    recorder = Recorder()
+    lm = ScriptedDSPyLM(rlm_replies(["FINAL(answer=str(count_words('a b')) + fetch('k')['value'])"]))
+    program = DSPyRLM("question -> answer", tools=[count_words, fetch], config=CONFIG)
+    with dspy.context(lm=lm, callbacks=[recorder]):
+        assert program(question="q").answer == "2k"
+    assert recorder.seen == [
+        ("count_words", {"text": "a b"}),
+        ("end", 2),
+        ("fetch", {"key": "k"}),
+        ("end", {"key": "k", "value": "k"}),
+    ]
