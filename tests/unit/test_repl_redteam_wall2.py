@@ -418,3 +418,34 @@ async def test_without_bubblewrap_links_planted_in_scratch_are_not_followed_on_c
     await repl.close()
     assert os.path.basename(scratch) not in os.listdir(os.path.dirname(scratch))
     assert (kept / "canary.txt").read_text() == "still here"
+
+
+# -- open: threads are bounded only by the address space when the host is root ------------------------
+
+_THREADS = """
+import threading
+threading.stack_size(65536)
+gate = threading.Event()
+started = []
+try:
+    for _ in range(300):
+        thread = threading.Thread(target=gate.wait)
+        thread.start()
+        started.append(thread)
+finally:
+    gate.set()
+    for thread in started:
+        thread.join()
+"""
+
+
+@pytest.mark.xfail(
+    ROOT,
+    strict=True,
+    reason="open (red-team round 2): RLIMIT_NPROC never binds host root (the kernel exempts uid 0, which "
+    "the sandbox uid maps to), so a worker makes threads, each a pid on the host, up to its address space",
+)
+async def test_a_worker_cannot_start_hundreds_of_threads(wall2: LocalREPL) -> None:
+    outcome = await _in_worker(wall2, _THREADS)
+    assert outcome.startswith("stopped "), outcome
+    _assert_control_escapes(_THREADS)
