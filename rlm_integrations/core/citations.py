@@ -215,14 +215,14 @@ def find_citations(context: Any, answer: Any, events: Iterable[Event], cites: Ci
         if at >= 0:
             found.add(corpus.locate(at, at + len(fragment), "answer"))
     lines_by_cell = [_printed_lines(event.stdout) for event in events if isinstance(event, CellFinished)]
-    tokens = _key_tokens(answer_text)
     matched = False
-    for token in tokens:
-        for line in _lines_with(lines_by_cell, token):
+    for line, present in _lines_with(lines_by_cell, _key_tokens(answer_text)):
+        for token in present:  # the most distinctive token first
             citation = _line_match(corpus, line, token)
             if citation is not None:
                 matched = True
                 found.add(citation)
+                break
     if not matched and not found.items and _is_number(answer, answer_text):
         for lines in reversed(lines_by_cell):  # a derived answer: the last printed evidence
             verified = [c for c in (_whole_line(corpus, line) for line in lines) if c is not None]
@@ -338,16 +338,29 @@ def _printed_lines(stdout: str) -> list[str]:
     return [line.strip() for line in stdout.splitlines()[:_MAX_LINES] if line.strip()]
 
 
-def _lines_with(lines_by_cell: list[list[str]], token: str) -> list[str]:
-    pattern = re.compile(r"(?<![\w.])" + re.escape(token) + r"(?![\w])")
-    chosen: list[str] = []
+def _lines_with(lines_by_cell: list[list[str]], tokens: list[str]) -> list[tuple[str, list[str]]]:
+    """Printed lines holding key tokens (as whole words), with the tokens each holds, best first.
+
+    A line with less than half the key tokens of the best line is left out: it shares a name
+    with the answer (a place, a unit) but is about something else.
+    """
+    patterns = [(token, re.compile(r"(?<![\w.])" + re.escape(token) + r"(?!\w)")) for token in tokens]
+    chosen: dict[str, list[str]] = {}
+    budget = _MAX_LINES * 4
     for lines in lines_by_cell:
-        for line in lines:
-            if token in line and pattern.search(line) and line not in chosen:
-                chosen.append(line[:_MAX_LINE_CHARS])
-                if len(chosen) >= MAX_CITATIONS:
-                    return chosen
-    return chosen
+        for line in lines[:budget]:
+            line = line[:_MAX_LINE_CHARS]
+            present = [token for token, pattern in patterns if token in line and pattern.search(line)]
+            if present and line not in chosen:
+                chosen[line] = present
+        budget -= len(lines)
+        if budget <= 0:
+            break
+    if not chosen:
+        return []
+    best = max(len(present) for present in chosen.values())
+    ranked = sorted(chosen.items(), key=lambda pair: -len(pair[1]))
+    return [(line, present) for line, present in ranked if 2 * len(present) >= best][: MAX_CITATIONS * 2]
 
 
 def _line_match(corpus: _Corpus, line: str, token: str) -> Citation | None:

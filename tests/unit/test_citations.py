@@ -128,6 +128,16 @@ def test_an_answer_that_is_not_in_the_context_gets_no_citation() -> None:
     assert result.citations == []
 
 
+def test_a_printed_line_that_only_shares_a_name_with_the_answer_is_not_cited() -> None:
+    first = "Incident 2291: on 14 March the cooling pump at the Tromso hall failed and was replaced."
+    second = "Incident 2307: on 2 May a power feed at the Tromso hall tripped for 40 seconds."
+    context = FILLER * 50 + first + " " + FILLER * 50 + second + " " + FILLER
+    answer = "The cooling pump at the Tromso hall failed on 14 March (incident 2291)."
+    citations = find_citations(context, answer, [cell(f"{first}\n{second}\n")])
+    assert [c.text for c in citations] == [first]
+    assert context[citations[0].start : citations[0].end] == first
+
+
 def test_a_long_verbatim_answer_is_cited_directly() -> None:
     context = haystack()
     result = run([block(f"FINAL({NEEDLE!r})")], context, question="Quote the note.")
