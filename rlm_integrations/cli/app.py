@@ -225,7 +225,9 @@ def run(
     console.print(f"[bold]Model:[/] {description}")
     result = _execute(console, RLM(root, sub, config=config), query, loaded, trajectory)
     if json_output:
-        print(json.dumps({"answer": result.answer, "status": result.status, "limit": result.limit}, default=str))
+        citations = [citation.model_dump() for citation in result.citations]
+        fields = {"answer": result.answer, "status": result.status, "limit": result.limit, "citations": citations}
+        print(json.dumps(fields, default=str))
     else:
         console.print()
         print(result.answer)

@@ -87,8 +87,12 @@ class CiteLog:
 
     requests: list[tuple[Any, Any, Any]] = field(default_factory=list)
 
-    def function(self) -> Callable[..., str]:
-        """The host function registered in the REPL as `cite`."""
+    def function(self, depth: int = 0) -> Callable[..., str]:
+        """The host function registered in the REPL as `cite`, for a run at `depth`.
+
+        A child run (`depth` > 0) has its own context: its quotes are searched in the
+        top-level context, its offsets are ignored (they would point into the wrong text).
+        """
 
         def cite(what: Any, end: Any = None, item: Any = None) -> str:
             """Record a citation: `cite(text)` with text copied from the context, or `cite(start, end)`."""
@@ -100,6 +104,8 @@ class CiteLog:
                 raise TypeError("cite(start, end): give both offsets as int, or pass the quoted text instead")
             if item is not None and not isinstance(item, int | str):
                 raise TypeError(f"cite(..., item=...) takes a list index or dict key, got {type(item).__name__}")
+            if depth > 0 and isinstance(what, int):
+                return "offsets in a child run are ignored; cite the quoted text instead"
             if len(self.requests) < MAX_CITE_CALLS:
                 text = what[: MAX_CITATION_CHARS * 4] if isinstance(what, str) else what
                 self.requests.append((text, end, item))

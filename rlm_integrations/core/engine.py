@@ -583,7 +583,7 @@ class Engine:
         repl.register("rlm_query", rlm_query)
         repl.register("rlm_query_batched", rlm_query_batched)
         if "cite" not in self.tools:  # a user tool of that name wins
-            repl.register("cite", self.cites.function())
+            repl.register("cite", self.cites.function(state.depth))
         for name, tool in self.tools.items():  # each call is recorded as a sub-call (core/tools.py)
             start = functools.partial(self._start_sub_call, state, name, TOOL_MODEL)
             repl.register(name, recorded_tool(name, tool, start))

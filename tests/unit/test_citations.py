@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from engine_helpers import block, make_rlm
+from engine_helpers import block, make_rlm, router
 
 from rlm_integrations import Citation, RLMResult
 from rlm_integrations.cli import main
@@ -72,6 +72,18 @@ def test_an_explicit_cite_call_is_recorded_and_checked() -> None:
     at = context.index("access code")
     assert_verified(context, result)
     assert [(c.start, c.end, c.source) for c in result.citations] == [(at, at + 40, "cite"), (at - 10, at + 5, "cite")]
+
+
+def test_a_child_run_cites_quotes_into_the_top_level_context() -> None:
+    context = haystack()
+    parent = "i = context.find('access code')\nr = rlm_query('Find the code.', context[i - 200 : i + 200])\nFINAL(r)"
+    child = "cite(0, 30)\ncite(context[context.find('vault') :][:40])\nFINAL('7401-XQ')"  # offsets: into its own slice
+    scripts = {"What is the vault access code?": [block(parent)], "Find the code.": [block(child)]}
+    rlm, _, _ = make_rlm(router(scripts), max_depth=1)
+    result = rlm.completion("What is the vault access code?", context)
+    assert result.answer == "7401-XQ"
+    assert_verified(context, result)
+    assert [(c.start, c.source) for c in result.citations] == [(context.index("vault access"), "cite")]
 
 
 def test_a_bad_cite_argument_is_an_error_the_model_sees() -> None:
@@ -212,3 +224,16 @@ def test_rlm_run_prints_sources_after_the_answer(tmp_path, capfd) -> None:
     assert "Sources:" in err
     start, end = (int(n.replace(",", "")) for n in re.search(r"\[1\] chars ([\d,]+)-([\d,]+):", err).groups())
     assert "The secret code is 123456" in path.read_text()[start:end]
+
+
+def test_rlm_run_json_carries_the_citations(tmp_path, capfd) -> None:
+    path = tmp_path / "notes.txt"
+    text = "alpha " * 300 + "The secret code is 123456. " + "beta " * 300
+    path.write_text(text)
+    code = main(["run", "-q", "What is the secret code?", "-c", str(path), "--model", "scripted-demo", "--json"])
+    out, _ = capfd.readouterr()
+    assert code == 0
+    data = json.loads(out.strip().splitlines()[-1])
+    assert data["answer"] == "123456" and data["citations"]
+    for citation in data["citations"]:
+        assert text[citation["start"] : citation["end"]] == citation["text"]
