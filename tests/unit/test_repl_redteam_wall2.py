@@ -449,3 +449,34 @@ async def test_a_worker_cannot_start_hundreds_of_threads(wall2: LocalREPL) -> No
     outcome = await _in_worker(wall2, _THREADS)
     assert outcome.startswith("stopped "), outcome
     _assert_control_escapes(_THREADS)
+
+
+# -- held: kept as regression tests ------------------------------------------------------------------
+
+
+async def test_abstract_unix_sockets_of_the_host_are_out_of_reach(wall2: LocalREPL) -> None:
+    import socket
+
+    name = "\0rlm-redteam-" + os.urandom(6).hex()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(name)
+    server.listen(4)
+    try:
+        snippet = f"import socket\nclient = socket.socket(socket.AF_UNIX)\nclient.connect({name!r})\nclient.close()"
+        outcome = await _in_worker(wall2, snippet)
+        assert outcome.startswith("stopped ConnectionRefusedError"), outcome  # its own, empty namespace
+        _assert_control_escapes(snippet)
+    finally:
+        server.close()
+
+
+async def test_posix_message_queues_are_refused(wall2: LocalREPL) -> None:
+    snippet = (
+        "librt = ctypes.CDLL('librt.so.1', use_errno=True)\n"
+        "queue = librt.mq_open(b'/rlm-redteam', 0o102, 0o600, None)\n"  # O_RDWR | O_CREAT
+        "if queue < 0:\n    raise OSError(ctypes.get_errno(), 'mq_open')\n"
+        "librt.mq_close(queue)\nlibrt.mq_unlink(b'/rlm-redteam')"
+    )
+    outcome = await _in_worker(wall2, snippet)
+    assert outcome.startswith("stopped PermissionError"), outcome
+    _assert_control_escapes(snippet)
