@@ -212,7 +212,7 @@ def find_citations(context: Any, answer: Any, events: Iterable[Event], cites: Ci
     corpus = _Corpus(context)
     if not corpus.text:
         return []
-    found = _Found()
+    found = _Found(corpus)
     for what, end, item in cites.requests if cites is not None else ():
         found.add(_explicit(corpus, what, end, item))
     answer_text = _as_text(answer)
@@ -240,23 +240,35 @@ def find_citations(context: Any, answer: Any, events: Iterable[Event], cites: Ci
 
 
 class _Found:
-    """Citations kept in order, without duplicates or spans inside one already kept."""
+    """Citations kept in order: no duplicates, no span inside one already kept, overlaps joined."""
 
-    def __init__(self) -> None:
+    def __init__(self, corpus: _Corpus) -> None:
+        self.corpus = corpus
         self.items: list[Citation] = []
 
     def add(self, citation: Citation | None) -> None:
         if citation is None or len(self.items) >= MAX_CITATIONS:
             return
         for index, kept in enumerate(self.items):
-            if kept.item != citation.item:
+            if kept.item != citation.item or kept.end < citation.start or citation.end < kept.start:
                 continue
             if kept.start <= citation.start and citation.end <= kept.end:
                 return
-            if kept.source != "cite" and citation.start <= kept.start and kept.end <= citation.end:
-                self.items[index] = citation  # the wider span (e.g. the printed line around a bare answer)
+            if kept.source == "cite" or citation.source == "cite":
+                continue  # an explicit citation stays as the model chose it
+            joined = self._join(kept, citation)
+            if joined is not None:
+                self.items[index] = joined  # e.g. the printed line around a bare answer, or two windows
                 return
         self.items.append(citation)
+
+    def _join(self, one: Citation, other: Citation) -> Citation | None:
+        start, end = min(one.start, other.start), max(one.end, other.end)
+        span = self.corpus.item_span(one.item)
+        if end - start > MAX_CITATION_CHARS or span is None:
+            return None
+        source = other.source if one.source == "answer" else one.source
+        return self.corpus.locate(span[0] + start, span[0] + end, source)
 
 
 def _explicit(corpus: _Corpus, what: Any, end: Any, item: Any) -> Citation | None:

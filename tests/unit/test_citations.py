@@ -150,6 +150,16 @@ def test_a_printed_line_that_only_shares_a_name_with_the_answer_is_not_cited() -
     assert context[citations[0].start : citations[0].end] == first
 
 
+def test_overlapping_printed_windows_become_one_citation() -> None:
+    context = haystack()
+    at = context.index("7401-XQ")
+    printed = f"{context[at - 80 : at + 20]}\n{context[at - 10 : at + 70]}\n"
+    (citation,) = find_citations(context, "7401-XQ", [cell(printed)])
+    assert citation.start == at - 80
+    assert citation.text == context[at - 80 : at + 70].rstrip()  # printed lines are compared stripped
+    assert context[citation.start : citation.end] == citation.text
+
+
 def test_a_long_verbatim_answer_is_cited_directly() -> None:
     context = haystack()
     result = run([block(f"FINAL({NEEDLE!r})")], context, question="Quote the note.")
