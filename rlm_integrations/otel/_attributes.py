@@ -21,6 +21,7 @@ __all__ = [
     "input_messages",
     "output_messages",
     "provider_of",
+    "tool_span_name",
     "truncate",
     "usage_attributes",
 ]
@@ -38,6 +39,14 @@ AGENT_ID = "gen_ai.agent.id"
 INPUT_MESSAGES = "gen_ai.input.messages"
 OUTPUT_MESSAGES = "gen_ai.output.messages"
 ERROR_TYPE = "error.type"
+TOOL_NAME = "gen_ai.tool.name"
+TOOL_TYPE = "gen_ai.tool.type"
+TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
+TOOL_RESULT = "gen_ai.tool.call.result"
+
+# -- this library's own ----------------------------------------------------------------------
+CACHE_HIT = "rlm.cache_hit"
+"""On a model-call span: True when the call cache replayed the reply (no request, nothing spent)."""
 
 # -- span names ------------------------------------------------------------------------------
 SPAN_RUN = "invoke_agent rlm"
@@ -67,6 +76,11 @@ _PROVIDERS = {
 def chat_span_name(model: str) -> str:
     """The conventional name of a model-call span: ``chat {model}``."""
     return f"chat {model}"
+
+
+def tool_span_name(tool: str) -> str:
+    """The conventional name of a tool-call span: ``execute_tool {tool}``."""
+    return f"execute_tool {tool}"
 
 
 def provider_of(model: str) -> str | None:

@@ -8,6 +8,7 @@ invoke_agent rlm              one per run (the top-level run and each child run)
 │   ├── chat <root model>     the turn's model call (CLIENT)
 │   └── rlm.cell              one per code cell
 │       ├── chat <sub model>  each llm_query / llm_query_batched prompt (CLIENT)
+│       ├── execute_tool <name>  each call of a user tool (tools=[...])
 │       └── rlm_query         a child run started by the cell
 │           └── invoke_agent rlm   the child run; its turns nest the same way
 └── chat <root model>         the closing request, when a limit ended the run
@@ -44,6 +45,7 @@ from rlm_integrations.core.events import (
     SubCallFinished,
     SubCallStarted,
 )
+from rlm_integrations.core.tools import TOOL_MODEL
 from rlm_integrations.lm.protocol import TokenUsage
 from rlm_integrations.otel import _attributes as attr
 
@@ -298,7 +300,9 @@ class OpenTelemetryObserver:
             return
         span = entry.span
         self._count(event.run_id, event.usage)
-        span.set_attributes({attr.RESPONSE_MODEL: event.model, **attr.usage_attributes(event.usage)})
+        span.set_attributes(
+            {attr.RESPONSE_MODEL: event.model, attr.CACHE_HIT: event.cached, **attr.usage_attributes(event.usage)}
+        )
         if self.capture_content and event.error is None:
             span.set_attribute(attr.OUTPUT_MESSAGES, attr.output_messages(event.text, self.max_content_chars))
         if event.interrupted:
@@ -357,6 +361,9 @@ class OpenTelemetryObserver:
 
     # -- sub-calls ------------------------------------------------------------------------------
     def _sub_started(self, event: SubCallStarted) -> None:
+        if _is_tool_call(event):
+            self._tool_started(event)
+            return
         attributes: dict[str, Any] = {
             **attr.model_attributes(event.model),
             "rlm.role": "sub",
@@ -376,19 +383,42 @@ class OpenTelemetryObserver:
         parent = self._parent(f"cell:{event.cell_id}", f"run:{event.run_id}")
         self._start(f"sub:{event.call_id}", event.run_id, name, parent, attributes, event.at, kind)
 
+    def _tool_started(self, event: SubCallStarted) -> None:
+        """A user tool called from a cell: an ``execute_tool`` span (the event's `function` names the tool)."""
+        attributes: dict[str, Any] = {
+            attr.OPERATION: "execute_tool",
+            attr.TOOL_NAME: event.function,
+            attr.TOOL_TYPE: "function",
+            "rlm.role": "tool",
+            "rlm.call_id": event.call_id,
+            "rlm.depth": self._depth(event.run_id),
+            "rlm.prompt_chars": event.prompt_chars,
+        }
+        if self.capture_content:
+            attributes[attr.TOOL_ARGUMENTS] = self._text(event.prompt)
+        parent = self._parent(f"cell:{event.cell_id}", f"run:{event.run_id}")
+        name = attr.tool_span_name(event.function)
+        self._start(f"sub:{event.call_id}", event.run_id, name, parent, attributes, event.at)
+
     def _sub_finished(self, event: SubCallFinished) -> None:
         entry = self._open.pop(f"sub:{event.call_id}", None)
         if entry is None:
             return
         span = entry.span
         self._count(event.run_id, event.usage)
+        tool = _is_tool_call(event)
         if event.child_run_id is not None:
             span.set_attribute("rlm.child_run_id", event.child_run_id)
-        elif event.usage is not None:  # a plain model call (`rlm_query` at max_depth is one too)
+        elif not tool and (event.usage is not None or event.cached):  # a model call (`rlm_query` at max_depth too)
             span.set_attributes({attr.OPERATION: "chat", attr.RESPONSE_MODEL: event.model})
+        if not tool and event.child_run_id is None:
+            span.set_attribute(attr.CACHE_HIT, event.cached)
         span.set_attributes(attr.usage_attributes(event.usage))
         if self.capture_content and event.error is None:
-            span.set_attribute(attr.OUTPUT_MESSAGES, attr.output_messages(event.response, self.max_content_chars))
+            if tool:
+                span.set_attribute(attr.TOOL_RESULT, self._text(event.response))
+            else:
+                span.set_attribute(attr.OUTPUT_MESSAGES, attr.output_messages(event.response, self.max_content_chars))
         if event.interrupted:
             self._interrupt(span, event.error or "the sub-call was cut short", event.at)
             return
@@ -459,6 +489,11 @@ HANDLED_EVENTS: tuple[type[Any], ...] = (
     SubCallFinished,
 )
 """Every event type the observer turns into spans; any other event is counted in `unknown_kinds` and skipped."""
+
+
+def _is_tool_call(event: SubCallStarted | SubCallFinished) -> bool:
+    """True for a user tool's call (tools=[...]): the engine records it with the model ``"tool"``."""
+    return event.model == TOOL_MODEL and event.function not in ("llm_query", "rlm_query")
 
 
 def _version() -> str | None:

@@ -295,6 +295,62 @@ async def test_concurrent_runs_sharing_one_observer_make_separate_traces() -> No
     assert traced.all_ended()
 
 
+async def test_a_tool_call_is_an_execute_tool_span_not_a_model_call() -> None:
+    def lookup(key: str) -> str:
+        """Look a key up in the host's table."""
+        return {"a": "apple"}.get(key, "?")
+
+    def broken(key: str) -> str:
+        """Always fails."""
+        raise KeyError(key)
+
+    traced = Traced(capture_content=True)
+    code = "x = lookup('a')\ntry:\n    broken('b')\nexcept Exception as e:\n    print('failed', e)\nprint(x)"
+    root = ScriptedLM([block(code), block("FINAL(x)")], name="root")
+    rlm = RLM(root, tools={"lookup": lookup, "broken": broken}, config=config(), observers=[traced.observer])
+    result = await run(rlm)
+    assert (result.status, result.answer) == ("completed", "apple")
+    assert traced.all_ended()
+    assert not any(s.name == "chat tool" for s in traced.spans)
+    (ok,) = named(traced.spans, "execute_tool lookup")
+    (failed,) = named(traced.spans, "execute_tool broken")
+    first_cell = min(named(traced.spans, "rlm.cell"), key=start)
+    for span, name in ((ok, "lookup"), (failed, "broken")):
+        assert span.kind == SpanKind.INTERNAL
+        assert attrs(span)["gen_ai.operation.name"] == "execute_tool"
+        assert attrs(span)["gen_ai.tool.name"] == name
+        assert attrs(span)["gen_ai.tool.type"] == "function"
+        assert not any(key in attrs(span) for key in ("gen_ai.request.model", "gen_ai.usage.input_tokens"))
+        assert "rlm.cache_hit" not in attrs(span)
+        assert span.parent is not None and span.parent.span_id == first_cell.context.span_id
+    assert "'a'" in attrs(ok)["gen_ai.tool.call.arguments"]
+    assert attrs(ok)["gen_ai.tool.call.result"] == "apple"
+    assert ok.status.status_code == StatusCode.UNSET
+    assert failed.status.status_code == StatusCode.ERROR
+    assert attrs(failed)["error.type"] == "SubCallFailed" and "gen_ai.tool.call.result" not in attrs(failed)
+    (exception,) = [e for e in failed.events if e.name == "exception"]
+    assert "KeyError" in attrs(exception)["exception.message"]
+
+
+async def test_a_cache_hit_is_marked_on_its_model_span() -> None:
+    code = block("a = llm_query('alpha')\nprint(a)")
+    rlm, root, sub = make_rlm([code, block("FINAL(a)")], cache="memory")
+    first_run, second_run = Traced(), Traced()
+    first = await run(rlm, observers=[first_run.observer])
+    second = await run(rlm, observers=[second_run.observer])
+    assert first.answer == second.answer == "sub:alpha"
+    assert (len(root.calls), len(sub.calls)) == (2, 1)  # the second run replayed everything
+    for traced, hit in ((first_run, False), (second_run, True)):
+        assert traced.all_ended()
+        chats = sorted((s for s in traced.spans if s.name.startswith("chat ")), key=start)
+        assert [s.name for s in chats] == ["chat root", "chat sub", "chat root"]
+        assert [attrs(s)["rlm.cache_hit"] for s in chats] == [hit] * 3
+        assert all(attrs(s)["gen_ai.operation.name"] == "chat" for s in chats)
+        assert "rlm.cache_hit" not in attrs(traced.root())
+    replayed = [s for s in second_run.spans if s.name.startswith("chat ")]
+    assert all(attrs(s)["gen_ai.usage.input_tokens"] == 0 for s in replayed)
+
+
 def test_every_engine_event_is_handled_and_unknown_ones_are_skipped() -> None:
     (union, *_) = typing.get_args(typing.get_type_hints(sys.modules[__name__], include_extras=True)["EVENT_TYPE"])
     assert set(typing.get_args(union)) == set(HANDLED_EVENTS)
