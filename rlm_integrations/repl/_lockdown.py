@@ -200,7 +200,7 @@ def lock_down() -> Lockdown:
 
 
 def limit_address_space(limit_bytes: int) -> None:
-    """Set the address-space limit, hard, once; then forbid every further limit change."""
+    """Set the address-space limit, hard, once; then forbid every further limit change and new threads."""
     state = _STATE
     if state.address_space_limited:
         return
@@ -208,7 +208,7 @@ def limit_address_space(limit_bytes: int) -> None:
     state.address_space_limited = True
     if state.seccomp and state._seccomp is not None:
         try:
-            _install_filter(state._seccomp, _no_limit_changes, state)
+            _install_filter(state._seccomp, _sealed_for_cells, state)
         except OSError as error:
             state.problems.append(f"seccomp: the second filter was refused ({error})")
 
@@ -327,10 +327,19 @@ def _base_rules(seccomp: ModuleType, rule: Any) -> None:
     rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socketpair", arg(0, ne, _AF_UNIX))
 
 
-def _no_limit_changes(seccomp: ModuleType, rule: Any) -> None:
+def _sealed_for_cells(seccomp: ModuleType, rule: Any) -> None:
+    """What no cell may do: change a limit, or start a thread.
+
+    The worker's own threads (the parent watchdog) run before the first cell, and cells have
+    no use for threads (host callbacks are answered by the host). Threads must be refused
+    here because RLIMIT_NPROC does not bind a sandbox uid that maps to host root: without
+    this rule one cell could start thousands of threads, each a pid on the host.
+    """
     eperm = seccomp.ERRNO(errno.EPERM)
     rule(eperm, "setrlimit")
     rule(eperm, "prlimit64", seccomp.Arg(2, seccomp.NE, 0))
+    rule(eperm, "clone")
+    rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
 
 
 def _install_filter(seccomp: ModuleType, rules: Any, state: Lockdown) -> None:

@@ -292,8 +292,10 @@ async def test_a_forged_result_with_the_right_id_but_a_bad_final_value(plain_rep
 
 async def test_a_message_between_cells_is_out_of_order(plain_repl: LocalREPL) -> None:
     cell = await plain_repl.execute(
-        FIND_PROTOCOL_FD + "import threading\n"
-        'threading.Timer(0.3, lambda: os.write(fd, b\'{"op":"ok","id":1}\\n\')).start()\n'
+        # (cells may not start threads: a timer signal fires while the worker waits for a request)
+        FIND_PROTOCOL_FD + "import signal\n"
+        'signal.signal(signal.SIGALRM, lambda *_: os.write(fd, b\'{"op":"ok","id":1}\\n\'))\n'
+        "signal.setitimer(signal.ITIMER_REAL, 0.3)\n"
         "lost = 1"
     )
     assert cell.error is None, cell.error
@@ -305,12 +307,12 @@ async def test_a_message_between_cells_is_out_of_order(plain_repl: LocalREPL) ->
 
 async def test_a_flood_between_cells_is_bounded(plain_repl: LocalREPL) -> None:
     cell = await plain_repl.execute(
-        FIND_PROTOCOL_FD + "import threading, time\n"
-        "def flood():\n"
-        "    time.sleep(0.5)  # after the cell's own result\n"
+        FIND_PROTOCOL_FD + "import signal\n"
+        "def flood(*_):\n"
         "    for _ in range(200_000):\n"
         '        os.write(fd, b\'{"op":"ok","id":1,"variables":["\' + b\'x\' * 900 + b\'"]}\\n\')\n'
-        "threading.Thread(target=flood, daemon=True).start()"
+        "signal.signal(signal.SIGALRM, flood)\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.5)  # after the cell's own result"
     )
     assert cell.error is None, cell.error
     before = host_rss_kib()
@@ -724,21 +726,12 @@ async def test_a_forged_reply_through_the_sandbox_relay_restarts_the_worker() ->
             sandbox.terminate()
 
 
-async def test_callbacks_from_a_cells_threads_do_not_interleave(plain_repl: LocalREPL) -> None:
+async def test_a_cell_cannot_start_threads_to_interleave_callbacks(plain_repl: LocalREPL) -> None:
+    # Threads could interleave callbacks on the protocol; the lockdown refuses them from the first cell.
     plain_repl.register("llm_query", lambda prompt: f"<{prompt}>")
-    cell = await plain_repl.execute(
-        "import threading\n"
-        "answers = {}\n"
-        "def ask(n):\n"
-        "    for i in range(20):\n"
-        "        answers[(n, i)] = llm_query(f'{n}-{i}')\n"
-        "threads = [threading.Thread(target=ask, args=(n,)) for n in range(4)]\n"
-        "for t in threads: t.start()\n"
-        "for t in threads: t.join()\n"
-        "all(answers[(n, i)] == f'<{n}-{i}>' for n in range(4) for i in range(20)), len(answers)"
-    )
-    assert cell.error is None, cell.error
-    assert cell.value == "(True, 80)"
+    cell = await plain_repl.execute("import threading\nthreading.Thread(target=llm_query, args=('x',)).start()")
+    assert not cell.ok and "RuntimeError" in (cell.error or ""), cell.error
+    assert (await plain_repl.execute("llm_query('y')")).value == "'<y>'"
     await assert_usable(plain_repl)
 
 
