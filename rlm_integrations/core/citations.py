@@ -136,6 +136,7 @@ class _Corpus:
     def __init__(self, context: Any) -> None:
         self.keys: list[int | str] | None = None
         self.starts: list[int] = []
+        self._index: dict[int | str, int] | None = None
         if isinstance(context, str):
             self.text = context
             return
@@ -178,10 +179,10 @@ class _Corpus:
             return 0, len(self.text)
         if self.keys is None:
             return None
-        key: int | str = str(item) if isinstance(item, str) else item
-        try:
-            index = self.keys.index(key)
-        except ValueError:
+        if self._index is None:
+            self._index = {key: number for number, key in enumerate(self.keys)}
+        index = self._index.get(item)
+        if index is None:
             return None
         start = self.starts[index]
         end = self.starts[index + 1] - 1 if index + 1 < len(self.starts) else len(self.text)
