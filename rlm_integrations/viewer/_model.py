@@ -202,6 +202,7 @@ class _Builder:
                 usage=_usage_json(event.usage),
                 duration=event.duration,
                 error=event.error,
+                cached=event.cached,
                 t1=self.rel(event.at),
             )
         elif isinstance(event, CellStarted):
@@ -314,6 +315,7 @@ class _Builder:
             usage=_usage_json(event.usage),
             duration=event.duration,
             error=event.error,
+            cached=event.cached,
             child=event.child_run_id,
             t1=self.rel(event.at),
         )

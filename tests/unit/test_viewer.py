@@ -168,6 +168,56 @@ def test_csp_allows_exactly_the_inline_script_and_style(result):
         assert f"'sha256-{digest}'" in csp
 
 
+def _css_variables(style: str) -> list[dict[str, str]]:
+    """The custom properties of each `:root` block (the light scheme, then the dark one)."""
+    blocks = re.findall(r":root\s*\{([^}]*)\}", style)
+    return [dict(re.findall(r"(--[\w-]+):\s*([^;]+);", block)) for block in blocks]
+
+
+def test_a_cancelled_run_has_its_own_badge(result):
+    events = [
+        e.model_copy(update={"status": "cancelled", "answer": None})
+        if e.kind == "run_end" and e.run_id == result.trajectory.events[0].run_id
+        else e
+        for e in result.trajectory.events
+    ]
+    page = render_html(events)
+    assert embedded_data(page)["summary"]["status"] == "cancelled"
+    style = re.search(r"<style>(.*)</style>", page, re.S).group(1)
+    script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
+    rule = re.search(r"\.status\.cancelled\s*\{([^}]*)\}", style)
+    assert rule is not None and "color: var(--cancel)" in rule.group(1)
+    for scheme in _css_variables(style):  # a colour of its own in both schemes
+        others = {scheme[name] for name in ("--ok", "--warn", "--bad", "--muted", "--fg")}
+        assert scheme["--cancel"] not in others
+    assert '"cancelled" ? " cancel"' in script and ".answer.cancel" in style
+
+
+def test_cached_calls_are_marked(tmp_path):
+    from rlm_integrations import RLM, RLMConfig
+    from rlm_integrations.lm import ScriptedLM
+
+    code = "```repl\na = llm_query('alpha')\nprint(a)\n```"
+    root = ScriptedLM([code, "```repl\nFINAL(a)\n```"], name="root")
+    sub = ScriptedLM(lambda messages: "sub:" + messages[-1]["content"], name="sub")
+    rlm = RLM(root, sub, config=RLMConfig(cache="memory", cell_timeout_s=20))
+    first, second = rlm.completion("What is it?", "ctx"), rlm.completion("What is it?", "ctx")
+    assert first.answer == second.answer == "sub:alpha" and len(sub.calls) == 1
+    for run_result, hit in ((first, False), (second, True)):
+        page = run_result.to_html()
+        (run,) = embedded_data(page)["runs"]
+        calls = [call for it in run["iterations"] for call in it["calls"]]
+        subs = [sub for it in run["iterations"] for cell in it["cells"] for sub in cell["subs"]]
+        assert len(calls) == 2 and len(subs) == 1
+        assert [c["cached"] for c in calls + subs] == [hit] * 3
+    style = re.search(r"<style>(.*)</style>", page, re.S).group(1)
+    script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
+    assert re.search(r"\.tag\.cached\s*\{[^}]*var\(--cached\)", style)
+    assert all("--cached" in scheme for scheme in _css_variables(style))
+    assert script.count("cachedTag()") == 3  # defined once, used on model calls and on sub-calls
+    assert "call.cached ? cachedTag()" in script and "sub.cached ? cachedTag()" in script
+
+
 def test_hostile_text_cannot_leave_the_data_block(result):
     nasty = "</script><script>alert(1)</script><!-- __DATA__ __SCRIPT__ &amp; \u2028"
     events = [e.model_copy(update={"query": nasty}) if e.kind == "run_start" else e for e in result.trajectory.events]

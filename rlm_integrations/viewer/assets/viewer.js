@@ -72,6 +72,9 @@
     if (value === null || value === undefined) return "None";
     return typeof value === "string" ? value : JSON.stringify(value, null, 2);
   }
+  function cachedTag() {
+    return h("span", { class: "tag cached", title: "replayed from the call cache: no model call, nothing spent" }, "cached");
+  }
   function statusTag(status, limit) {
     return h("span", { class: "status " + status, title: limit ? "stopped by " + limit : null },
       status.replace(/_/g, " ") + (limit ? " (" + limit + ")" : ""));
@@ -340,6 +343,7 @@
     box.appendChild(h("div", { class: "bh" },
       h("span", { class: "kind lm" }, call.purpose === "final_answer" ? "Closing request to the root model" : "Root model"),
       h("b", null, call.model),
+      call.cached ? cachedTag() : null,
       h("span", null, fmtDur(call.duration)),
       usage ? h("span", { title: tokTitle(usage) }, fmtInt(usage.p) + " \u2192 " + fmtInt(usage.c) + " tok") : null,
       usage ? h("span", null, fmtCost(usage)) : null));
@@ -392,6 +396,7 @@
       h("span", { class: "tag fn" }, sub.fn),
       h("span", { class: "label", title: sub.prompt }, oneLine(sub.prompt, 120)),
       sub.error ? h("span", { class: "tag err" }, "error") : null,
+      sub.cached ? cachedTag() : null,
       h("span", { class: "meta" }, sub.model),
       metaOf(sub.duration, sub.usage)
     ];
@@ -664,7 +669,7 @@
     header.appendChild(h("p", { class: "sub" }, statusTag(s.status, s.limit), "  ",
       fmtInt(s.runs) + " run" + (s.runs === 1 ? "" : "s") + " \u00b7 depth " + s.maxDepth + " \u00b7 " +
       fmtInt(s.iterations) + " iterations \u00b7 " + fmtInt(s.cells) + " cells"));
-    var tone = s.status === "completed" ? "" : (s.status === "error" ? " bad" : " warn");
+    var tone = s.status === "completed" ? "" : (s.status === "error" ? " bad" : (s.status === "cancelled" ? " cancel" : " warn"));
     header.appendChild(h("div", { class: "answer" + tone, id: "sum-answer" },
       h("div", { class: "k" }, s.status === "completed" ? "Final answer" : "Answer (the run did not complete)"),
       h("pre", null, s.status === "unfinished" ? "(no answer yet)" : show(s.answer))));
