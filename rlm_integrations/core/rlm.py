@@ -18,8 +18,6 @@ from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.tools import ToolsArg, check_tools
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.errors import (
-    ConfigError,
-    MissingExtraError,
     RunCancelled,
     RunInterrupted,
     UnsupportedContextError,
@@ -27,6 +25,7 @@ from rlm_integrations.errors import (
 )
 from rlm_integrations.lm.protocol import LanguageModel
 from rlm_integrations.repl.protocol import REPL
+from rlm_integrations.repl.registry import resolve_backend
 
 if TYPE_CHECKING:
     from rlm_integrations.core.session import RLMSession
@@ -43,8 +42,10 @@ class RLM:
         model: the root model: a LiteLLM model string (``"openai/gpt-5-mini"``) or any
             `LanguageModel`.
         sub_model: the model behind `llm_query` (default: `model`).
-        repl: ``"local"`` (the sandboxed worker, default), ``"modal"``, or a callable
-            that takes the `RLMConfig` and returns a fresh `REPL`.
+        repl: the name of a registered REPL backend (``"local"``, the sandboxed worker,
+            by default; ``"modal"``; or any name given to
+            `rlm_integrations.repl.register_backend`), or a callable that takes the
+            `RLMConfig` and returns a fresh `REPL`.
         config: limits and knobs (`RLMConfig`); budgets cover the whole recursion tree.
         observers: callables that receive every event of every run.
         tools: extra host functions callable from the REPL by name (their first
@@ -217,34 +218,10 @@ def _resolve_model(model: str | LanguageModel) -> LanguageModel:
 
 
 def _resolve_repl(repl: str | REPLFactory) -> REPLFactory:
+    """A callable is used as is; a name is looked up in the REPL backend registry (`repl.registry`)."""
     if callable(repl):
         return repl
-    if repl == "local":
-        from rlm_integrations.repl.local import LocalREPL
-
-        def local(config: RLMConfig) -> REPL:
-            return LocalREPL(
-                cell_timeout_s=config.cell_timeout_s,
-                memory_limit_mb=config.memory_limit_mb,
-                max_output_chars=config.max_output_chars,
-            )
-
-        return local
-    if repl == "modal":
-        try:
-            from rlm_integrations.repl.modal import ModalREPL
-        except ImportError as error:
-            raise MissingExtraError("modal", "repl='modal'") from error
-
-        def modal(config: RLMConfig) -> REPL:
-            return ModalREPL(
-                cell_timeout_s=config.cell_timeout_s,
-                max_output_chars=config.max_output_chars,
-                memory_limit_mb=config.memory_limit_mb,
-            )
-
-        return modal
-    raise ConfigError(f"repl must be 'local', 'modal' or a callable returning a REPL, got {repl!r}")
+    return resolve_backend(repl)
 
 
 def _check_context(context: Any, depth: int = 0) -> None:

@@ -1,5 +1,7 @@
 """REPLs that run LM-written code: the local sandboxed worker and the Modal sandbox.
 
+Backends are chosen by name through a registry (`register_backend`, `resolve_backend`).
+
 Importing this package is cheap: each backend loads on first use.
 """
 
@@ -15,6 +17,13 @@ if TYPE_CHECKING:
     from rlm_integrations.repl.local import LocalREPL
     from rlm_integrations.repl.modal import ModalREPL
     from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer, HostCallback
+    from rlm_integrations.repl.registry import (
+        UnknownBackendError,
+        backend_names,
+        register_backend,
+        resolve_backend,
+        unregister_backend,
+    )
 
 __all__ = [
     "REPL",
@@ -24,8 +33,13 @@ __all__ = [
     "Isolation",
     "LocalREPL",
     "ModalREPL",
+    "UnknownBackendError",
+    "backend_names",
     "prewarm",
+    "register_backend",
+    "resolve_backend",
     "truncate_middle",
+    "unregister_backend",
 ]
 
 _LOCATIONS = {
@@ -38,6 +52,11 @@ _LOCATIONS = {
     "ModalREPL": "rlm_integrations.repl.modal",
     "prewarm": "rlm_integrations.repl._pool",
     "truncate_middle": "rlm_integrations.repl._output",
+    "UnknownBackendError": "rlm_integrations.repl.registry",
+    "backend_names": "rlm_integrations.repl.registry",
+    "register_backend": "rlm_integrations.repl.registry",
+    "resolve_backend": "rlm_integrations.repl.registry",
+    "unregister_backend": "rlm_integrations.repl.registry",
 }
 
 
