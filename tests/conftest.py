@@ -1,0 +1,40 @@
+"""Fixtures shared by the whole suite, and the suite's isolation.
+
+Network: pytest-socket (configured in pyproject.toml's pytest addopts) refuses every
+connection from the test process except to 127.0.0.1, localhost and ::1 (and Unix
+sockets), so no test can reach the internet by accident; worker processes, servers and
+browsers the tests start are separate processes and keep their own walls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from rlm_integrations.repl import registry
+from rlm_integrations.testing import FakeOpenAIServer, FakeREPL
+
+
+@pytest.fixture(autouse=True)
+def _restore_repl_backends() -> Iterator[None]:
+    """Backends a test (or a docs example) registers do not leak into the next test."""
+    saved = dict(registry._backends)
+    yield
+    with registry._lock:
+        registry._backends.clear()
+        registry._backends.update(saved)
+
+
+@pytest.fixture
+def fake_openai_server() -> Iterator[FakeOpenAIServer]:
+    """A running OpenAI-compatible fake server on 127.0.0.1."""
+    with FakeOpenAIServer() as running:
+        yield running
+
+
+@pytest.fixture
+async def fake_repl() -> AsyncIterator[FakeREPL]:
+    """A started in-process `FakeREPL` (no sandbox: only for code the test wrote)."""
+    async with FakeREPL() as repl:
+        yield repl
