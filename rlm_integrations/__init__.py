@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from rlm_integrations.core.rlm import RLM
     from rlm_integrations.core.session import RLMSession
 
-__all__ = ["Citation", "RLM", "RLMConfig", "RLMResult", "RLMSession", "__version__"]
+__all__ = ["RLM", "Citation", "RLMConfig", "RLMResult", "RLMSession", "__version__"]
 
 __version__ = "0.1.0"
 
