@@ -28,7 +28,6 @@ import keyword
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-from rlm_integrations._sync import run_sync
 from rlm_integrations.errors import (
     ConfigError,
     REPLClosedError,
@@ -47,6 +46,7 @@ from rlm_integrations.repl._replies import (
     restart_report,
 )
 from rlm_integrations.repl._schema import DEFAULT_MAX_CALLBACK_BYTES, MAX_CODE_CHARS, MAX_MESSAGE_BYTES
+from rlm_integrations.repl._sync_forms import SyncForms
 from rlm_integrations.repl._transfer import Payload, answer, invoke, serialize
 from rlm_integrations.repl._wire import (
     Callback,
@@ -85,7 +85,7 @@ _REQUEST_FLOOR_S = 30.0
 _LOAD_BYTES_PER_S = 4 * 1024 * 1024
 
 
-class WorkerREPL:
+class WorkerREPL(SyncForms):
     """A persistent Python namespace in a worker that speaks our JSON-lines protocol.
 
     Subclasses say how to reach a worker (`_connect`); everything else is here. See
@@ -267,27 +267,6 @@ class WorkerREPL:
         if isinstance(reply, ErrorReply):
             raise REPLError(f"variables() failed in the REPL worker: {reply.error}")
         return list(reply.variables or [])
-
-    # -- sync forms -------------------------------------------------------------------------
-    def start_sync(self) -> None:
-        """Blocking `start`."""
-        run_sync(self.start())
-
-    def load_sync(self, name: str, value: Any) -> None:
-        """Blocking `load`."""
-        run_sync(self.load(name, value))
-
-    def execute_sync(self, code: str) -> CellResult:
-        """Blocking `execute` (also works inside a running event loop)."""
-        return run_sync(self.execute(code))
-
-    def get_sync(self, name: str) -> Any:
-        """Blocking `get`."""
-        return run_sync(self.get(name))
-
-    def close_sync(self) -> None:
-        """Blocking `close`."""
-        run_sync(self.close())
 
     # -- internals --------------------------------------------------------------------------
     def _check_open(self) -> None:

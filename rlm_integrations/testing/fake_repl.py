@@ -14,10 +14,10 @@ import time
 from types import TracebackType
 from typing import Any, Self
 
-from rlm_integrations._sync import run_sync
 from rlm_integrations.errors import ConfigError, REPLClosedError, UnsupportedContextError, UsageError
 from rlm_integrations.repl._codec import decode_value, encode_value
 from rlm_integrations.repl._notebook import Notebook
+from rlm_integrations.repl._sync_forms import SyncForms
 from rlm_integrations.repl.protocol import CellResult, FinalAnswer, HostCallback
 
 __all__ = ["FakeREPL"]
@@ -31,7 +31,7 @@ _CALLBACK_ERRORS: dict[str, type[Exception]] = {
 }
 
 
-class FakeREPL:
+class FakeREPL(SyncForms):
     """An in-process REPL for tests; NOT SAFE: never give it untrusted or LM-written code.
 
     **No sandbox.** There is no sandbox, no separate process, no policy and no limit: a cell runs as
@@ -156,27 +156,6 @@ class FakeREPL:
         """Names defined in the namespace (loaded values and cell assignments), in definition order."""
         self._check_open()
         return self._ensure().variables()
-
-    # -- sync forms -------------------------------------------------------------------------
-    def start_sync(self) -> None:
-        """Blocking `start`."""
-        run_sync(self.start())
-
-    def load_sync(self, name: str, value: Any) -> None:
-        """Blocking `load`."""
-        run_sync(self.load(name, value))
-
-    def execute_sync(self, code: str) -> CellResult:
-        """Blocking `execute` (also works inside a running event loop)."""
-        return run_sync(self.execute(code))
-
-    def get_sync(self, name: str) -> Any:
-        """Blocking `get`."""
-        return run_sync(self.get(name))
-
-    def close_sync(self) -> None:
-        """Blocking `close`."""
-        run_sync(self.close())
 
     # -- internals --------------------------------------------------------------------------
     def _check_open(self) -> None:
