@@ -1,4 +1,4 @@
-"""Every Python example in the docs runs, offline, as written.
+"""Every Python example in the docs and the README runs, offline, as written.
 
 The ```python blocks of a page run in order in one namespace (later blocks use names from
 earlier ones), in a scratch directory. Two kinds of block are treated differently:
@@ -8,6 +8,9 @@ earlier ones), in a scratch directory. Two kinds of block are treated differentl
   line runs as a cell in a `LocalREPL` and must fail with that error.
 - A block that cannot run offline (it needs a provider key or a cloud account) is marked
   on the line just before its fence with `<!-- not executed: why -->`.
+
+README.md is run the same way; its first code block must stay the two commands a new
+user types first (`make demo`, `make test`), each a real Makefile target.
 
 A page whose examples a dedicated test runs (it names the page's file, as
 `test_langchain_docs.py` names `langchain.md`) is left to that test. Every page with
@@ -25,16 +28,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
+README = ROOT / "README.md"
 BLOCK = re.compile(r"(?P<before>[^\n]*)\n```python\n(?P<code>.*?)\n```", re.DOTALL)
 SKIP_MARK = "<!-- not executed"
 FENCE = re.compile(r"^```python$", re.MULTILINE)
 EXPECTED_ERROR = re.compile(r"\s#\s*(?P<error>[A-Z]\w*Error)\b[^\n]*$")
 OWNER_GAPS: dict[tuple[str, int], str] = {}
-"""Blocks (page, example number) of pages written elsewhere that cannot run as written yet, and why."""
+"""Blocks (page relative to the repository root, example number) that cannot run as written yet, and why."""
 
 
 def pages_with_examples() -> list[Path]:
-    return sorted(path for path in DOCS.rglob("*.md") if FENCE.search(path.read_text(encoding="utf-8")))
+    pages = [README, *sorted(DOCS.rglob("*.md"))]
+    return [path for path in pages if FENCE.search(path.read_text(encoding="utf-8"))]
+
+
+def label(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
 
 
 def covering_test(page: Path) -> Path | None:
@@ -59,21 +68,32 @@ def test_every_page_with_examples_is_run_somewhere():
         marked = text.count("\n" + SKIP_MARK)
         assert len(FENCE.findall(text)) == len(examples(page)) + marked, f"{page}: a skip mark not right above a block"
         assert examples(page) or marked, page
-    assert {p.relative_to(DOCS).as_posix() for p in PAGES} >= {"index.md", "guides/core.md", "guides/viewer.md"}
+    assert {label(p) for p in PAGES} >= {"README.md", "docs/index.md", "docs/guides/core.md", "docs/guides/viewer.md"}
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(DOCS).as_posix() for p in PAGES])
+def test_readme_starts_with_make_demo_and_make_test() -> None:
+    text = README.read_text(encoding="utf-8")
+    first = re.search(r"```(?P<lang>\w*)\n(?P<code>.*?)\n```", text, re.DOTALL)
+    assert first is not None and first["lang"] == "bash", "README's first code block is not the bash quick start"
+    commands = [line.split("#")[0].strip() for line in first["code"].splitlines() if line.split("#")[0].strip()]
+    assert commands[:2] == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for target in ("demo", "test"):
+        assert re.search(rf"^{target}:", makefile, re.MULTILINE), f"the Makefile has no {target!r} target"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[label(p) for p in PAGES])
 def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "RLM_MODEL"):
         monkeypatch.delenv(name, raising=False)
     # A real module, so that classes defined in an example resolve their type hints.
-    module = types.ModuleType(f"docs_example_{page.stem.replace('-', '_')}")
+    module = types.ModuleType(f"docs_example_{page.stem.replace('-', '_').lower()}")
     monkeypatch.setitem(sys.modules, module.__name__, module)
     gaps = []
     for number, code in enumerate(examples(page), 1):
-        where = f"{page.relative_to(DOCS)} example {number}"
-        gap = OWNER_GAPS.get((page.relative_to(DOCS).as_posix(), number))
+        where = f"{label(page)} example {number}"
+        gap = OWNER_GAPS.get((label(page), number))
         if gap is not None:
             gaps.append(f"{where}: {gap}")
             continue
