@@ -21,8 +21,9 @@ from rlm_integrations.errors import (
     UsageError,
 )
 from rlm_integrations.lm import LanguageModel, LiteLLMModel, Message
-from rlm_integrations.lm import litellm as lm_litellm
+from rlm_integrations.lm._errors import retry_after_s
 from rlm_integrations.lm._tokens import estimate_tokens
+from rlm_integrations.lm.litellm._session import sessions
 from rlm_integrations.testing import FakeOpenAIServer, Fault
 
 PROVIDER_KEYS = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GROQ_API_KEY"]
@@ -328,13 +329,13 @@ def test_repr_hides_the_key() -> None:
 
 
 def test_sync_complete_across_fresh_loops(server: FakeOpenAIServer) -> None:
-    before = set(lm_litellm._loop_sessions)
+    before = set(sessions.entries)
     model = make_model(server)
     assert model.complete(user("one")).text == "echo: one"
     assert model.complete(user("two")).text == "echo: two"
     assert asyncio.run(model.acomplete(user("three"))).text == "echo: three"
     gc.collect()  # any unclosed socket would warn here, and warnings are errors
-    assert set(lm_litellm._loop_sessions) <= before  # each loop closed its HTTP session on shutdown
+    assert set(sessions.entries) <= before  # each loop closed its HTTP session on shutdown
 
 
 async def test_sync_complete_inside_a_running_loop(server: FakeOpenAIServer) -> None:
@@ -367,14 +368,14 @@ class _FakeError(Exception):
 
 
 def test_retry_after_header_forms() -> None:
-    assert lm_litellm._retry_after_s(_FakeError({"Retry-After": "2.5"})) == 2.5
-    assert lm_litellm._retry_after_s(_FakeError({"retry-after-ms": "150", "Retry-After": "9"})) == 0.15
-    assert lm_litellm._retry_after_s(_FakeError({"Retry-After": "-3"})) == 0.0
+    assert retry_after_s(_FakeError({"Retry-After": "2.5"})) == 2.5
+    assert retry_after_s(_FakeError({"retry-after-ms": "150", "Retry-After": "9"})) == 0.15
+    assert retry_after_s(_FakeError({"Retry-After": "-3"})) == 0.0
     future = email.utils.formatdate(time.time() + 20, usegmt=True)
-    assert 15 < (lm_litellm._retry_after_s(_FakeError({"Retry-After": future})) or 0) <= 20
-    assert lm_litellm._retry_after_s(_FakeError({"Retry-After": "soon"})) is None
-    assert lm_litellm._retry_after_s(_FakeError({})) is None
-    assert lm_litellm._retry_after_s(ValueError("no headers")) is None
+    assert 15 < (retry_after_s(_FakeError({"Retry-After": future})) or 0) <= 20
+    assert retry_after_s(_FakeError({"Retry-After": "soon"})) is None
+    assert retry_after_s(_FakeError({})) is None
+    assert retry_after_s(ValueError("no headers")) is None
 
 
 # -- the fake server itself --------------------------------------------------------------
