@@ -23,9 +23,7 @@ def view(
     title: Annotated[str | None, typer.Option(help="Page title (default: the top-level query).")] = None,
 ) -> int:
     """Write TRAJECTORY as one HTML file: run tree, code, output, sub-calls, timings, tokens and cost."""
-    from rlm_integrations.viewer import read_events
-    from rlm_integrations.viewer._model import build_view
-    from rlm_integrations.viewer._render import page
+    from rlm_integrations.viewer import build_view, read_events, render_view
 
     if not trajectory.is_file():
         print(f"Error: no such trajectory file: {trajectory}", file=sys.stderr)
@@ -34,7 +32,7 @@ def view(
     try:
         events, problems = read_events(trajectory)
         data = build_view(events, title=title, problems=problems)
-        target.write_text(page(data), encoding="utf-8")
+        target.write_text(render_view(data), encoding="utf-8")
     except (OSError, ValueError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2

@@ -13,13 +13,14 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from rlm_integrations.lm.protocol import TokenUsage
 
 __all__ = [
+    "EVENT_TYPES",
     "CellFinished",
     "CellStarted",
     "ContextInfo",
@@ -203,7 +204,15 @@ Event = Annotated[
     | SubCallFinished,
     Field(discriminator="kind"),
 ]
+"""The closed union of every event, tagged by `kind`.
+
+Consumers dispatch with ``match event: case RunStarted(): ... case _: assert_never(event)``,
+so adding a class here makes the type checker name every consumer that does not handle it.
+"""
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+EVENT_TYPES: tuple[type[BaseModel], ...] = get_args(get_args(Event)[0])
+"""Every event class, in the union's order: the one table of event kinds (each class's `kind` names it)."""
 
 Observer = Callable[[Event], None]
 """Anything that takes an event; called synchronously, in order, on the loop's thread."""

@@ -1,7 +1,17 @@
-"""`RLMResult`: what a run returns."""
+"""`RLMResult`: what a run returns, and the hook that shows one as HTML in a notebook.
+
+Core draws no HTML. A notebook shows a result as rich HTML through `_repr_html_`, which
+asks a registered renderer: the viewer face registers its own when imported
+(`register_html_display`), and a renderer may also be declared as a package entry point
+in the ``rlm_integrations.display`` group, named ``text/html``, so it is found without an
+import. With neither, a notebook shows the result as plain text.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,7 +21,9 @@ from rlm_integrations.core.citations import Citation
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.core.usage import Usage
 
-__all__ = ["RLMResult", "Status"]
+__all__ = ["HTMLDisplay", "RLMResult", "Status", "register_html_display"]
+
+logger = logging.getLogger("rlm_integrations")
 
 Status = Literal["completed", "max_iterations", "budget_exhausted", "timeout", "error", "cancelled"]
 
@@ -55,17 +67,47 @@ class RLMResult(BaseModel):
         """Write the trajectory as JSON lines (see `Trajectory.save`)."""
         self.trajectory.save(path)
 
-    def to_html(self, *, title: str | None = None) -> str:
-        """The trajectory as one self-contained HTML page (see `rlm_integrations.viewer`)."""
-        from rlm_integrations.viewer import render_html
-
-        return render_html(self, title=title)
-
-    def _repr_html_(self) -> str:
-        """Notebook display: the viewer in a sandboxed frame."""
-        from rlm_integrations.viewer import notebook_html
-
-        return notebook_html(self)
+    def _repr_html_(self) -> str | None:
+        """Notebook display: the registered HTML renderer's view (the viewer's), or None for plain text."""
+        display = _html_display()
+        return display(self) if display is not None else None
 
     def __str__(self) -> str:
         return str(self.answer)
+
+
+HTMLDisplay = Callable[[RLMResult], str]
+"""A function that shows a result as an HTML fragment for a notebook."""
+
+DISPLAY_GROUP = "rlm_integrations.display"
+"""The entry-point group where a package may declare its `HTMLDisplay` (name: ``text/html``)."""
+
+_display: dict[str, HTMLDisplay | None] = {}
+
+
+def register_html_display(display: HTMLDisplay | None) -> None:
+    """Make `display` the way notebooks show an `RLMResult` (None: back to the entry point, or plain text)."""
+    _display.clear()
+    if display is not None:
+        _display["registered"] = display
+
+
+def _html_display() -> HTMLDisplay | None:
+    if "registered" in _display:
+        return _display["registered"]
+    if "found" not in _display:
+        _display["found"] = _declared_display()
+    return _display["found"]
+
+
+def _declared_display() -> HTMLDisplay | None:
+    """The renderer a package declares in the `DISPLAY_GROUP` entry points, if any loads."""
+    for entry in importlib.metadata.entry_points(group=DISPLAY_GROUP, name="text/html"):
+        try:
+            loaded = entry.load()
+        except Exception:
+            logger.warning("could not load the HTML display %r declared by %s", entry.value, entry.dist)
+            continue
+        if callable(loaded):
+            return loaded  # type: ignore[no-any-return]
+    return None

@@ -1,8 +1,9 @@
 """The trajectory viewer: one self-contained HTML file per run tree.
 
 ```python
-from rlm_integrations.viewer import render_html, write_html
+from rlm_integrations.viewer import render_html, to_html, write_html
 
+html = to_html(result)                        # a result's page, as a string
 write_html(result.trajectory, "run.html")     # or: rlm view run.jsonl -o run.html
 html = render_html("run.jsonl")               # a path, a Trajectory, an RLMResult or events
 ```
@@ -12,6 +13,10 @@ iteration's model reply, the code with highlighting, its output and errors, ever
 sub-call, time, tokens and cost per node and in total, a timeline, the final answer and
 status, and the citations behind the answer. It is searchable and keyboard-navigable, loads
 nothing from the network, and builds its rows when they are opened, so runs of thousands of steps stay responsive.
+
+Importing this module makes notebooks show an `RLMResult` as the viewer in a sandboxed
+frame (it registers `notebook_html` with `rlm_integrations.core.result.register_html_display`;
+core itself never imports the viewer).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlm_integrations.core.events import Event
+from rlm_integrations.core.result import register_html_display
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.viewer._load import read_events
 from rlm_integrations.viewer._model import build_view
@@ -30,7 +36,7 @@ if TYPE_CHECKING:
     from rlm_integrations.core.citations import Citation
     from rlm_integrations.core.result import RLMResult
 
-__all__ = ["build_view", "notebook_html", "read_events", "render_html", "write_html"]
+__all__ = ["build_view", "notebook_html", "read_events", "render_html", "render_view", "to_html", "write_html"]
 
 
 def _events(source: Any) -> tuple[list[Event], list[str]]:
@@ -73,6 +79,16 @@ def render_html(
     return page(build_view(events, title=title, problems=problems, citations=citations))
 
 
+def render_view(view: dict[str, Any]) -> str:
+    """The HTML page for viewer data made by `build_view` (for callers that also read the data)."""
+    return page(view)
+
+
+def to_html(result: RLMResult, *, title: str | None = None) -> str:
+    """A result's trajectory and citations as one self-contained HTML page (see `render_html`)."""
+    return render_html(result, title=title)
+
+
 def write_html(
     source: str | Path | Trajectory | RLMResult | Iterable[Event], path: str | Path, *, title: str | None = None
 ) -> Path:
@@ -83,5 +99,8 @@ def write_html(
 
 
 def notebook_html(source: str | Path | Trajectory | RLMResult | Iterable[Event], *, height: int = 640) -> str:
-    """The viewer in a sandboxed iframe, for notebooks (`RLMResult._repr_html_` uses it)."""
+    """The viewer in a sandboxed iframe, for notebooks (what `RLMResult._repr_html_` shows once this is imported)."""
     return iframe(render_html(source), height=height)
+
+
+register_html_display(notebook_html)

@@ -17,7 +17,7 @@ import pytest
 from rlm_integrations.cli import main
 from rlm_integrations.core.events import EventAdapter
 from rlm_integrations.core.trajectory import Trajectory
-from rlm_integrations.viewer import build_view, notebook_html, read_events, render_html, write_html
+from rlm_integrations.viewer import build_view, notebook_html, read_events, render_html, to_html, write_html
 from rlm_integrations.viewer._render import embed_json
 from rlm_integrations.viewer._sample import QUESTION, depth2_result, synthetic_events
 
@@ -148,7 +148,7 @@ def test_empty_trajectory():
 
 
 def test_page_is_self_contained(result):
-    page = result.to_html()
+    page = to_html(result)
     assert page.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert "<link" not in page and "@import" not in page and "url(" not in page
@@ -158,7 +158,7 @@ def test_page_is_self_contained(result):
 
 
 def test_csp_allows_exactly_the_inline_script_and_style(result):
-    page = result.to_html()
+    page = to_html(result)
     csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
     assert "default-src 'none'" in csp and "connect-src" not in csp
     script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
@@ -204,7 +204,7 @@ def test_cached_calls_are_marked(tmp_path):
     first, second = rlm.completion("What is it?", "ctx"), rlm.completion("What is it?", "ctx")
     assert first.answer == second.answer == "sub:alpha" and len(sub.calls) == 1
     for run_result, hit in ((first, False), (second, True)):
-        page = run_result.to_html()
+        page = to_html(run_result)
         (run,) = embedded_data(page)["runs"]
         calls = [call for it in run["iterations"] for call in it["calls"]]
         subs = [sub for it in run["iterations"] for cell in it["cells"] for sub in cell["subs"]]
@@ -245,7 +245,7 @@ def test_notebook_display_is_a_sandboxed_frame(result):
     assert shown.startswith("<iframe srcdoc=") and 'sandbox="allow-scripts"' in shown
     assert "<script" not in shown  # all of it is inside the escaped srcdoc attribute
     srcdoc = html.unescape(re.search(r'srcdoc="([^"]*)"', shown).group(1))
-    assert srcdoc == result.to_html()
+    assert srcdoc == to_html(result)
     assert notebook_html(result, height=300).count("height: 300px") == 1
 
 
