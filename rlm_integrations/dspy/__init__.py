@@ -26,5 +26,6 @@ from rlm_integrations.dspy.bridge import default_status_message
 from rlm_integrations.dspy.lm_adapter import DSPyLanguageModel
 from rlm_integrations.dspy.module import RLM
 from rlm_integrations.dspy.outputs import OutputError
+from rlm_integrations.dspy.session import Session
 
-__all__ = ["RLM", "DSPyLanguageModel", "OutputError", "default_status_message"]
+__all__ = ["RLM", "DSPyLanguageModel", "OutputError", "Session", "default_status_message"]
