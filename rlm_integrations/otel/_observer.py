@@ -15,7 +15,8 @@ invoke_agent rlm              one per run (the top-level run and each child run)
 ```
 
 Parents come from the ids the events carry (`run_id`, `cell_id`, `parent_call_id`), never
-from the current OpenTelemetry context, because sub-calls run concurrently. Only the
+from the current OpenTelemetry context, because sub-calls run concurrently; depths, the runs
+below a run and a run's usage come from core's `RunTree`, fed the same events. Only the
 top-level run takes the caller's current context as its parent, so a run nests under a
 span the application has open. Start and end times are the events' own timestamps.
 """
@@ -24,15 +25,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Never
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from rlm_integrations.core.events import (
+    EVENT_TYPES,
     CellFinished,
     CellStarted,
     Event,
@@ -45,8 +46,8 @@ from rlm_integrations.core.events import (
     SubCallFinished,
     SubCallStarted,
 )
+from rlm_integrations.core.run_tree import RunTree
 from rlm_integrations.core.tools import TOOL_MODEL
-from rlm_integrations.lm.protocol import TokenUsage
 from rlm_integrations.otel import _attributes as attr
 
 __all__ = [
@@ -97,16 +98,6 @@ class _Open:
     run_id: str
 
 
-@dataclass
-class _Run:
-    """What the observer keeps per open run."""
-
-    parent_id: str | None
-    depth: int
-    usage: TokenUsage = field(default_factory=TokenUsage)
-    """The run's model calls and its children's, so the run span carries the subtree's tokens."""
-
-
 class OpenTelemetryObserver:
     """An engine observer that records every run as OpenTelemetry spans.
 
@@ -145,21 +136,9 @@ class OpenTelemetryObserver:
         self._tracer = trace.get_tracer("rlm_integrations", _version(), tracer_provider=tracer_provider)
         self._lock = threading.RLock()
         self._open: dict[str, _Open] = {}
-        self._runs: dict[str, _Run] = {}
+        self._tree = RunTree()
         self.unknown_kinds: set[str] = set()
-        """Kinds of events this observer received and does not handle (a newer engine's events)."""
-        self._handlers: dict[type[Any], Callable[[Any], None]] = {
-            RunStarted: self._run_started,
-            RunFinished: self._run_finished,
-            IterationStarted: self._iteration_started,
-            IterationFinished: self._iteration_finished,
-            LMCallStarted: self._lm_started,
-            LMCallFinished: self._lm_finished,
-            CellStarted: self._cell_started,
-            CellFinished: self._cell_finished,
-            SubCallStarted: self._sub_started,
-            SubCallFinished: self._sub_finished,
-        }
+        """Kinds of events this observer received and does not handle (objects that are no `Event`)."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OpenTelemetryObserver:
         """The observer itself: a copied program (DSPy optimizers copy modules) reports to the same place."""
@@ -167,12 +146,36 @@ class OpenTelemetryObserver:
 
     def __call__(self, event: Event) -> None:
         """Start or end the span an event marks (called by the engine, in order)."""
-        handler = self._handlers.get(type(event))
         with self._lock:
-            if handler is None:
-                self.unknown_kinds.add(str(getattr(event, "kind", type(event).__name__)))
-                return
-            handler(event)
+            if isinstance(event, EVENT_TYPES):
+                self._tree(event)
+            match event:
+                case RunStarted():
+                    self._run_started(event)
+                case RunFinished():
+                    self._run_finished(event)
+                case IterationStarted():
+                    self._iteration_started(event)
+                case IterationFinished():
+                    self._iteration_finished(event)
+                case LMCallStarted():
+                    self._lm_started(event)
+                case LMCallFinished():
+                    self._lm_finished(event)
+                case CellStarted():
+                    self._cell_started(event)
+                case CellFinished():
+                    self._cell_finished(event)
+                case SubCallStarted():
+                    self._sub_started(event)
+                case SubCallFinished():
+                    self._sub_finished(event)
+                case _:
+                    self._skip(event)
+
+    def _skip(self, event: Never) -> None:
+        """Count an object that is no known event (typed `Never`, as `assert_never`: an unmatched class fails mypy)."""
+        self.unknown_kinds.add(str(getattr(event, "kind", type(event).__name__)))
 
     @property
     def open_spans(self) -> int:
@@ -185,7 +188,7 @@ class OpenTelemetryObserver:
         with self._lock:
             for key in reversed(list(self._open)):
                 self._interrupt(self._open.pop(key).span, reason, None)
-            self._runs.clear()
+            self._tree = RunTree()
 
     # -- runs -----------------------------------------------------------------------------------
     def _run_started(self, event: RunStarted) -> None:
@@ -213,24 +216,24 @@ class OpenTelemetryObserver:
         sub = self._open.get(f"sub:{event.parent_call_id}")
         if sub is not None:
             sub.span.set_attribute("rlm.child_run_id", event.run_id)
-        self._runs[event.run_id] = _Run(parent_id=event.parent_id, depth=event.depth)
         self._start(f"run:{event.run_id}", event.run_id, attr.SPAN_RUN, parent, attributes, event.at)
 
     def _run_finished(self, event: RunFinished) -> None:
-        finished = self._subtree(event.run_id)
+        node = self._tree.runs.get(event.run_id)
+        finished = {run.run_id for run in node.walk()} if node is not None else {event.run_id}
         for key in reversed(list(self._open)):  # whatever the run left open ends first, innermost first
             step = self._open[key]
             if step.run_id in finished and key != f"run:{event.run_id}":
                 del self._open[key]
                 self._interrupt(step.span, f"the run ended ({event.status}) before this step finished", event.at)
-        run = self._runs.pop(event.run_id, None)
-        for run_id in finished:
-            self._runs.pop(run_id, None)
         entry = self._open.pop(f"run:{event.run_id}", None)
-        usage = event.usage or (run.usage if run is not None else None)
-        if run is not None and run.parent_id in self._runs:
-            parent = self._runs[run.parent_id]
-            parent.usage = parent.usage + run.usage
+        usage = event.usage
+        if usage is None and node is not None and node.start is not None:
+            usage = node.usage.token_usage()  # the run's calls and its children's
+        if node is not None and node.parent is None:  # a top-level run: its tree is done
+            self._tree.forget(event.run_id)
+            if not self._tree.runs:
+                self._tree = RunTree()
         if entry is None:
             return
         span = entry.span
@@ -248,18 +251,6 @@ class OpenTelemetryObserver:
             message = f"the run ended with status {event.status}"
             self._fail(span, RunFailed(message), "cancelled" if event.status == "cancelled" else "RunFailed", event.at)
         span.end(end_time=_ns(event.at))
-
-    def _subtree(self, run_id: str) -> set[str]:
-        """`run_id` and every open run below it."""
-        found = {run_id}
-        grew = True
-        while grew:
-            grew = False
-            for child, run in self._runs.items():
-                if child not in found and run.parent_id in found:
-                    found.add(child)
-                    grew = True
-        return found
 
     # -- turns ----------------------------------------------------------------------------------
     def _iteration_started(self, event: IterationStarted) -> None:
@@ -299,7 +290,6 @@ class OpenTelemetryObserver:
         if entry is None:
             return
         span = entry.span
-        self._count(event.run_id, event.usage)
         span.set_attributes(
             {attr.RESPONSE_MODEL: event.model, attr.CACHE_HIT: event.cached, **attr.usage_attributes(event.usage)}
         )
@@ -405,7 +395,6 @@ class OpenTelemetryObserver:
         if entry is None:
             return
         span = entry.span
-        self._count(event.run_id, event.usage)
         tool = _is_tool_call(event)
         if event.child_run_id is not None:
             span.set_attribute("rlm.child_run_id", event.child_run_id)
@@ -463,32 +452,16 @@ class OpenTelemetryObserver:
         self._fail(span, StepInterrupted(reason), "interrupted", at)
         span.end(end_time=None if at is None else _ns(at))
 
-    def _count(self, run_id: str, usage: TokenUsage | None) -> None:
-        run = self._runs.get(run_id)
-        if run is not None and usage is not None:
-            run.usage = run.usage + usage
-
     def _depth(self, run_id: str) -> int:
-        run = self._runs.get(run_id)
+        run = self._tree.runs.get(run_id)
         return run.depth if run is not None else 0
 
     def _text(self, text: str) -> str:
         return attr.truncate(text, self.max_content_chars)
 
 
-HANDLED_EVENTS: tuple[type[Any], ...] = (
-    RunStarted,
-    RunFinished,
-    IterationStarted,
-    IterationFinished,
-    LMCallStarted,
-    LMCallFinished,
-    CellStarted,
-    CellFinished,
-    SubCallStarted,
-    SubCallFinished,
-)
-"""Every event type the observer turns into spans; any other event is counted in `unknown_kinds` and skipped."""
+HANDLED_EVENTS: tuple[type[Any], ...] = EVENT_TYPES
+"""Every event type the observer turns into spans: all of core's (`__call__` matches them exhaustively)."""
 
 
 def _is_tool_call(event: SubCallStarted | SubCallFinished) -> bool:
