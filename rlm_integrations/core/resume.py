@@ -198,7 +198,7 @@ class RunJournal(BaseModel):
     """The root model's identity, as the call cache keys it."""
     sub_model: dict[str, Any]
     config: dict[str, Any]
-    """The run's `RLMConfig` (its ``cache`` is the run directory's ``calls/``)."""
+    """The run's `RLMConfig`, less its ``cache`` (always the run directory's ``calls/``, wherever it is now)."""
     attempts: list[Attempt] = Field(default_factory=list)
 
     @property
@@ -476,7 +476,7 @@ class ResumableRun:
                     context=fingerprint,
                     model=model_identity(self.rlm.model),
                     sub_model=model_identity(self.rlm.sub_model),
-                    config=config.model_dump(mode="json"),
+                    config=config.model_dump(mode="json") | {"cache": None},
                 )
             else:
                 self._check(journal, query, fingerprint, config)
