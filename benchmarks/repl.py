@@ -138,7 +138,7 @@ def _our_isolation() -> str:
     """Our REPL's walls as they stand on this machine (bubblewrap is used only where installed)."""
     walls = "worker process + RestrictedPython; per-cell kill, empty env"
     try:
-        from rlm_integrations.repl._isolation import _bwrap_binary
+        from rlm_integrations.repl.local.isolation import _bwrap_binary
     except ImportError:  # an early build without wall 2's launcher
         return walls + ", rlimits"
     if _bwrap_binary()[0] is None:

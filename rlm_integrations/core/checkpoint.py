@@ -6,7 +6,7 @@ Members:
   variables were saved and which were not (and why), and a sha256 for every other member.
 - ``context.txt`` (str, UTF-8), ``context.bin`` (bytes) or ``context.json`` (other data,
   tagged JSON): the context, stored once, uncompressed.
-- ``variables/NAME.json``: one saved REPL variable each, as tagged JSON (`repl._codec`).
+- ``variables/NAME.json``: one saved REPL variable each, as tagged JSON (`repl.wire.codec`).
 - ``trajectory.jsonl``: the session's events, one per line (the `Trajectory` format).
 
 Nothing is ever unpickled: every member is text parsed by `json` or the event schema.
@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from rlm_integrations.core.events import EventAdapter
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.errors import CheckpointError, UsageError
-from rlm_integrations.repl._codec import decode_value, encode_value
+from rlm_integrations.repl.wire.codec import decode_value, encode_value
 
 __all__ = ["FORMAT", "VERSION", "Checkpoint", "read_checkpoint", "write_checkpoint"]
 

@@ -7,7 +7,7 @@ import hashlib
 from typing import Any
 
 from rlm_integrations.core.events import ContextInfo
-from rlm_integrations.repl._output import truncate_middle
+from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = ["describe"]
 

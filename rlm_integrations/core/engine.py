@@ -41,6 +41,8 @@ from rlm_integrations.core.limits import RunMeter, TreeLimits, estimate_tokens, 
 from rlm_integrations.core.parsing import parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy
 from rlm_integrations.core.pricing import check_prices
+from rlm_integrations.core.question_shape import probe_question, question_shape
+from rlm_integrations.core.repl_helpers import ReplHelpers
 from rlm_integrations.core.run_state import (
     PREVIEW_EVENT_CHARS,
     AnswerCheck,
@@ -55,10 +57,10 @@ from rlm_integrations.core.run_state import (
 from rlm_integrations.core.tools import TOOL_MODEL, check_tools, recorded_tool
 from rlm_integrations.errors import ContextWindowExceededError, ModelError, REPLError, UsageError, WorkerCrashedError
 from rlm_integrations.lm.protocol import Completion, LanguageModel, Message, TokenUsage
-from rlm_integrations.repl._client import LOST_VARIABLES_MARKER, lost_variables_note
-from rlm_integrations.repl._notebook import CALL_ERROR_KEY
-from rlm_integrations.repl._output import truncate_middle
+from rlm_integrations.repl.host.client import LOST_VARIABLES_MARKER, lost_variables_note
 from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer
+from rlm_integrations.repl.worker.notebook import CALL_ERROR_KEY
+from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = ["Engine", "RunOutcome"]
 
@@ -208,11 +210,15 @@ class Engine:
             for name, value in (state.variables or {}).items():
                 await repl.load(name, value)
             self._register_functions(repl, state)
+            self._register_helpers(repl, state, context)
             policy = state.policy or self.policy_factory(self.root_model)
             if isinstance(policy, ChatPolicy):
                 policy.configure(config)  # history bounds and compaction (core/history.py)
             system = prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools))
-            first = prompts.first_message(query, info, config.max_iterations)
+            probe = await asyncio.to_thread(probe_question, query, context) if context is not None else None
+            if isinstance(policy, ChatPolicy):
+                policy.shape = question_shape(query, probe)  # picks the worked example for small models
+            first = prompts.first_message(query, info, config.max_iterations, probe=probe.describe() if probe else "")
             if notes:
                 first = f"{notes}\n\n{first}"
             policy.begin(system, first)
@@ -284,6 +290,7 @@ class Engine:
                     reports.append(problem)
             if not found:
                 turns_left = self.config.max_iterations - iteration
+                reports.extend(state.helpers.take())
                 if repeated:
                     reports.append(prompts.repeated_code_note())
                 if state.query:
@@ -293,6 +300,9 @@ class Engine:
         return found, answer
 
     def _check_answer(self, state: RunState, final: FinalAnswer) -> tuple[bool, Any, str | None]:
+        doubt = state.helpers.challenge(final.value)  # an empty answer right after an empty search: ask once
+        if doubt is not None:
+            return False, None, doubt
         if state.check_answer is None:
             return True, final.value, None
         try:
@@ -587,6 +597,17 @@ class Engine:
         for name, tool in self.tools.items():  # each call is recorded as a sub-call (core/tools.py)
             start = functools.partial(self._start_sub_call, state, name, TOOL_MODEL)
             repl.register(name, recorded_tool(name, tool, start))
+
+    def _register_helpers(self, repl: REPL, state: RunState, context: Any) -> None:
+        """`grep`, `llm_map`, `llm_filter` (core/repl_helpers.py); a user tool of the same name wins."""
+
+        async def sub_call(function: str, prompt: str) -> str:
+            return await self._sub_call(state, function, prompt)
+
+        helpers = ReplHelpers(context, sub_call, max_prompt_chars=self._sub_prompt_chars(), notes=state.helpers)
+        for name, function in helpers.functions().items():
+            if name not in self.tools:
+                repl.register(name, function)
 
     async def _run_cell(self, repl: REPL, state: RunState, iteration: int, code: str) -> CellResult:
         cell_id = new_id("cell-")

@@ -28,7 +28,7 @@ from rlm_integrations.core.budget import Budget, BudgetExceeded, Reservation, Sh
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.pricing import PriceFunction, configured_price, price_for
 from rlm_integrations.lm.protocol import Completion
-from rlm_integrations.repl._output import truncate_middle
+from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = ["RunMeter", "TreeLimits", "WorkerSlots", "closing_slice_s", "estimate_tokens", "prompt_tokens_of"]
 

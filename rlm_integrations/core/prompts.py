@@ -9,11 +9,11 @@ import functools
 from importlib import resources
 
 from rlm_integrations.core.events import ContextInfo
-from rlm_integrations.repl._policy import ALLOWED_MODULES
+from rlm_integrations.core.repl_helpers import HELPER_DOCS
+from rlm_integrations.repl.worker.policy import ALLOWED_MODULES
 
 __all__ = [
     "closing_request",
-    "example_dialogue",
     "first_message",
     "missing_code_message",
     "next_turn_message",
@@ -33,10 +33,12 @@ def system_prompt(*, sub_prompt_chars: int, tools: dict[str, str] | None = None)
     tool_lines = ""
     if tools:
         tool_lines = "".join(f"- `{name}(...)`: {doc}\n" for name, doc in tools.items())
+    helper_lines = "".join(f"- {doc}\n" for name, doc in HELPER_DOCS.items() if name not in (tools or {}))
     return _template().format(
         sub_prompt_chars=f"{sub_prompt_chars:,}",
         modules=", ".join(sorted(ALLOWED_MODULES)),
         tools=tool_lines,
+        helpers=helper_lines,
     )
 
 
@@ -51,10 +53,11 @@ def describe_context(info: ContextInfo | None) -> str:
     return text
 
 
-def first_message(query: str, info: ContextInfo | None, max_iterations: int) -> str:
-    """The first user message: the question and what the context looks like."""
+def first_message(query: str, info: ContextInfo | None, max_iterations: int, *, probe: str = "") -> str:
+    """The first user message: the question, the context's shape and, if given, where the question's words occur."""
+    found = f"\n\n{probe}" if probe else ""
     return (
-        f"Question: {query}\n\n{describe_context(info)}\n\n"
+        f"Question: {query}\n\n{describe_context(info)}{found}\n\n"
         f"You have {max_iterations} turns. Write your first ```repl block."
     )
 
@@ -99,32 +102,3 @@ def repeated_code_note() -> str:
 def question_reminder(query: str) -> str:
     """The question again, at the end of each turn's feedback."""
     return f"Question: {query}"
-
-
-def example_dialogue() -> list[dict[str, str]]:
-    """One worked exchange shown before the real question: search, read the output, answer.
-
-    Small models follow a demonstrated exchange far better than a description of one; the
-    example's question and text are invented so that nothing in it can be copied as an answer.
-    """
-    return [
-        {
-            "role": "user",
-            "content": first_message(
-                "What is the capital of Zubrowka?",
-                ContextInfo(type="str", chars=1_204_332, preview="Chapter one. The train left the station at dawn"),
-                10,
-            ),
-        },
-        {
-            "role": "assistant",
-            "content": '```repl\nimport re\nfor m in re.finditer(r"capital", context):\n'
-            "    print(context[max(0, m.start() - 150):m.end() + 150])\n```",
-        },
-        {
-            "role": "user",
-            "content": "Output (96 characters):\nthe mountains. The capital of Zubrowka is Lutz, a town on the river, "
-            "and the trains stop there\n\n" + next_turn_message("", 9).strip(),
-        },
-        {"role": "assistant", "content": 'FINAL("Lutz")'},
-    ]

@@ -12,9 +12,10 @@ from typing import Any
 from rlm_integrations.core.events import EventBus, SubCallFinished
 from rlm_integrations.core.limits import RunMeter
 from rlm_integrations.core.policy import Policy
+from rlm_integrations.core.repl_helpers import HelperNotes
 from rlm_integrations.lm.protocol import TokenUsage
-from rlm_integrations.repl._output import truncate_middle
 from rlm_integrations.repl.protocol import FinalAnswer
+from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = [
     "PREVIEW_EVENT_CHARS",
@@ -70,6 +71,7 @@ class RunState:
     code_seen: set[str] = field(default_factory=set)
     prelude_done: bool = False
     meter: RunMeter | None = None
+    helpers: HelperNotes = field(default_factory=HelperNotes)
 
 
 @dataclass

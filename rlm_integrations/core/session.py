@@ -25,11 +25,12 @@ from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.engine import _PRELUDE_MODULES
 from rlm_integrations.core.events import Event, Observer
 from rlm_integrations.core.result import RLMResult
+from rlm_integrations.core.run import check_context, check_query
 from rlm_integrations.core.run_state import as_text
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.errors import RunCancelled, UnsupportedContextError, UsageError
-from rlm_integrations.repl._output import truncate_middle
 from rlm_integrations.repl.protocol import REPL
+from rlm_integrations.repl.worker.output import truncate_middle
 
 if TYPE_CHECKING:
     from rlm_integrations.core.rlm import RLM
@@ -93,9 +94,7 @@ class RLMSession:
     """
 
     def __init__(self, rlm: RLM, context: Any = None, **overrides: Any) -> None:
-        from rlm_integrations.core.rlm import _check_context
-
-        _check_context(context)
+        check_context(context)
         self.rlm = rlm
         self.context = context
         self.config: RLMConfig = rlm.config.with_overrides(**overrides)
@@ -136,16 +135,15 @@ class RLMSession:
             pydantic.ValidationError: an override out of range or not a field.
             RunCancelled: the ask was cancelled (the session stays usable).
         """
-        if not isinstance(question, str) or not question.strip():
-            raise UsageError("question must be a non-empty string")
-        config = self.config.with_overrides(**overrides)
+        check_query(question)
+        run = self.rlm.prepare(config=self.config, observers=observers, overrides=overrides)
         lock = self._claim_loop()
         async with lock:
             repl = await self._ensure_repl()
             before = await _user_names(repl)
             notes = self._notes(before)
             try:
-                result = await self.rlm._run(question, self.context, config, observers, repl=repl, notes=notes)
+                result = await run.execute(question, self.context, repl=repl, notes=notes)
             except RunCancelled as cancelled:
                 self._events.extend(cancelled.result.trajectory.events)
                 raise

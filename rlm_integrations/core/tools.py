@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from rlm_integrations.errors import ConfigError, ReservedNameError
-from rlm_integrations.repl._output import truncate_middle
-from rlm_integrations.repl._policy import SandboxPolicy
-from rlm_integrations.repl._transfer import invoke
+from rlm_integrations.repl.host.transfer import invoke
+from rlm_integrations.repl.worker.output import truncate_middle
+from rlm_integrations.repl.worker.policy import SandboxPolicy
 
 __all__ = [
     "REPL_BUILTINS",

@@ -26,7 +26,7 @@ from rlm_integrations.dspy.outputs import OutputError, check_outputs, submit_hin
 from rlm_integrations.dspy.signatures import GUIDE_PLACEHOLDER
 from rlm_integrations.errors import ModelError
 from rlm_integrations.lm.protocol import Completion, TokenUsage
-from rlm_integrations.repl._output import truncate_middle
+from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = ["PredictPolicy", "Step", "render_history", "strip_fences"]
 

@@ -17,7 +17,7 @@ from typing import Any
 import dspy
 
 from rlm_integrations.dspy.outputs import describe_type, submit_hint
-from rlm_integrations.repl._policy import ALLOWED_MODULES
+from rlm_integrations.repl.worker.policy import ALLOWED_MODULES
 
 __all__ = [
     "GUIDE_PLACEHOLDER",

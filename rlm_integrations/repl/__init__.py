@@ -11,10 +11,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rlm_integrations.repl._isolation import Isolation
-    from rlm_integrations.repl._output import truncate_middle
-    from rlm_integrations.repl._pool import prewarm
     from rlm_integrations.repl.local import LocalREPL
+    from rlm_integrations.repl.local.isolation import Isolation
+    from rlm_integrations.repl.local.pool import prewarm
     from rlm_integrations.repl.modal import ModalREPL
     from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer, HostCallback
     from rlm_integrations.repl.registry import (
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
         resolve_backend,
         unregister_backend,
     )
+    from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = [
     "REPL",
@@ -47,11 +47,11 @@ _LOCATIONS = {
     "CellResult": "rlm_integrations.repl.protocol",
     "FinalAnswer": "rlm_integrations.repl.protocol",
     "HostCallback": "rlm_integrations.repl.protocol",
-    "Isolation": "rlm_integrations.repl._isolation",
+    "Isolation": "rlm_integrations.repl.local.isolation",
     "LocalREPL": "rlm_integrations.repl.local",
     "ModalREPL": "rlm_integrations.repl.modal",
-    "prewarm": "rlm_integrations.repl._pool",
-    "truncate_middle": "rlm_integrations.repl._output",
+    "prewarm": "rlm_integrations.repl.local.pool",
+    "truncate_middle": "rlm_integrations.repl.worker.output",
     "UnknownBackendError": "rlm_integrations.repl.registry",
     "backend_names": "rlm_integrations.repl.registry",
     "register_backend": "rlm_integrations.repl.registry",

@@ -15,10 +15,10 @@ from types import TracebackType
 from typing import Any, Self
 
 from rlm_integrations.errors import ConfigError, REPLClosedError, UnsupportedContextError, UsageError
-from rlm_integrations.repl._codec import decode_value, encode_value
-from rlm_integrations.repl._notebook import Notebook
-from rlm_integrations.repl._sync_forms import SyncForms
+from rlm_integrations.repl.host.sync_forms import SyncForms
 from rlm_integrations.repl.protocol import CellResult, FinalAnswer, HostCallback
+from rlm_integrations.repl.wire.codec import decode_value, encode_value
+from rlm_integrations.repl.worker.notebook import Notebook
 
 __all__ = ["FakeREPL"]
 

@@ -14,8 +14,8 @@ import pytest
 
 from rlm_integrations.errors import ConfigError, MissingExtraError
 from rlm_integrations.repl import REPL
-from rlm_integrations.repl._sandbox import MODAL_WORKER_ROOT, ModalBackend, SandboxSpec, _ModalProcess
 from rlm_integrations.repl.modal import ModalREPL, SandboxPool, StandInBackend
+from rlm_integrations.repl.sandbox.backends import MODAL_WORKER_ROOT, ModalBackend, SandboxSpec, _ModalProcess
 
 HAS_MODAL = importlib.util.find_spec("modal") is not None
 needs_modal = pytest.mark.skipif(not HAS_MODAL, reason="the [modal] extra is not installed")
@@ -348,7 +348,7 @@ def test_the_image_holds_every_module_the_worker_imports() -> None:
     import ast
 
     import rlm_integrations
-    from rlm_integrations.repl._supervisor import WORKER_MODULES
+    from rlm_integrations.repl.worker.supervisor import WORKER_MODULES
 
     package = Path(rlm_integrations.__file__).parent
     shipped = {name.removesuffix(".py").replace("/", ".").removesuffix(".__init__") for name in WORKER_MODULES}

@@ -14,8 +14,8 @@ import pytest
 
 from rlm_integrations.errors import REPLClosedError, WorkerStartError
 from rlm_integrations.repl import CellResult
-from rlm_integrations.repl._sandbox import SandboxSpec, StandInSandbox, stage_worker_tree
 from rlm_integrations.repl.modal import ModalREPL, SandboxPool, StandInBackend
+from rlm_integrations.repl.sandbox.backends import SandboxSpec, StandInSandbox, stage_worker_tree
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ async def test_the_sandbox_has_only_the_worker_files(backend, pool) -> None:
     staged = stage_worker_tree() / "rlm_integrations"
     files = sorted(str(p.relative_to(staged)) for p in staged.rglob("*.py"))
     assert "core/rlm.py" not in files and "repl/local.py" not in files and "repl/modal.py" not in files
-    assert "repl/_worker.py" in files and "repl/_supervisor.py" in files
+    assert "repl/worker/main.py" in files and "repl/worker/supervisor.py" in files
 
 
 async def test_sync_api_across_event_loops(backend, pool) -> None:
@@ -268,7 +268,7 @@ async def test_a_supervisor_that_cannot_start_is_a_start_error(backend, pool, tm
 async def test_a_different_worker_version_is_refused(backend, pool, tmp_path, monkeypatch) -> None:
     tree = tmp_path / "tree"
     shutil.copytree(stage_worker_tree(), tree)
-    worker = tree / "rlm_integrations" / "repl" / "_worker.py"
+    worker = tree / "rlm_integrations" / "repl" / "worker" / "main.py"
     worker.write_text(worker.read_text() + "\n# another version\n")
     monkeypatch.setattr(StandInSandbox, "__init__", _init_with_root(StandInSandbox.__init__, str(tree)))
     with pytest.raises(WorkerStartError, match="worker version"):
@@ -403,7 +403,8 @@ def test_supervisor_exits_when_the_host_stays_away(tmp_path) -> None:
 
     root = stage_worker_tree()
     bootstrap = (
-        f"import sys; sys.path.insert(0, {str(root)!r}); from rlm_integrations.repl._supervisor import main; main()"
+        f"import sys; sys.path.insert(0, {str(root)!r}); "
+        "from rlm_integrations.repl.worker.supervisor import main; main()"
     )
     process = subprocess.Popen(
         [sys.executable, "-I", "-B", "-c", bootstrap, json.dumps({"idle_timeout_s": 0.5})],
@@ -438,7 +439,7 @@ def test_sandboxes_still_held_at_exit_are_terminated(tmp_path) -> None:
     marker = tmp_path / "terminated"
     code = (
         "import asyncio\n"
-        "from rlm_integrations.repl._sandbox import StandInSandbox\n"
+        "from rlm_integrations.repl.sandbox.backends import StandInSandbox\n"
         "from rlm_integrations.repl.modal import ModalREPL, SandboxPool, StandInBackend\n"
         "original = StandInSandbox.terminate\n"
         "def terminate(self, *args):\n"

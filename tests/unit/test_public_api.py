@@ -58,26 +58,27 @@ def test_importing_the_package_is_lazy():
 
 
 def test_worker_modules_use_only_stdlib_and_restrictedpython():
-    from rlm_integrations.repl._supervisor import WORKER_MODULES
+    from rlm_integrations.repl.worker.supervisor import WORKER_MODULES
 
     # pyseccomp is the worker's one third-party import besides RestrictedPython (its lockdown).
     allowed_roots = set(sys.stdlib_module_names) | {"RestrictedPython", "pyseccomp", "rlm_integrations", "__future__"}
-    modules = [name for name in WORKER_MODULES if name.startswith("repl/_") and not name.endswith("/__init__.py")]
-    assert {"repl/_worker.py", "repl/_policy.py", "repl/_lockdown.py"} <= set(modules)
+    modules = [name for name in WORKER_MODULES if name.startswith("repl/") and not name.endswith("/__init__.py")]
+    assert {"repl/worker/main.py", "repl/worker/policy.py", "repl/worker/lockdown.py"} <= set(modules)
     for name in modules:
         tree = ast.parse((PACKAGE / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert node.module.split(".")[0] in allowed_roots, (name, node.module)
                 if node.module.startswith("rlm_integrations"):
-                    assert node.module.startswith("rlm_integrations.repl._"), (name, node.module)
+                    shipped = ("rlm_integrations.repl.wire.", "rlm_integrations.repl.worker.")
+                    assert node.module.startswith(shipped), (name, node.module)
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     assert alias.name.split(".")[0] in allowed_roots, (name, alias.name)
 
 
 def test_huge_final_values_cross_to_the_host_bounded():
-    from rlm_integrations.repl._codec import MAX_EXACT_CHARS, decode_value, encode_value
+    from rlm_integrations.repl.wire.codec import MAX_EXACT_CHARS, decode_value, encode_value
 
     value, exact = decode_value(encode_value("a" * (MAX_EXACT_CHARS + 10)))
     assert not exact

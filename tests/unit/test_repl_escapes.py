@@ -686,8 +686,8 @@ def test_a_stateful_str_subclass_does_fool_dict_lookups() -> None:
 
 
 def test_final_var_reads_the_variable_named_not_a_reserved_one() -> None:
-    from rlm_integrations.repl._codec import encode_value
-    from rlm_integrations.repl._notebook import Notebook
+    from rlm_integrations.repl.wire.codec import encode_value
+    from rlm_integrations.repl.worker.notebook import Notebook
 
     notebook = Notebook(restricted=True, max_output_chars=1_000, call_host=lambda *_: None)
     _Shifty.calls = 0
@@ -857,7 +857,7 @@ async def test_module_refuses_a_hostile_use_and_serves_an_honest_one(repl: Local
 
 
 def test_every_allowed_module_has_a_case() -> None:
-    from rlm_integrations.repl._policy import ALLOWED_MODULES
+    from rlm_integrations.repl.worker.policy import ALLOWED_MODULES
 
     assert {case.module for case in MODULE_CASES} == set(ALLOWED_MODULES)
 
@@ -876,7 +876,7 @@ _DANGEROUS_BUILTINS = {
 
 def _reachable(policy: Any, depth: int = 2) -> Iterator[tuple[str, Any]]:
     """(path, value) for every public attribute of every module view, and of what those hold, `depth` deep."""
-    from rlm_integrations.repl._policy import ALLOWED_MODULES
+    from rlm_integrations.repl.worker.policy import ALLOWED_MODULES
 
     frontier = [(name, policy.import_module(name)) for name in sorted(ALLOWED_MODULES)]
     seen: set[int] = set()
@@ -901,8 +901,10 @@ def _reachable(policy: Any, depth: int = 2) -> Iterator[tuple[str, Any]]:
 
 def test_nothing_dangerous_is_reachable_from_the_module_views() -> None:
     """Walk every public attribute reachable from the allowed modules, two levels deep."""
-    from rlm_integrations.repl import _host_calls, _policy, _safe_modules
-    from rlm_integrations.repl._policy import SandboxPolicy
+    from rlm_integrations.repl.worker import host_calls as _host_calls
+    from rlm_integrations.repl.worker import policy as _policy
+    from rlm_integrations.repl.worker import safe_modules as _safe_modules
+    from rlm_integrations.repl.worker.policy import SandboxPolicy
 
     policy = SandboxPolicy()
     policy.restricted_globals(lambda *_: None)
@@ -962,7 +964,7 @@ async def test_a_cell_walking_the_modules_finds_no_module_or_metaclass(repl: Loc
 
 
 def test_host_calls_do_not_hand_out_the_object_they_failed_to_read() -> None:
-    from rlm_integrations.repl._host_calls import guard_function
+    from rlm_integrations.repl.worker.host_calls import guard_function
 
     hidden = types.SimpleNamespace()
 
@@ -994,7 +996,7 @@ async def test_a_class_needs_classes_as_bases(repl: LocalREPL) -> None:
 
 
 def test_the_policy_cannot_change_once_it_guards_a_namespace() -> None:
-    from rlm_integrations.repl._policy import SandboxPolicy
+    from rlm_integrations.repl.worker.policy import SandboxPolicy
 
     policy = SandboxPolicy()
     policy.restricted_globals(lambda *_: None)

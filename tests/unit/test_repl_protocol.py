@@ -24,10 +24,12 @@ from rlm_integrations import RLM, RLMConfig
 from rlm_integrations.core.events import CellFinished
 from rlm_integrations.errors import ConfigError, WorkerCrashedError
 from rlm_integrations.lm import ScriptedLM
-from rlm_integrations.repl import LocalREPL, _schema, _wire
-from rlm_integrations.repl._codec import MAX_EXACT_CHARS, decode_value, encode_value
-from rlm_integrations.repl._jsonio import TooLarge, dumps, loads, plain
-from rlm_integrations.repl._process import EOF, Mailbox, WorkerProcess, _read_protocol
+from rlm_integrations.repl import LocalREPL
+from rlm_integrations.repl.local.process import EOF, Mailbox, WorkerProcess, _read_protocol
+from rlm_integrations.repl.wire import messages as _wire
+from rlm_integrations.repl.wire import schema as _schema
+from rlm_integrations.repl.wire.codec import MAX_EXACT_CHARS, decode_value, encode_value
+from rlm_integrations.repl.wire.jsonio import TooLarge, dumps, loads, plain
 
 CONTEXT = "abc"
 

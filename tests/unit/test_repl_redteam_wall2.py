@@ -32,7 +32,8 @@ import psutil
 import pytest
 
 from rlm_integrations.errors import IsolationError
-from rlm_integrations.repl import LocalREPL, _process
+from rlm_integrations.repl import LocalREPL
+from rlm_integrations.repl.local import process as _process
 
 ROOT = os.geteuid() == 0
 LINUX_X86_64 = sys.platform.startswith("linux") and os.uname().machine == "x86_64"

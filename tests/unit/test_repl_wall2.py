@@ -448,7 +448,7 @@ async def test_without_bubblewrap_the_gaps_are_reported_and_logged(
 ) -> None:
     monkeypatch.setenv("RLM_BWRAP", "none")
     caplog.set_level(logging.WARNING, logger="rlm_integrations.repl")
-    from rlm_integrations.repl import _isolation
+    from rlm_integrations.repl.local import isolation as _isolation
 
     monkeypatch.setattr(_isolation, "_warned", set())
     repl = LocalREPL(policy="unrestricted", pool=False, cell_timeout_s=20.0)
@@ -481,7 +481,7 @@ def _plain_workers() -> set[int]:
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
             command = child.cmdline()
-            if child.status() != psutil.STATUS_ZOMBIE and "rlm_integrations.repl._worker" in " ".join(command):
+            if child.status() != psutil.STATUS_ZOMBIE and "rlm_integrations.repl.worker.main" in " ".join(command):
                 if not any(part.endswith("bwrap") for part in command[:1]) and child.ppid() == os.getpid():
                     found.add(child.pid)
     return found
@@ -639,7 +639,7 @@ async def test_the_lockdown_holds_under_the_sandbox_supervisor() -> None:
 
 
 def test_a_missing_seccomp_binding_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rlm_integrations.repl import _lockdown
+    from rlm_integrations.repl.worker import lockdown as _lockdown
 
     def no_module(name: str) -> None:
         raise ImportError(f"No module named {name!r}")
@@ -653,7 +653,7 @@ def test_a_missing_seccomp_binding_is_reported_not_fatal(monkeypatch: pytest.Mon
 
 
 def test_isolation_names_each_missing_layer_from_the_workers_report() -> None:
-    from rlm_integrations.repl._isolation import Launch, describe
+    from rlm_integrations.repl.local.isolation import Launch, describe
 
     ready = {
         "op": "ready",

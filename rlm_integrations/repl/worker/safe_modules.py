@@ -27,7 +27,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from rlm_integrations.repl._host_calls import guard_function
+from rlm_integrations.repl.worker.host_calls import guard_function
 
 __all__ = ["ALLOWED_MODULES", "AUDIT", "DROPPED", "INTERNAL_IMPORTS", "formatter_class", "module_view"]
 

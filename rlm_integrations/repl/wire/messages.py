@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from rlm_integrations.repl._schema import MAX_MESSAGE_BYTES, MAX_VARIABLES
+from rlm_integrations.repl.wire.schema import MAX_MESSAGE_BYTES, MAX_VARIABLES
 
 __all__ = [
     "REQUEST_OPS",

@@ -12,7 +12,7 @@ import collections
 import os
 import threading
 
-from rlm_integrations.repl._process import WorkerProcess
+from rlm_integrations.repl.local.process import WorkerProcess
 
 __all__ = ["WorkerPool", "default_pool", "prewarm"]
 

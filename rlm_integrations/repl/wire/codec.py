@@ -25,7 +25,7 @@ import json
 import math
 from typing import Any
 
-from rlm_integrations.repl._jsonio import TooLarge, dumps
+from rlm_integrations.repl.wire.jsonio import TooLarge, dumps
 
 __all__ = ["MAX_EXACT_CHARS", "bounded_repr", "decode_value", "encode_value", "is_plain_data"]
 

@@ -31,7 +31,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from rlm_integrations.repl._supervisor import _BOOTSTRAP, WORKER_MODULES, _import_packages, _import_roots
+from rlm_integrations.repl.worker.supervisor import _BOOTSTRAP, WORKER_MODULES, _import_packages, _import_roots
 
 __all__ = ["Isolation", "Launch", "describe", "plan_launch", "record_refusal", "warn_if_incomplete"]
 
@@ -169,7 +169,7 @@ def _compile_worker_once() -> None:
         if _compiled:
             return
         _compiled = True
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for name in WORKER_MODULES:
         source = str(root / name)
         with contextlib.suppress(OSError, ValueError, py_compile.PyCompileError):

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rlm_integrations.repl._codec import encode_value
-from rlm_integrations.repl._output import BoundedText, truncate_middle
-from rlm_integrations.repl._policy import SandboxPolicy
+from rlm_integrations.repl.wire.codec import encode_value
+from rlm_integrations.repl.worker.output import BoundedText, truncate_middle
+from rlm_integrations.repl.worker.policy import SandboxPolicy
 
 __all__ = ["CALL_ERROR_KEY", "CallError", "Notebook"]
 
@@ -45,6 +45,7 @@ class CallError(str):
     error: str
 
     def __new__(cls, error: str) -> CallError:
+        """A `CallError` carrying the error text."""
         item = super().__new__(cls, f"Error: {error}")
         item.error = error
         return item

@@ -36,19 +36,19 @@ from rlm_integrations.errors import (
     WorkerCrashedError,
     WorkerStartError,
 )
-from rlm_integrations.repl._channel import Channel
-from rlm_integrations.repl._codec import decode_value
-from rlm_integrations.repl._replies import (
+from rlm_integrations.repl.host.channel import Channel
+from rlm_integrations.repl.host.replies import (
     LOST_VARIABLES_MARKER,
     cell_result,
     check_reply,
     lost_variables_note,
     restart_report,
 )
-from rlm_integrations.repl._schema import DEFAULT_MAX_CALLBACK_BYTES, MAX_CODE_CHARS, MAX_MESSAGE_BYTES
-from rlm_integrations.repl._sync_forms import SyncForms
-from rlm_integrations.repl._transfer import Payload, answer, invoke, serialize
-from rlm_integrations.repl._wire import (
+from rlm_integrations.repl.host.sync_forms import SyncForms
+from rlm_integrations.repl.host.transfer import Payload, answer, invoke, serialize
+from rlm_integrations.repl.protocol import CellResult, HostCallback
+from rlm_integrations.repl.wire.codec import decode_value
+from rlm_integrations.repl.wire.messages import (
     Callback,
     Configure,
     Define,
@@ -64,7 +64,7 @@ from rlm_integrations.repl._wire import (
     Value,
     Variables,
 )
-from rlm_integrations.repl.protocol import CellResult, HostCallback
+from rlm_integrations.repl.wire.schema import DEFAULT_MAX_CALLBACK_BYTES, MAX_CODE_CHARS, MAX_MESSAGE_BYTES
 
 __all__ = [
     "LOST_VARIABLES_MARKER",

@@ -24,9 +24,9 @@ import weakref
 from typing import IO, Any
 
 # How a worker is launched: inside bubblewrap where it works, with the supervisor's bootstrap.
-from rlm_integrations.repl._isolation import Launch, plan_launch
-from rlm_integrations.repl._schema import MAX_MESSAGE_BYTES
-from rlm_integrations.repl._wire import decode_line, invalid, oversized
+from rlm_integrations.repl.local.isolation import Launch, plan_launch
+from rlm_integrations.repl.wire.messages import decode_line, invalid, oversized
+from rlm_integrations.repl.wire.schema import MAX_MESSAGE_BYTES
 
 __all__ = ["EOF", "SEND_TIMEOUT_S", "Mailbox", "WorkerProcess", "encode"]
 

@@ -10,8 +10,8 @@ import threading
 import time
 
 from rlm_integrations.errors import ConfigError
-from rlm_integrations.repl._sandbox import SandboxSpec
-from rlm_integrations.repl._sandbox_channel import SandboxChannel
+from rlm_integrations.repl.sandbox.backends import SandboxSpec
+from rlm_integrations.repl.sandbox.channel import SandboxChannel
 
 __all__ = ["SandboxPool", "default_sandbox_pool"]
 

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from rlm_integrations.errors import IsolationError, WorkerStartError
-from rlm_integrations.repl._client import Channel, Payload, Policy, WorkerREPL
-from rlm_integrations.repl._isolation import Isolation, describe, record_refusal, warn_if_incomplete
-from rlm_integrations.repl._pool import default_pool
-from rlm_integrations.repl._process import WorkerProcess, encode
-from rlm_integrations.repl._schema import DEFAULT_MAX_CALLBACK_BYTES
+from rlm_integrations.repl.host.client import Channel, Payload, Policy, WorkerREPL
+from rlm_integrations.repl.local.isolation import Isolation, describe, record_refusal, warn_if_incomplete
+from rlm_integrations.repl.local.pool import default_pool
+from rlm_integrations.repl.local.process import WorkerProcess, encode
+from rlm_integrations.repl.wire.schema import DEFAULT_MAX_CALLBACK_BYTES
 
 __all__ = ["LocalREPL"]
 

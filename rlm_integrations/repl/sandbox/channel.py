@@ -25,15 +25,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rlm_integrations.errors import WorkerStartError
-from rlm_integrations.repl._client import Payload
-from rlm_integrations.repl._process import EOF, Mailbox
-from rlm_integrations.repl._sandbox import Sandbox, SandboxProcess, SandboxSpec
-from rlm_integrations.repl._schema import MAX_MESSAGE_BYTES
-from rlm_integrations.repl._supervisor import worker_version
-from rlm_integrations.repl._wire import decode_line, oversized
+from rlm_integrations.repl.host.client import Payload
+from rlm_integrations.repl.local.process import EOF, Mailbox
+from rlm_integrations.repl.sandbox.backends import Sandbox, SandboxProcess, SandboxSpec
+from rlm_integrations.repl.wire.messages import decode_line, oversized
+from rlm_integrations.repl.wire.schema import MAX_MESSAGE_BYTES
+from rlm_integrations.repl.worker.supervisor import worker_version
 
 if TYPE_CHECKING:
-    from rlm_integrations.repl._sandbox_pool import SandboxPool
+    from rlm_integrations.repl.sandbox.pool import SandboxPool
 
 __all__ = [
     "HOLDING",
@@ -94,6 +94,7 @@ _terminations_lock = threading.Lock()
 
 
 def terminate_quietly(sandbox: Sandbox) -> None:
+    """Terminate a sandbox, ignoring any error (it may be gone already)."""
     with contextlib.suppress(Exception):
         sandbox.terminate()
 
@@ -229,10 +230,12 @@ class SandboxChannel:
     # -- the Channel protocol ---------------------------------------------------------------
     @property
     def info(self) -> dict[str, Any]:
+        """The worker's ``ready`` message."""
         return self._info
 
     @property
     def alive(self) -> bool:
+        """Whether the worker and its supervisor are running."""
         with self._state:
             return self._worker_alive and not self._supervisor_gone and not self._killed
 
@@ -243,6 +246,7 @@ class SandboxChannel:
             return not self._supervisor_gone and not self._killed
 
     async def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        """Wait for the worker's ``ready`` (at most `timeout_s`) and return it."""
         async with asyncio.timeout(timeout_s):
             while True:
                 message = await self.mailbox.get()
@@ -263,6 +267,7 @@ class SandboxChannel:
         return message
 
     async def send(self, message: dict[str, Any]) -> None:
+        """Write one message to the supervisor."""
         data = json.dumps(message, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
         await asyncio.to_thread(self._write, data)
 
@@ -274,10 +279,12 @@ class SandboxChannel:
             self._last_sent = time.monotonic()
 
     async def receive(self) -> dict[str, Any]:
+        """The next message from the worker or the supervisor."""
         return await self.mailbox.get()
 
     @contextlib.asynccontextmanager
     async def staged(self, payload: Payload, kind: str) -> AsyncIterator[str]:
+        """Upload a context in chunks; yields the path the worker loads it from, deleted after."""
         name = f"load-{next(_upload_names)}"
         upload_dir = self._info.get("upload_dir")
         if not upload_dir:
@@ -295,6 +302,7 @@ class SandboxChannel:
         writer.finish()
 
     async def reset(self) -> bool:
+        """Restart the worker inside the same sandbox; False when the supervisor is gone."""
         if not self.supervisor_alive:
             return False
         with self._state:
@@ -308,11 +316,13 @@ class SandboxChannel:
         return True
 
     async def settle(self) -> None:
+        """Wait until the sandbox's exit is known, if it is ending."""
         if self._supervisor_gone and self._sandbox_code is None:
             with contextlib.suppress(Exception):
                 self._sandbox_code = await asyncio.to_thread(self.sandbox.poll)
 
     def describe_exit(self) -> str:
+        """Why the worker or its sandbox stopped, in words."""
         exit_message = self._exit
         if exit_message is not None and not self._supervisor_gone:
             reason = _describe_code(exit_message.get("code"))
@@ -328,6 +338,7 @@ class SandboxChannel:
         return reason
 
     def kill(self, *, force: bool = False) -> None:
+        """Kill the worker (and the sandbox, with `force` or when it cannot be reused)."""
         with self._state:
             if self._killed:
                 return
@@ -353,6 +364,7 @@ class SandboxChannel:
         _in_background(run, "rlm-supervisor-shutdown")
 
     async def release(self, *, reusable: bool) -> None:
+        """Give the sandbox back to its pool, or end it."""
         self.held = False
         _pinged.discard(self)
         pool = self._pool

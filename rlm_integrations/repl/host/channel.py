@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from rlm_integrations.repl._transfer import Payload
+from rlm_integrations.repl.host.transfer import Payload
 
 __all__ = ["Channel"]
 

@@ -54,21 +54,23 @@ __all__ = ["WORKER_MODULES", "main", "worker_version"]
 WORKER_MODULES: tuple[str, ...] = (
     "__init__.py",
     "repl/__init__.py",
-    "repl/_codec.py",
-    "repl/_host_calls.py",
-    "repl/_jsonio.py",
-    "repl/_lockdown.py",
-    "repl/_notebook.py",
-    "repl/_output.py",
-    "repl/_policy.py",
-    "repl/_safe_modules.py",
-    "repl/_schema.py",
-    "repl/_supervisor.py",
-    "repl/_worker.py",
+    "repl/wire/__init__.py",
+    "repl/wire/codec.py",
+    "repl/wire/jsonio.py",
+    "repl/wire/schema.py",
+    "repl/worker/__init__.py",
+    "repl/worker/host_calls.py",
+    "repl/worker/lockdown.py",
+    "repl/worker/main.py",
+    "repl/worker/notebook.py",
+    "repl/worker/output.py",
+    "repl/worker/policy.py",
+    "repl/worker/safe_modules.py",
+    "repl/worker/supervisor.py",
 )
 """Files of the `rlm_integrations` package that the worker and this supervisor need, and nothing else."""
 
-_BOOTSTRAP = "import sys; sys.path[:0] = {roots!r}; from rlm_integrations.repl._worker import main; main()"
+_BOOTSTRAP = "import sys; sys.path[:0] = {roots!r}; from rlm_integrations.repl.worker.main import main; main()"
 _STDERR_TAIL_BYTES = 4096
 _CALLBACK_PREFIX = b'{"op":"callback"'
 _READY_PREFIX = b'{"op":"ready"'
@@ -76,7 +78,7 @@ _READY_PREFIX = b'{"op":"ready"'
 
 def worker_version(package_root: str | Path | None = None) -> str:
     """A short hash of the worker's source files: host and sandbox must agree on it."""
-    root = Path(package_root) if package_root is not None else Path(__file__).resolve().parents[1]
+    root = Path(package_root) if package_root is not None else Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
     for relative in WORKER_MODULES:
         digest.update(relative.encode() + b"\0")
@@ -93,7 +95,7 @@ def _import_packages() -> list[tuple[str, str]]:
     """
     import importlib.util
 
-    found = [("rlm_integrations", str(Path(__file__).resolve().parents[1]))]
+    found = [("rlm_integrations", str(Path(__file__).resolve().parents[2]))]
     for name in ("RestrictedPython", "pyseccomp"):
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.origin:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from rlm_integrations.repl._codec import decode_value
-from rlm_integrations.repl._wire import (
+from rlm_integrations.repl.protocol import CellResult, FinalAnswer
+from rlm_integrations.repl.wire.codec import decode_value
+from rlm_integrations.repl.wire.messages import (
     Callback,
     Eof,
     ErrorReply,
@@ -24,7 +25,6 @@ from rlm_integrations.repl._wire import (
     Value,
     parse,
 )
-from rlm_integrations.repl.protocol import CellResult, FinalAnswer
 
 __all__ = ["LOST_VARIABLES_MARKER", "cell_result", "check_reply", "lost_variables_note", "restart_report"]
 

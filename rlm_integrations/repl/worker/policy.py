@@ -35,10 +35,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import rlm_integrations.repl._host_calls as _host_calls
-import rlm_integrations.repl._safe_modules as _safe_modules
-from rlm_integrations.repl._host_calls import HostCallGuard
-from rlm_integrations.repl._safe_modules import ALLOWED_MODULES, INTERNAL_IMPORTS, ModuleView
+import rlm_integrations.repl.worker.host_calls as _host_calls
+import rlm_integrations.repl.worker.safe_modules as _safe_modules
+from rlm_integrations.repl.worker.host_calls import HostCallGuard
+from rlm_integrations.repl.worker.safe_modules import ALLOWED_MODULES, INTERNAL_IMPORTS, ModuleView
 
 __all__ = ["ALLOWED_MODULES", "SandboxPolicy"]
 

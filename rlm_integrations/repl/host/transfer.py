@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rlm_integrations.errors import UnsupportedContextError
-from rlm_integrations.repl._wire import Callback, CallbackResult
 from rlm_integrations.repl.protocol import HostCallback
+from rlm_integrations.repl.wire.messages import Callback, CallbackResult
 
 __all__ = ["Payload", "answer", "invoke", "serialize"]
 

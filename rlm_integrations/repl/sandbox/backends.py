@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from rlm_integrations.repl._supervisor import WORKER_MODULES, worker_version
+from rlm_integrations.repl.worker.supervisor import WORKER_MODULES, worker_version
 
 __all__ = [
     "MODAL_WORKER_ROOT",
@@ -56,7 +56,7 @@ MODAL_WORKER_ROOT = "/opt/rlm-integrations"
 """Where the image holds the worker's package tree (``<root>/rlm_integrations/...``)."""
 
 _MODAL_WRITE_BYTES = 1024 * 1024  # Modal refuses more than 2 MiB of undrained stdin on one server path
-_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 _stage_lock = threading.Lock()
 
 
@@ -357,6 +357,7 @@ class StandInSandbox:
 
     @property
     def id(self) -> str:
+        """The sandbox's id."""
         return self._id
 
     def exec(self, *argv: str) -> StandInProcess:
@@ -414,6 +415,7 @@ class StandInSandbox:
                 os.kill(process.pid, signal.SIGSTOP)
 
     def poll(self) -> int | None:
+        """The exit code, or None while it runs."""
         return self.exit_code
 
     def _busy(self) -> bool:

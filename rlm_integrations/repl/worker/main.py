@@ -37,12 +37,9 @@ import threading
 import time
 from typing import Any, NoReturn
 
-from rlm_integrations.repl._codec import encode_value
-from rlm_integrations.repl._jsonio import TooLarge, dumps, loads, plain
-from rlm_integrations.repl._lockdown import address_space_locked, limit_address_space, lock_down
-from rlm_integrations.repl._notebook import Notebook
-from rlm_integrations.repl._output import truncate_middle
-from rlm_integrations.repl._schema import (
+from rlm_integrations.repl.wire.codec import encode_value
+from rlm_integrations.repl.wire.jsonio import TooLarge, dumps, loads, plain
+from rlm_integrations.repl.wire.schema import (
     CALLBACK,
     CALLBACK_RESULT,
     CONFIGURE,
@@ -60,6 +57,9 @@ from rlm_integrations.repl._schema import (
     VALUE,
     check_request,
 )
+from rlm_integrations.repl.worker.lockdown import address_space_locked, limit_address_space, lock_down
+from rlm_integrations.repl.worker.notebook import Notebook
+from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = ["main"]
 
