@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rlm_integrations.core.cache import check_cache_spec
 
-__all__ = ["ModelPrice", "RLMConfig"]
+__all__ = ["ModelPrice", "REPLOptions", "RLMConfig"]
 
 
 class ModelPrice(BaseModel):
@@ -31,12 +31,31 @@ class ModelPrice(BaseModel):
         return prompt_tokens * self.input_usd_per_token + completion_tokens * self.output_usd_per_token
 
 
+class REPLOptions(TypedDict):
+    """The REPL's own options that a run's `RLMConfig` sets (see `RLMConfig.repl_options`).
+
+    Every REPL factory passes them on as keyword arguments, e.g.
+    ``LocalREPL(**config.repl_options())``.
+    """
+
+    cell_timeout_s: float | None
+    """Wall-clock limit per code cell."""
+    memory_limit_mb: int | None
+    """Worker memory beyond the loaded context (None: the REPL's own default)."""
+    max_output_chars: int
+    """Bound on what one cell keeps of its printed output."""
+
+
 class RLMConfig(BaseModel):
     """Limits and knobs for an RLM run. Budgets are shared by the whole recursion tree.
 
     Every field is keyword-only and validated; a bad value raises pydantic's
     `ValidationError` naming the field. Per-call overrides go through the same
     validation (`with_overrides`), so a bad override is refused before anything starts.
+
+    The field defaults here are the library's defaults: every face (`RLM`, the DSPy
+    module, the LangChain runnable, the CLI) starts from them and declares none of its
+    own. `repl_options` is the one mapping from a config to a REPL's options.
 
     Budgets are ceilings (see the limits section of the concepts page): a model call
     starts only if its reserved share fits, and every run keeps back what its closing
@@ -109,3 +128,11 @@ class RLMConfig(BaseModel):
         if not overrides:
             return self
         return RLMConfig.model_validate({**self.model_dump(), **overrides})
+
+    def repl_options(self) -> REPLOptions:
+        """The options a REPL factory passes to its REPL for this config (the one config-to-REPL mapping)."""
+        return REPLOptions(
+            cell_timeout_s=self.cell_timeout_s,
+            memory_limit_mb=self.memory_limit_mb,
+            max_output_chars=self.max_output_chars,
+        )

@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rlm_integrations._sync import run_sync
-from rlm_integrations.core.cache import cache_for
-from rlm_integrations.core.citations import citations_for
 from rlm_integrations.core.config import RLMConfig
-from rlm_integrations.core.engine import Engine, PolicyFactory, REPLFactory
-from rlm_integrations.core.events import Event, EventBus, Observer
+from rlm_integrations.core.engine import PolicyFactory, REPLFactory
+from rlm_integrations.core.events import Observer
 from rlm_integrations.core.pricing import check_prices
 from rlm_integrations.core.result import RLMResult
+from rlm_integrations.core.run import Run, resolve_repl
 from rlm_integrations.core.tools import ToolsArg, check_tools
-from rlm_integrations.core.trajectory import Trajectory
-from rlm_integrations.errors import (
-    RunCancelled,
-    RunInterrupted,
-    UnsupportedContextError,
-    UsageError,
-)
+from rlm_integrations.errors import RunCancelled, RunInterrupted, UsageError
 from rlm_integrations.lm.protocol import LanguageModel
-from rlm_integrations.repl.protocol import REPL
-from rlm_integrations.repl.registry import resolve_backend
 
 if TYPE_CHECKING:
     from rlm_integrations.core.session import RLMSession
 
 __all__ = ["RLM"]
-
-_SCALARS = (str, bytes, int, float, bool, type(None))
 
 
 class RLM:
@@ -79,7 +66,7 @@ class RLM:
         self.model = _resolve_model(model)
         self.sub_model = self.model if sub_model is None else _resolve_model(sub_model)
         self.config = config or RLMConfig()
-        self.repl_factory = _resolve_repl(repl)
+        self.repl_factory = resolve_repl(repl)
         self.observers = list(observers)
         self.tools = check_tools(tools)  # a bad or reserved name is refused here, before any run
         self.policy = policy
@@ -134,58 +121,35 @@ class RLM:
             RunCancelled: the task was cancelled (an `asyncio.CancelledError`); the REPLs are
                 closed first and `.result` is the partial result, status ``"cancelled"``.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise UsageError("query must be a non-empty string: the question the RLM should answer")
-        _check_context(context)
-        return await self._run(query, context, self.config.with_overrides(**overrides), observers)
+        return await self.prepare(observers=observers, overrides=overrides).execute(query, context)
 
-    async def _run(
+    def prepare(
         self,
-        query: str,
-        context: Any,
-        config: RLMConfig,
-        observers: Sequence[Observer],
         *,
-        repl: REPL | None = None,
-        notes: str | None = None,
-    ) -> RLMResult:
-        """One run with a validated config (a session passes its open REPL and its notes)."""
-        recorded: list[Event] = []
-        bus = EventBus([recorded.append, *self.observers, *observers])
-        engine = Engine(
-            root_model=self.model,
+        config: RLMConfig | None = None,
+        observers: Sequence[Observer] = (),
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """A `Run` with this RLM's models, REPL backend, tools, policy, observers and call cache.
+
+        Args:
+            config: the config to start from (default: this RLM's).
+            observers: extra observers for this run only (after the RLM's own).
+            overrides: `RLMConfig` fields for this run only.
+
+        Raises:
+            pydantic.ValidationError: an override that is out of range or not a field.
+        """
+        return Run(
+            model=self.model,
             sub_model=self.sub_model,
-            config=config,
-            bus=bus,
-            repl_factory=self.repl_factory,
-            policy_factory=self.policy,
+            repl=self.repl_factory,
+            config=self.config if config is None else config,
+            overrides=overrides,
             tools=self.tools,
-            cache=cache_for(self, config.cache),
-        )
-        started = time.monotonic()
-        try:
-            outcome = await engine.run(query, context, repl=repl, notes=notes)
-        except asyncio.CancelledError:
-            root = Trajectory(events=recorded).root
-            partial = RLMResult(
-                status="cancelled",
-                error="the run was cancelled",
-                usage=engine.budget.usage(),
-                iterations=root.end.iterations if root is not None and root.end is not None else 0,
-                duration=time.monotonic() - started,
-                trajectory=Trajectory(events=recorded),
-            )
-            raise RunCancelled(partial) from None
-        return RLMResult(
-            answer=outcome.answer,
-            status=outcome.status,
-            limit=outcome.limit,
-            error=outcome.error,
-            usage=engine.budget.usage(),
-            iterations=outcome.iterations,
-            duration=time.monotonic() - started,
-            trajectory=Trajectory(events=recorded),
-            citations=citations_for(config, context, outcome.answer, recorded, engine.cites),
+            observers=[*self.observers, *observers],
+            policy=self.policy,
+            cache_scope=self,
         )
 
     def session(self, context: Any = None, **overrides: Any) -> RLMSession:
@@ -215,36 +179,3 @@ def _resolve_model(model: str | LanguageModel) -> LanguageModel:
                 f"model must be a LiteLLM model string or a LanguageModel; {type(model).__name__} has no {attribute!r}"
             )
     return model
-
-
-def _resolve_repl(repl: str | REPLFactory) -> REPLFactory:
-    """A callable is used as is; a name is looked up in the REPL backend registry (`repl.registry`)."""
-    if callable(repl):
-        return repl
-    return resolve_backend(repl)
-
-
-def _check_context(context: Any, depth: int = 0) -> None:
-    """Refuse context types the REPL cannot hold, cheaply (containers are sampled, not walked fully)."""
-    if isinstance(context, _SCALARS):
-        return
-    if isinstance(context, list | tuple) and depth < 3:
-        for item in list(context[:50]):
-            _check_context(item, depth + 1)
-        return
-    if isinstance(context, dict) and depth < 3:
-        for key, value in list(context.items())[:50]:
-            if not isinstance(key, str):
-                raise UnsupportedContextError(
-                    f"context dict keys must be str, got {type(key).__name__}; convert them with str()",
-                    value_type="dict",
-                )
-            _check_context(value, depth + 1)
-        return
-    if isinstance(context, list | tuple | dict):
-        return
-    raise UnsupportedContextError(
-        f"context of type {type(context).__name__} is not supported. Pass a str, bytes, or JSON-compatible "
-        "data (lists and dicts of str, numbers, bools, None); convert other objects first, e.g. with str().",
-        value_type=type(context).__name__,
-    )
