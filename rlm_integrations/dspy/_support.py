@@ -1,20 +1,27 @@
-"""Helpers of the DSPy module: tools, the REPL factory, the budget note, the stream-lookup check."""
+"""Helpers of the DSPy module: tools, the REPL factory, the budget note, the prediction, the stream-lookup check."""
 
 from __future__ import annotations
 
 import sys
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import dspy
 
 from rlm_integrations.core.budget import Budget
 from rlm_integrations.core.config import RLMConfig
-from rlm_integrations.core.engine import REPLFactory
-from rlm_integrations.core.rlm import _resolve_repl
+from rlm_integrations.core.result import RLMResult
+from rlm_integrations.core.run import REPLFactory, resolve_repl
 from rlm_integrations.core.tools import ToolsArg, check_tools, tool_doc
+from rlm_integrations.errors import ModelError, REPLError
 from rlm_integrations.repl.protocol import REPL
 
-__all__ = ["asked_by_stream_lookup", "budget_note", "normalize_tools", "repl_factory"]
+if TYPE_CHECKING:
+    from rlm_integrations.dspy.bridge import DSPyBridge
+    from rlm_integrations.dspy.policy import PredictPolicy
+
+__all__ = ["asked_by_stream_lookup", "budget_note", "normalize_tools", "prediction_for", "repl_factory"]
 
 
 def asked_by_stream_lookup() -> bool:
@@ -46,21 +53,17 @@ def repl_factory(repl: str | REPLFactory) -> REPLFactory:
     the workers of a burst of concurrent calls.
     """
     if repl != "local":
-        return _resolve_repl(repl)
-    from rlm_integrations.repl.local import LocalREPL
+        return resolve_repl(repl)
+    from rlm_integrations.repl import LocalREPL
 
     def local(config: RLMConfig) -> REPL:
-        return LocalREPL(
-            cell_timeout_s=config.cell_timeout_s,
-            memory_limit_mb=config.memory_limit_mb,
-            max_output_chars=config.max_output_chars,
-            pool=False,
-        )
+        return LocalREPL(**config.repl_options(), pool=False)
 
     return local
 
 
 def budget_note(budget: Budget, config: RLMConfig) -> str:
+    """What is left of the limits that are set, for the model's `iteration` input (empty when none is)."""
     usage = budget.usage()
     parts: list[str] = []
     if config.max_llm_calls is not None:
@@ -70,3 +73,39 @@ def budget_note(budget: Budget, config: RLMConfig) -> str:
     if config.timeout_s is not None:
         parts.append(f"{max(config.timeout_s - budget.elapsed(), 0):.0f} s left")
     return ("Budget: " + ", ".join(parts) + ".") if parts else ""
+
+
+def prediction_for(result: RLMResult, policy: PredictPolicy, bridge: DSPyBridge) -> dspy.Prediction:
+    """The `dspy.Prediction` for a finished run: its outputs, steps, status and usage, and the `RLMResult`.
+
+    A completed run's outputs are what it submitted; a run a limit ended gets `extract`'s
+    best effort (None where it found nothing). Outputs go to the `StreamListener`s too.
+
+    Raises:
+        the policy's own failure (e.g. the DSPy LM's error), or `REPLError` / `ModelError`,
+        when the run ended with status ``"error"``.
+    """
+    if result.status == "error":
+        if policy.failure is not None:
+            raise policy.failure
+        error = result.error or "the run failed"
+        if error.startswith("REPL failure"):
+            raise REPLError(error)
+        raise ModelError(error, model=policy.model_name)
+    if result.status == "completed":
+        outputs = dict(result.answer)
+        bridge.send_outputs(outputs)  # to `StreamListener`s on the output fields, under `dspy.streamify`
+        if policy.steps and not policy.steps[-1].output:
+            policy.steps[-1].output = "(outputs submitted)"
+    else:
+        outputs = dict(policy.extracted or dict.fromkeys(policy.output_fields))
+        if policy.extracted is not None:
+            bridge.send_outputs(outputs, unless_streamed=True)
+    result = result.model_copy(update={"answer": outputs, "error": result.error or policy.extract_error})
+    return dspy.Prediction(
+        **outputs,
+        trajectory=[step.as_dict() for step in policy.steps],
+        status=result.status,
+        usage=result.usage,
+        rlm_result=result,
+    )

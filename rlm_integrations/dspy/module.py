@@ -10,7 +10,7 @@ pred = rlm(context=big_text, question="Which city is mentioned most?")
 pred.answer, pred.status, pred.trajectory
 ```
 
-The module runs the shared core loop (`rlm_integrations.core.engine.Engine`). The root
+The module runs through the core's one entry point (`rlm_integrations.core.run.Run`). The root
 run's turns come from the `generate_code` predictor, so optimizers tune it like any other
 `dspy.Predict`; `extract` is called only when a run ends without submitting its outputs.
 """
@@ -18,8 +18,8 @@ run's turns come from the `generate_code` predictor, so optimizers tune it like 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,15 +28,17 @@ import dspy
 from dspy.signatures.signature import ensure_signature
 
 from rlm_integrations._sync import run_sync
-from rlm_integrations.core.cache import cache_for
 from rlm_integrations.core.config import RLMConfig
-from rlm_integrations.core.engine import Engine, REPLFactory
-from rlm_integrations.core.events import Event, EventBus, Observer
-from rlm_integrations.core.result import RLMResult
-from rlm_integrations.core.rlm import _resolve_repl
+from rlm_integrations.core.events import Observer
+from rlm_integrations.core.run import REPLFactory, Run, resolve_repl
 from rlm_integrations.core.tools import ToolsArg, tool_doc
-from rlm_integrations.core.trajectory import Trajectory
-from rlm_integrations.dspy._support import asked_by_stream_lookup, budget_note, normalize_tools, repl_factory
+from rlm_integrations.dspy._support import (
+    asked_by_stream_lookup,
+    budget_note,
+    normalize_tools,
+    prediction_for,
+    repl_factory,
+)
 from rlm_integrations.dspy.bridge import DSPyBridge
 from rlm_integrations.dspy.children import child_extractor, child_policy_factory
 from rlm_integrations.dspy.inputs import describe_variables, to_repl_value
@@ -51,8 +53,7 @@ from rlm_integrations.dspy.signatures import (
     instructions_for,
     repl_guide,
 )
-from rlm_integrations.errors import ConfigError, ModelError, REPLError, UsageError
-from rlm_integrations.repl.protocol import FinalAnswer
+from rlm_integrations.errors import ConfigError, UsageError
 
 __all__ = ["RLM"]
 
@@ -138,8 +139,8 @@ class RLM(dspy.Module):
 
     Args:
         signature: a DSPy signature (string or class), e.g. ``"context, question -> answer"``.
-        max_iterations: root turns per call (default: `config`'s, 20).
-        max_depth: how deep `rlm_query` may recurse (default: `config`'s, 1).
+        max_iterations: root turns per call (default: `config`'s).
+        max_depth: how deep `rlm_query` may recurse (default: `config`'s).
         sub_lm: the `dspy.BaseLM` behind `llm_query` and child runs' sub-calls (default:
             the root LM, i.e. the module's own LM or `dspy.settings.lm`).
         repl: ``"local"`` (the sandboxed worker, default), ``"modal"``, or a callable that
@@ -198,7 +199,7 @@ class RLM(dspy.Module):
         self.config = (config or RLMConfig()).with_overrides(**{k: v for k, v in limits.items() if v is not None})
         self.sub_lm = sub_lm
         self.repl = repl
-        _resolve_repl(repl)  # fail at construction on a bad value
+        resolve_repl(repl)  # fail at construction on a bad value
         self.tools, tool_docs = normalize_tools(tools)
         self.parse_retries = parse_retries
         self.history_chars = history_chars
@@ -313,23 +314,27 @@ class RLM(dspy.Module):
 
     async def _run(self, call: _Call) -> dspy.Prediction:
         config = self.config
-        recorded: list[Event] = []
-        engine = Engine(
-            root_model=DSPyLanguageModel(call.root_lm),
+        run: Run
+
+        def note() -> str:
+            return budget_note(run.budget, config)
+
+        run = Run(
+            model=DSPyLanguageModel(call.root_lm),
             sub_model=DSPyLanguageModel(call.sub_lm),
+            repl=call.repl_factory,
             config=config,
-            bus=EventBus([recorded.append, call.bridge, *getattr(self, "observers", ())]),
-            repl_factory=call.repl_factory,
             tools=self.tools,
-            cache=cache_for(self, config.cache),  # sub-calls only, and only where DSPy's cache is off
-            policy_factory=child_policy_factory(  # child runs (`rlm_query`) step through `generate_code` too
+            observers=[call.bridge, *getattr(self, "observers", ())],
+            cache_scope=self,  # sub-calls only, and only where DSPy's cache is off
+            policy=child_policy_factory(  # child runs (`rlm_query`) step through `generate_code` too
                 generate=self.generate_code,
                 extract=child_extractor(),
                 root_lm=call.root_lm,
                 config=config,
                 tool_docs={name: tool_doc(function) for name, function in self.tools.items()},
                 sub_prompt_chars=_SUB_PROMPT_CHARS,
-                budget_note=lambda: budget_note(engine.budget, config),
+                budget_note=note,
                 history_chars=self.history_chars,
                 demo_chars=self.demo_chars,
                 parse_retries=self.parse_retries,
@@ -346,57 +351,20 @@ class RLM(dspy.Module):
             variables_info=call.variables_info,
             output_fields=output_fields,
             max_iterations=config.max_iterations,
-            budget_note=lambda: budget_note(engine.budget, config),
+            budget_note=note,
             history_chars=self.history_chars,
             demo_chars=self.demo_chars,
             parse_retries=self.parse_retries,
         )
-
-        def check(final: FinalAnswer) -> dict[str, Any]:
-            return outputs_from_final(output_fields, final)
-
-        started = time.monotonic()
-        outcome = await engine.run(
+        result = await run.execute(
             query,
             call.context,
             variables=call.variables,
             policy=policy,
-            check_answer=check,
+            check_answer=functools.partial(outputs_from_final, output_fields),
+            citations=False,
         )
-        if outcome.status == "error":
-            if policy.failure is not None:
-                raise policy.failure
-            error = outcome.error or "the run failed"
-            if error.startswith("REPL failure"):
-                raise REPLError(error)
-            raise ModelError(error, model=policy.model_name)
-        if outcome.status == "completed":
-            outputs = dict(outcome.answer)
-            call.bridge.send_outputs(outputs)  # to `StreamListener`s on the output fields, under `dspy.streamify`
-            if policy.steps and not policy.steps[-1].output:
-                policy.steps[-1].output = "(outputs submitted)"
-        else:
-            outputs = dict(policy.extracted or dict.fromkeys(output_fields))
-            if policy.extracted is not None:
-                call.bridge.send_outputs(outputs, unless_streamed=True)
-        usage = engine.budget.usage()
-        result = RLMResult(
-            answer=outputs,
-            status=outcome.status,
-            limit=outcome.limit,
-            error=outcome.error or policy.extract_error,
-            usage=usage,
-            iterations=outcome.iterations,
-            duration=time.monotonic() - started,
-            trajectory=Trajectory(events=recorded),
-        )
-        return dspy.Prediction(
-            **outputs,
-            trajectory=[step.as_dict() for step in policy.steps],
-            status=outcome.status,
-            usage=usage,
-            rlm_result=result,
-        )
+        return prediction_for(result, policy, call.bridge)
 
     # -- save / load ----------------------------------------------------------------------------
     # The settings live on the module and are mirrored into `generate_code` (a `StepPredict`),
