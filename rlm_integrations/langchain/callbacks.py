@@ -18,6 +18,10 @@ chain and tool runs and dispatches custom events (``rlm_iteration_start``,
 ``rlm_cell_end``, ``rlm_sub_call_start``, ...) that `astream_events(version="v2")`
 carries.
 
+The structure (which run a cell belongs to, which cell started a child run, a turn's
+reply) is read from core's `RunTree`, fed the same events; the tracer keeps only the
+LangChain run it opened for each node of that tree.
+
 Observers are called synchronously by the engine, while LangChain's async callbacks must
 be awaited in order (a child run must start after its parent). The tracer therefore
 queues callback work and drains it in order on the event loop; a model call first
@@ -31,7 +35,7 @@ import collections
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackManager
@@ -47,11 +51,13 @@ from rlm_integrations.core.events import (
     IterationFinished,
     IterationStarted,
     LMCallFinished,
+    LMCallStarted,
     RunFinished,
     RunStarted,
     SubCallFinished,
     SubCallStarted,
 )
+from rlm_integrations.core.run_tree import CellNode, IterationNode, RunNode, RunTree
 
 __all__ = ["CellError", "RunTreeTracer"]
 
@@ -73,6 +79,11 @@ class _Node:
     depth: int = 0
     manager: Any = None
     open: bool = True
+    kind: str = "chain"
+
+
+_Traced = RunNode | IterationNode | CellNode
+"""The nodes of core's run tree that get a LangChain run of their own."""
 
 
 def child_manager(parent: BaseCallbackManager | BaseRunManager, parent_run_id: UUID) -> AsyncCallbackManager:
@@ -97,10 +108,8 @@ class RunTreeTracer:
     def __init__(self, run_manager: BaseRunManager, run_id: UUID, *, custom_events: bool = True) -> None:
         self.custom_events = custom_events
         self._outer = _Node(run_id=run_id, child=child_manager(run_manager, run_id), open=False)
-        self._runs: dict[str, _Node] = {}
-        self._iterations: dict[tuple[str, int], _Node] = {}
-        self._cells: dict[str, _Node] = {}
-        self._replies: dict[tuple[str, int], str] = {}
+        self._tree = RunTree()
+        self._nodes: dict[_Traced, _Node] = {}  # the LangChain run of each traced node, in start order
         self._queue: collections.deque[_Op] = collections.deque()
         self._lock: asyncio.Lock | None = None
         self._drain: asyncio.Task[None] | None = None
@@ -108,6 +117,7 @@ class RunTreeTracer:
     # -- the observer ---------------------------------------------------------------------------
     def __call__(self, event: Event) -> None:
         """Turn one core event into callback work, queued in order."""
+        self._tree(event)
         match event:
             case RunStarted():
                 self._run_started(event)
@@ -117,8 +127,8 @@ class RunTreeTracer:
                 self._iteration_started(event)
             case IterationFinished():
                 self._iteration_finished(event)
-            case LMCallFinished():
-                self._replies[(event.run_id, event.iteration)] = event.text
+            case LMCallStarted() | LMCallFinished():
+                pass  # the chat model opens and closes its own LLM run (see `parent_for`)
             case CellStarted():
                 self._cell_started(event)
             case CellFinished():
@@ -126,16 +136,23 @@ class RunTreeTracer:
             case SubCallStarted() | SubCallFinished():
                 self._custom(event)
             case _:
-                pass
+                assert_never(event)
         self._schedule()
 
+    def _run(self, run_id: str) -> RunNode:
+        return self._tree.runs[run_id]  # the tree has just been fed an event of this run
+
+    def _node(self, traced: _Traced | None) -> _Node | None:
+        return self._nodes.get(traced) if traced is not None else None
+
     def _run_started(self, event: RunStarted) -> None:
-        if event.parent_id is None or not self._runs:
+        run = self._run(event.run_id)
+        if event.parent_id is None or not any(isinstance(traced, RunNode) for traced in self._nodes):
             self._outer.depth = event.depth
-            self._runs[event.run_id] = self._outer
+            self._nodes[run] = self._outer
             self._custom(event)
             return
-        parent = self._cells.get(event.parent_cell_id or "") or self._runs.get(event.parent_id) or self._outer
+        parent = self._node(run.parent_cell) or self._node(run.parent) or self._outer
         context = event.context.model_dump(exclude={"sha256"}) if event.context is not None else None
         node = self._start(
             parent,
@@ -146,19 +163,20 @@ class RunTreeTracer:
             metadata={"rlm_role": "child", "rlm_depth": event.depth, "rlm_run_id": event.run_id},
             depth=event.depth,
         )
-        self._runs[event.run_id] = node
+        self._nodes[run] = node
         self._custom(event)
 
     def _run_finished(self, event: RunFinished) -> None:
         self._custom(event)
-        node = self._runs.get(event.run_id)
+        node = self._node(self._run(event.run_id))
         if node is None or node is self._outer:
             return
         outputs = {"answer": event.answer, "status": event.status, "limit": event.limit, "iterations": event.iterations}
         self._end(node, outputs)
 
     def _iteration_started(self, event: IterationStarted) -> None:
-        parent = self._runs.get(event.run_id, self._outer)
+        run = self._run(event.run_id)
+        parent = self._node(run) or self._outer
         node = self._start(
             parent,
             kind="chain",
@@ -173,21 +191,22 @@ class RunTreeTracer:
             },
             depth=parent.depth,
         )
-        self._iterations[(event.run_id, event.iteration)] = node
+        self._nodes[run.iterations[event.iteration]] = node
         self._custom(event)
 
     def _iteration_finished(self, event: IterationFinished) -> None:
         self._custom(event)
-        node = self._iterations.get((event.run_id, event.iteration))
+        turn = self._run(event.run_id).iterations[event.iteration]
+        node = self._node(turn)
         if node is not None and event.interrupted:  # cut short (a failure, a time limit, a cancellation)
             self._end(node, None, error=RuntimeError("the RLM run ended before this step finished"))
         elif node is not None:
-            reply = self._replies.pop((event.run_id, event.iteration), "")
-            self._end(node, {"reply": reply, "duration": round(event.duration, 6)})
+            self._end(node, {"reply": turn.reply, "duration": round(event.duration, 6)})
 
     def _cell_started(self, event: CellStarted) -> None:
-        run = self._runs.get(event.run_id, self._outer)
-        parent = self._iterations.get((event.run_id, event.iteration), run)
+        core_run = self._run(event.run_id)
+        run = self._node(core_run) or self._outer
+        parent = self._node(core_run.iterations.get(event.iteration)) or run
         node = self._start(
             parent,
             kind="tool",
@@ -203,12 +222,12 @@ class RunTreeTracer:
             },
             depth=run.depth,
         )
-        self._cells[event.cell_id] = node
+        self._nodes[core_run.cells[event.cell_id]] = node
         self._custom(event)
 
     def _cell_finished(self, event: CellFinished) -> None:
         self._custom(event)
-        node = self._cells.get(event.cell_id)
+        node = self._node(self._run(event.run_id).cells[event.cell_id])
         if node is None:
             return
         if event.error is not None:
@@ -223,15 +242,15 @@ class RunTreeTracer:
     async def parent_for(self, call: ModelCall | None) -> AsyncCallbackManager:
         """The manager a model call's LLM run nests under, once every queued run start is delivered."""
         await self.flush()
-        if call is None:
+        core_run = self._tree.runs.get(call.run_id) if call is not None else None
+        if call is None or core_run is None:
             return self._outer.child
-        run = self._runs.get(call.run_id, self._outer)
         node: _Node | None = None
         if call.role == "sub" and call.cell_id is not None:
-            node = self._cells.get(call.cell_id)
+            node = self._node(core_run.cells.get(call.cell_id))
         elif call.purpose == "step":
-            node = self._iterations.get((call.run_id, call.iteration))
-        return (node or run).child
+            node = self._node(core_run.iterations.get(call.iteration))
+        return (node or self._node(core_run) or self._outer).child
 
     # -- queued callback work -----------------------------------------------------------------
     def _start(
@@ -246,7 +265,7 @@ class RunTreeTracer:
         depth: int,
     ) -> _Node:
         run_id = uuid7()
-        node = _Node(run_id=run_id, child=child_manager(parent.child, run_id), depth=depth)
+        node = _Node(run_id=run_id, child=child_manager(parent.child, run_id), depth=depth, kind=kind)
         starter = child_manager(parent.child, parent.run_id)
         starter.add_tags(tags, inherit=False)
         starter.add_metadata(metadata, inherit=False)
@@ -282,7 +301,7 @@ class RunTreeTracer:
         self._queue.append(end)
 
     def _custom(self, event: Event) -> None:
-        owner = self._runs.get(event.run_id, self._outer)
+        owner = self._node(self._tree.runs.get(event.run_id)) or self._outer
         if not self.custom_events or not owner.child.handlers:
             return
         data = event.model_dump(mode="json")
@@ -324,14 +343,9 @@ class RunTreeTracer:
         stopped mid-turn (a model failure ends the run without ending its turn).
         """
         reason = error or RuntimeError("the RLM run ended before this step finished")
-        still_open = [
-            (node, kind)
-            for nodes, kind in ((self._cells, "tool"), (self._iterations, "chain"), (self._runs, "chain"))
-            for node in reversed(nodes.values())
-            if node.open and node is not self._outer
-        ]
-        for node, kind in still_open:
-            self._end(node, None, error=reason, kind=kind)
+        still_open = [node for node in reversed(self._nodes.values()) if node.open and node is not self._outer]
+        for node in still_open:  # the latest started first: children before their parents
+            self._end(node, None, error=reason, kind=node.kind)
         await self.flush()
         if self._drain is not None:
             await asyncio.gather(self._drain, return_exceptions=True)
