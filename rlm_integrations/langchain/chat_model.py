@@ -19,10 +19,11 @@ from pydantic import ConfigDict, Field
 
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.events import Event
+from rlm_integrations.core.result import RLMResult
 from rlm_integrations.langchain.chat_adapter import runnable_model_name
 from rlm_integrations.langchain.messages import DEFAULT_THRESHOLD_CHARS, output_message, output_of, split_messages
 from rlm_integrations.langchain.runnable import RLMRunnable
-from rlm_integrations.langchain.schema import RLMInput, RLMOutput
+from rlm_integrations.langchain.schema import RLMInput
 
 __all__ = ["RLMChatModel"]
 
@@ -41,7 +42,7 @@ class RLMChatModel(BaseChatModel):
     whole tree's tokens in `usage_metadata`, and a summary in `response_metadata`
     (``rlm_status``, ``rlm_limit``, ``rlm_error``, ``rlm_iterations``, ``rlm_llm_calls``,
     ``rlm_cost_usd``, ``rlm_duration_s``, ``rlm_run_id``, ``model_name``). The full
-    `RLMOutput`, trajectory included, is `RLMChatModel.output_of(message)`.
+    `RLMResult`, trajectory included, is `RLMChatModel.output_of(message)`.
 
     Example:
         ```python
@@ -50,7 +51,7 @@ class RLMChatModel(BaseChatModel):
         ```
 
     A run that fails (status ``"error"`` or ``"cancelled"``) raises `RunFailedError`, with the
-    partial `RLMOutput` on `.result`; a limit reached is not a failure (the message holds
+    partial `RLMResult` on `.result`; a limit reached is not a failure (the message holds
     the best answer and ``rlm_status`` names the limit). The run goes through `RLMRunnable`,
     so its turns, cells and sub-calls nest under the chat model's run in every tracer.
 
@@ -125,8 +126,8 @@ class RLMChatModel(BaseChatModel):
         return params
 
     @staticmethod
-    def output_of(message: BaseMessage) -> RLMOutput | None:
-        """The whole `RLMOutput` (trajectory included) behind a message this model returned.
+    def output_of(message: BaseMessage) -> RLMResult | None:
+        """The whole `RLMResult` (trajectory included) behind a message this model returned.
 
         Kept for the latest 256 runs of the process, looked up by
         ``response_metadata["rlm_run_id"]``; None for other messages.
@@ -152,7 +153,7 @@ class RLMChatModel(BaseChatModel):
         query, context = split_messages(messages, self.context_threshold_chars)
         return RLMInput(query=query, context=context, timeout_s=self.timeout)
 
-    def _result(self, output: RLMOutput) -> ChatResult:
+    def _result(self, output: RLMResult) -> ChatResult:
         message = output_message(output, self.model_name)
         return ChatResult(
             generations=[ChatGeneration(message=message)],

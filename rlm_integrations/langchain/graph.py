@@ -8,9 +8,10 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 
+from rlm_integrations.core.result import RLMResult
 from rlm_integrations.errors import MissingExtraError, UsageError
 from rlm_integrations.langchain.runnable import RLMRunnable
-from rlm_integrations.langchain.schema import RLMInput, RLMOutput, RLMProgress
+from rlm_integrations.langchain.schema import RLMInput, RLMProgress
 from rlm_integrations.langchain.tool import answer_text
 
 __all__ = ["rlm_node"]
@@ -33,7 +34,7 @@ def rlm_node(
 
     The node reads `state[query_key]` (or, when that is missing and `messages_key` is
     set, the text of the last message) and `state[context_key]`, and returns a state
-    update: `{answer_key: answer}`, plus the whole `RLMOutput` under `output_key` and
+    update: `{answer_key: answer}`, plus the whole `RLMResult` under `output_key` and
     the answer as an `AIMessage` appended to `messages_key` when those are set. With
     `stream_progress`, each progress chunk is written to LangGraph's custom stream
     (`stream_mode="custom"`) as ``{"rlm": {...}}``.
@@ -57,7 +58,7 @@ def rlm_node(
     def node(state: Any, config: RunnableConfig) -> dict[str, Any]:
         request = _request(state, query_key, context_key, messages_key)
         writer = _stream_writer() if stream_progress else None
-        output: RLMOutput | None = None
+        output: RLMResult | None = None
         for chunk in rlm.stream(request, config):
             output = _route(chunk, writer, output)
         return _update(_finished(output), answer_key, output_key, messages_key, name)
@@ -65,7 +66,7 @@ def rlm_node(
     async def anode(state: Any, config: RunnableConfig) -> dict[str, Any]:
         request = _request(state, query_key, context_key, messages_key)
         writer = _stream_writer() if stream_progress else None
-        output: RLMOutput | None = None
+        output: RLMResult | None = None
         async for chunk in rlm.astream(request, config):
             output = _route(chunk, writer, output)
         return _update(_finished(output), answer_key, output_key, messages_key, name)
@@ -84,15 +85,15 @@ def _stream_writer() -> StreamWriter | None:
         return None
 
 
-def _route(chunk: Any, writer: StreamWriter | None, output: RLMOutput | None) -> RLMOutput | None:
-    if isinstance(chunk, RLMOutput):
+def _route(chunk: Any, writer: StreamWriter | None, output: RLMResult | None) -> RLMResult | None:
+    if isinstance(chunk, RLMResult):
         return chunk
     if writer is not None and isinstance(chunk, RLMProgress):
         writer({"rlm": chunk.model_dump(mode="json")})
     return output
 
 
-def _finished(output: RLMOutput | None) -> RLMOutput:
+def _finished(output: RLMResult | None) -> RLMResult:
     if output is None:  # pragma: no cover - the stream always ends with the output
         raise RuntimeError("the RLM stream ended without an output")
     return output
@@ -117,7 +118,7 @@ def _request(state: Any, query_key: str, context_key: str | None, messages_key: 
 
 
 def _update(
-    output: RLMOutput, answer_key: str, output_key: str | None, messages_key: str | None, name: str
+    output: RLMResult, answer_key: str, output_key: str | None, messages_key: str | None, name: str
 ) -> dict[str, Any]:
     update: dict[str, Any] = {answer_key: output.answer}
     if output_key is not None:

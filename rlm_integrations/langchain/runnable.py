@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast, overload
@@ -17,7 +18,8 @@ from pydantic import ConfigDict, Field, model_validator
 from rlm_integrations._sync import run_sync
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.events import Event, RunStarted
-from rlm_integrations.core.rlm import RLM
+from rlm_integrations.core.result import RLMResult
+from rlm_integrations.core.run import Run
 from rlm_integrations.errors import BudgetExhaustedError, RunFailedError, UsageError
 from rlm_integrations.langchain._streams import iterate_in_thread, one
 from rlm_integrations.langchain.callbacks import RunTreeTracer
@@ -28,8 +30,9 @@ from rlm_integrations.langchain.schema import (
     FAILURE_STATUSES,
     LIMIT_STATUSES,
     RLMInput,
-    RLMOutput,
     RLMProgress,
+    input_from,
+    trace_view,
 )
 
 if TYPE_CHECKING:
@@ -39,9 +42,13 @@ __all__ = ["RLMBudgetExhaustedError", "RLMRunnable", "RunFailedError", "should_r
 
 RetrySpec = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 ChainRunManager = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
-StreamChunk = RLMProgress | RLMOutput | dict[str, Any]
-"""What `stream` yields: progress, then the output (or, for a messages state, the state update)."""
-_DEFAULTS = RLMConfig.model_validate({})
+StreamChunk = RLMProgress | RLMResult | dict[str, Any]
+"""What `stream` yields: progress, then the result (or, for a messages state, the state update)."""
+
+
+def _config_field(name: str) -> Any:
+    """`RLMConfig`'s field `name`, its default and constraints included, to declare as this runnable's own."""
+    return copy.deepcopy(RLMConfig.model_fields[name])
 
 
 class RLMBudgetExhaustedError(BudgetExhaustedError):
@@ -54,7 +61,7 @@ class RLMBudgetExhaustedError(BudgetExhaustedError):
         output: the run's output, with the best answer the model gave.
     """
 
-    def __init__(self, output: RLMOutput) -> None:
+    def __init__(self, output: RLMResult) -> None:
         limit = output.limit or output.status
         super().__init__(
             f"the RLM run stopped early: {output.status} ({limit}); the best answer so far is on .output.answer",
@@ -73,7 +80,7 @@ def should_retry(error: BaseException) -> bool:
     return not isinstance(error, BudgetExhaustedError | UsageError)
 
 
-class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
+class RLMRunnable(RunnableSerializable[RLMInput, RLMResult]):
     r"""A Recursive Language Model as a LangChain `Runnable`.
 
     The context is loaded into a sandboxed REPL; the root chat model writes code over
@@ -99,7 +106,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
 
     Failures raise: a run that ends with status ``"error"`` (the model failed after its
     retries, the REPL died) or ``"cancelled"`` raises `RunFailedError` with the partial
-    `RLMOutput` on `.result`, so callbacks record an error, `with_retry` retries and
+    `RLMResult` on `.result`, so callbacks record an error, `with_retry` retries and
     `with_fallbacks` falls back (`raise_on_error=False` returns the output instead). A
     limit that ends the run early (``"max_iterations"``, ``"budget_exhausted"``,
     ``"timeout"``) is not a failure: the output carries the best answer so far
@@ -122,17 +129,19 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     """The model behind `llm_query` (default: `model`)."""
     rlm_config: RLMConfig = Field(default_factory=lambda: RLMConfig.model_validate({}))
     """Every other knob of the loop (cell timeout, output bounds, sub-call concurrency, ...)."""
-    max_iterations: int = Field(_DEFAULTS.max_iterations, ge=1)
+    # The budget fields are `RLMConfig`'s own (same defaults and bounds), declared here so
+    # that `configurable_fields` can expose them.
+    max_iterations: int = _config_field("max_iterations")
     """Root-model turns per run."""
-    max_depth: int = Field(_DEFAULTS.max_depth, ge=0)
+    max_depth: int = _config_field("max_depth")
     """How deep `rlm_query` may recurse."""
-    max_llm_calls: int | None = Field(_DEFAULTS.max_llm_calls, ge=1)
+    max_llm_calls: int | None = _config_field("max_llm_calls")
     """Model calls in the whole tree (None: no limit)."""
-    max_tokens: int | None = Field(_DEFAULTS.max_tokens, ge=1)
+    max_tokens: int | None = _config_field("max_tokens")
     """Tokens in the whole tree, from `usage_metadata` (None: no limit)."""
-    max_cost_usd: float | None = Field(_DEFAULTS.max_cost_usd, gt=0)
+    max_cost_usd: float | None = _config_field("max_cost_usd")
     """Spend in USD; LangChain models report no price: give theirs in `rlm_config.prices` (or `BudgetConfigError`)."""
-    timeout_s: float | None = Field(_DEFAULTS.timeout_s, gt=0)
+    timeout_s: float | None = _config_field("timeout_s")
     """Wall-clock limit for the whole run (None: no limit)."""
     repl: str | Callable[[RLMConfig], Any] = "local"
     """``"local"`` (the sandboxed worker), ``"modal"``, or a callable returning a REPL."""
@@ -170,22 +179,22 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
         return RLMInput
 
     @property
-    def OutputType(self) -> type[RLMOutput]:
+    def OutputType(self) -> type[RLMResult]:
         """The output model."""
-        return RLMOutput
+        return RLMResult
 
     # -- invoke -------------------------------------------------------------------------------
     @overload
     def invoke(
         self, input: RLMInput | str | PromptValue | BaseMessage, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> RLMOutput: ...
+    ) -> RLMResult: ...
     @overload
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any: ...
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Run the RLM on one input (a `RLMInput`, a dict of its fields, or a query string).
 
         Returns:
-            the `RLMOutput`; for a ``{"messages": [...]}`` state, the update ``{"messages": [AIMessage]}``.
+            the `RLMResult`; for a ``{"messages": [...]}`` state, the update ``{"messages": [AIMessage]}``.
 
         Raises:
             RunFailedError: the run ended with status "error" or "cancelled" (unless `raise_on_error=False`).
@@ -203,7 +212,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     @overload
     async def ainvoke(
         self, input: RLMInput | str | PromptValue | BaseMessage, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> RLMOutput: ...
+    ) -> RLMResult: ...
     @overload
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any: ...
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
@@ -216,7 +225,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
 
         return await self._acall_with_config(cast(Any, call), cast(Any, self._traced_input(request)), config)
 
-    def _state_update(self, output: RLMOutput) -> dict[str, Any]:
+    def _state_update(self, output: RLMResult) -> dict[str, Any]:
         model_name = f"rlm:{runnable_model_name(self.model)}"
         return {"messages": [output_message(output, model_name, name=self.name)]}
 
@@ -224,7 +233,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     def stream(  # type: ignore[override]
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[StreamChunk]:
-        """Yield `RLMProgress` chunks while the run goes, then the `RLMOutput` (for a messages state: the update)."""
+        """Yield `RLMProgress` chunks while the run goes, then the `RLMResult` (for a messages state: the update)."""
         request, as_state = self._read(input)
         transformer: Any = functools.partial(self._stream_transformer, request, as_state)
         traced: Any = self._traced_input(request)
@@ -233,7 +242,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
     async def astream(  # type: ignore[override]
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[StreamChunk]:
-        """Yield `RLMProgress` chunks while the run goes, then the `RLMOutput` (for a messages state: the update)."""
+        """Yield `RLMProgress` chunks while the run goes, then the `RLMResult` (for a messages state: the update)."""
         request, as_state = self._read(input)
         transformer: Any = functools.partial(self._astream_transformer, request, as_state)
         traced: Any = self._traced_input(request)
@@ -308,7 +317,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
         config: RunnableConfig,
         run_manager: ChainRunManager,
         progress: Callable[[RLMProgress], None] | None = None,
-    ) -> RLMOutput:
+    ) -> RLMResult:
         tracer = RunTreeTracer(run_manager, run_manager.run_id, custom_events=self.custom_events)
         model = RunnableLM(self.model, config=config, router=tracer, nostream=self.nostream)
         sub_model = (
@@ -316,17 +325,23 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
             if self.sub_model is None
             else RunnableLM(self.sub_model, config=config, router=tracer, nostream=self.nostream)
         )
-        rlm = RLM(model, sub_model, repl=self.repl, config=self.config_for(request), tools=self.tools)
         observers: list[Callable[[Event], None]] = [tracer, *self.observers]
         if progress is not None:
             observers.append(_ProgressRelay(progress))
+        run = Run(
+            model=model,
+            sub_model=sub_model,
+            repl=self.repl,
+            config=self.config_for(request),
+            tools=self.tools,
+            observers=observers,
+        )
         try:
-            result = await rlm.acompletion(request.query, request.context, observers=observers)
+            output = await run.execute(request.query, request.context)
         except BaseException as error:
             await tracer.aclose(error)
             raise
         await tracer.aclose()
-        output = RLMOutput.from_result(result)
         if self.raise_on_error and output.status in FAILURE_STATUSES:
             raise RunFailedError(
                 f"the RLM run failed ({output.status}): {output.error or 'no detail'}; "
@@ -370,31 +385,12 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
                 messages = [messages]
             query, context = split_messages(list(messages), self.context_threshold_chars)
             return RLMInput(query=query, context=context), True
-        return self._coerce(input), False
-
-    def _coerce(self, input: Any) -> RLMInput:
-        if isinstance(input, RLMInput):
-            return input
-        if isinstance(input, str):
-            return RLMInput(query=input)
-        if isinstance(input, PromptValue):
-            return RLMInput(query=input.to_string())
-        if isinstance(input, BaseMessage):
-            return RLMInput(query=str(input.text))
-        if isinstance(input, dict):
-            try:
-                return RLMInput.model_validate(input)
-            except ValueError as error:
-                raise UsageError(f"not a valid RLM input: {error}") from error
-        raise UsageError(
-            f"RLMRunnable takes a dict with 'query' (and optionally 'context'), a RLMInput or a str, "
-            f"got {type(input).__name__}"
-        )
+        return input_from(input), False
 
     def _traced_input(self, request: RLMInput) -> dict[str, Any]:
         traced: dict[str, Any] = {
             "query": request.query,
-            "context": _trace_view(request.context, self.trace_context_chars),
+            "context": trace_view(request.context, self.trace_context_chars),
         }
         traced.update(request.overrides())
         return traced
@@ -407,7 +403,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMOutput]):
         wait_exponential_jitter: bool = True,
         exponential_jitter_params: Any = None,
         stop_after_attempt: int = 3,
-    ) -> Runnable[RLMInput, RLMOutput]:
+    ) -> Runnable[RLMInput, RLMResult]:
         """`Runnable.with_retry`, except that exhausted budgets and usage errors are never retried."""
         return super().with_retry(
             retry_if_exception_type=_retry_predicate(retry_if_exception_type),
@@ -459,25 +455,6 @@ def _retry_predicate(spec: RetrySpec) -> Callable[[BaseException], bool]:
         return bool(spec(error))
 
     return predicate
-
-
-def _trace_view(context: Any, limit: int) -> Any:
-    """The context as traced: itself when small, else its type, size and a preview."""
-    if context is None or isinstance(context, int | float | bool):
-        return context
-    if isinstance(context, str | bytes):
-        if len(context) <= limit:
-            return context if isinstance(context, str) else context.decode("utf-8", "replace")
-        preview = context[: min(limit, 400)]
-        preview_text = preview if isinstance(preview, str) else preview.decode("utf-8", "replace")
-        return {"type": type(context).__name__, "chars": len(context), "preview": preview_text}
-    if isinstance(context, list | tuple | dict):
-        head = list(context.items())[:3] if isinstance(context, dict) else list(context[:3])
-        preview = repr(head)
-        if len(context) <= 3 and len(preview) <= limit:
-            return context
-        return {"type": type(context).__name__, "items": len(context), "preview": preview[: min(limit, 400)]}
-    return repr(context)[: min(limit, 400)]
 
 
 def _is_messages_state(input: Any) -> bool:

@@ -1,9 +1,11 @@
-"""What `RLMRunnable` takes and gives: its input, its output and its progress chunks."""
+"""What `RLMRunnable` takes and gives: its input, its output (the core `RLMResult`) and its progress chunks."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlm_integrations.core.events import (
@@ -19,11 +21,20 @@ from rlm_integrations.core.events import (
     SubCallFinished,
     SubCallStarted,
 )
-from rlm_integrations.core.result import RLMResult, Status
-from rlm_integrations.core.trajectory import Trajectory
-from rlm_integrations.core.usage import Usage
+from rlm_integrations.core.result import RLMResult
+from rlm_integrations.errors import UsageError
 
-__all__ = ["BUDGET_FIELDS", "FAILURE_STATUSES", "LIMIT_STATUSES", "RLMInput", "RLMOutput", "RLMProgress"]
+__all__ = [
+    "BUDGET_FIELDS",
+    "FAILURE_STATUSES",
+    "LIMIT_STATUSES",
+    "RLMInput",
+    "RLMOutput",
+    "RLMProgress",
+    "input_from",
+    "summarize",
+    "trace_view",
+]
 
 BUDGET_FIELDS = ("max_iterations", "max_depth", "max_llm_calls", "max_tokens", "max_cost_usd", "timeout_s")
 """The `RLMConfig` fields that `RLMRunnable` exposes as its own (configurable) fields and per-call overrides."""
@@ -62,60 +73,21 @@ class RLMInput(BaseModel):
         return {name: getattr(self, name) for name in BUDGET_FIELDS if getattr(self, name) is not None}
 
 
-class RLMOutput(BaseModel):
-    """What an RLM run produced.
+RLMOutput = RLMResult
+"""What an RLM run produced: the core `RLMResult` itself, under the name LangChain code has used.
 
-    Attributes:
-        answer: the final answer: the value passed to `FINAL(...)` or text.
-        status: ``"completed"`` or why the run stopped early (see `RLMResult.status`).
-        limit: the config field that ended the run early, if any.
-        error: what went wrong when `status` is ``"error"``.
-        usage: tokens and calls in total and per model, summed from the chat models'
-            `usage_metadata` (children included). LangChain reports no prices, so
-            `usage.cost_usd` is None unless the model adapter supplies one.
-        iterations: root-model turns taken by the top-level run.
-        duration: wall-clock seconds.
-        trajectory: every event of the run tree.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    answer: Any = None
-    status: Status
-    limit: str | None = None
-    error: str | None = None
-    usage: Usage = Field(default_factory=Usage)
-    iterations: int = 0
-    duration: float = 0.0
-    trajectory: Trajectory = Field(default_factory=Trajectory)
-
-    @property
-    def ok(self) -> bool:
-        """True if the run completed with an answer."""
-        return self.status == "completed"
-
-    @classmethod
-    def from_result(cls, result: RLMResult) -> RLMOutput:
-        """The output for a core `RLMResult`."""
-        return cls(
-            answer=result.answer,
-            status=result.status,
-            limit=result.limit,
-            error=result.error,
-            usage=result.usage,
-            iterations=result.iterations,
-            duration=result.duration,
-            trajectory=result.trajectory,
-        )
-
-    def __str__(self) -> str:
-        return str(self.answer)
+`RLMRunnable` returns the same result type as `RLM.completion`, the DSPy module's
+`rlm_result` and the CLI: `answer`, `status`, `limit`, `error`, `usage`, `iterations`,
+`duration`, `trajectory` and `citations`; `str(output)` is the answer and `output.ok`
+says whether the run completed. LangChain chat models report no prices, so
+`usage.cost_usd` is None unless `RLMConfig.prices` (or the model adapter) gives one.
+"""
 
 
 class RLMProgress(BaseModel):
     """One progress chunk from `RLMRunnable.stream` / `astream`: a core event, summarised.
 
-    `stream` yields these while the run goes, then the `RLMOutput`. Adding a chunk to a
+    `stream` yields these while the run goes, then the `RLMResult`. Adding a chunk to a
     later one gives the later one (`progress + output == output`), so LangChain's
     chunk accumulation ends on the output.
 
@@ -151,6 +123,50 @@ class RLMProgress(BaseModel):
             message=summarize(event),
             event=event,
         )
+
+
+def input_from(input: Any) -> RLMInput:
+    """Read an input: a `RLMInput`, a dict of its fields, a query string, a prompt value or a message.
+
+    Raises:
+        UsageError: anything else, or a dict that is not a valid `RLMInput`.
+    """
+    if isinstance(input, RLMInput):
+        return input
+    if isinstance(input, str):
+        return RLMInput(query=input)
+    if isinstance(input, PromptValue):
+        return RLMInput(query=input.to_string())
+    if isinstance(input, BaseMessage):
+        return RLMInput(query=str(input.text))
+    if isinstance(input, dict):
+        try:
+            return RLMInput.model_validate(input)
+        except ValueError as error:
+            raise UsageError(f"not a valid RLM input: {error}") from error
+    raise UsageError(
+        f"RLMRunnable takes a dict with 'query' (and optionally 'context'), a RLMInput or a str, "
+        f"got {type(input).__name__}"
+    )
+
+
+def trace_view(context: Any, limit: int) -> Any:
+    """The context as traced: itself when small, else its type, size and a preview (at most `limit` characters)."""
+    if context is None or isinstance(context, int | float | bool):
+        return context
+    if isinstance(context, str | bytes):
+        if len(context) <= limit:
+            return context if isinstance(context, str) else context.decode("utf-8", "replace")
+        preview = context[: min(limit, 400)]
+        preview_text = preview if isinstance(preview, str) else preview.decode("utf-8", "replace")
+        return {"type": type(context).__name__, "chars": len(context), "preview": preview_text}
+    if isinstance(context, list | tuple | dict):
+        head = list(context.items())[:3] if isinstance(context, dict) else list(context[:3])
+        preview = repr(head)
+        if len(context) <= 3 and len(preview) <= limit:
+            return context
+        return {"type": type(context).__name__, "items": len(context), "preview": preview[: min(limit, 400)]}
+    return repr(context)[: min(limit, 400)]
 
 
 def summarize(event: Event) -> str:

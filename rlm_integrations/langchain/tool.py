@@ -9,8 +9,9 @@ from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackMan
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlm_integrations.core.result import RLMResult
 from rlm_integrations.langchain.runnable import RLMRunnable
-from rlm_integrations.langchain.schema import RLMInput, RLMOutput
+from rlm_integrations.langchain.schema import RLMInput
 
 __all__ = ["RLMTool", "RLMToolInput"]
 
@@ -36,7 +37,7 @@ class RLMTool(BaseTool):
     The data is usually bound to the tool (`context=`) so that it never passes through
     the agent's own window; a `context` argument in the tool call replaces it for that
     call. The tool's output is the answer as text (JSON for structured answers); the
-    full `RLMOutput` is the tool message's artifact.
+    full `RLMResult` is the tool message's artifact.
 
     Example:
         ```python
@@ -66,7 +67,7 @@ class RLMTool(BaseTool):
         query: str,
         context: Any = None,
         run_manager: CallbackManagerForToolRun | None = None,
-    ) -> tuple[str, RLMOutput]:
+    ) -> tuple[str, RLMResult]:
         callbacks = run_manager.get_child() if run_manager is not None else None
         output = self.rlm.invoke(self._request(query, context), {"callbacks": callbacks})
         return answer_text(output), output
@@ -76,13 +77,13 @@ class RLMTool(BaseTool):
         query: str,
         context: Any = None,
         run_manager: AsyncCallbackManagerForToolRun | None = None,
-    ) -> tuple[str, RLMOutput]:
+    ) -> tuple[str, RLMResult]:
         callbacks = run_manager.get_child() if run_manager is not None else None
         output = await self.rlm.ainvoke(self._request(query, context), {"callbacks": callbacks})
         return answer_text(output), output
 
 
-def answer_text(output: RLMOutput) -> str:
+def answer_text(output: RLMResult) -> str:
     """The answer as text: strings as they are, other values as JSON; an early stop says so."""
     answer = output.answer
     if answer is None:
