@@ -24,6 +24,7 @@ from rlm_integrations.langchain.fakes import ScriptedChatModel
 from rlm_integrations.langchain.graph import rlm_node
 from rlm_integrations.langchain.runnable import RLMBudgetExhaustedError, RLMRunnable, should_retry
 from rlm_integrations.langchain.schema import RLMInput, RLMOutput, RLMProgress
+from rlm_integrations.langchain.session import RLMSessionRunnable
 from rlm_integrations.langchain.tool import RLMTool, RLMToolInput
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "RLMOutput",
     "RLMProgress",
     "RLMRunnable",
+    "RLMSessionRunnable",
     "RLMTool",
     "RLMToolInput",
     "RunFailedError",
