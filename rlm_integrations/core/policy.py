@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol, runtime_checkable
 
-from rlm_integrations.core import prompts
 from rlm_integrations.core.history import Conversation, HistoryLimits
+from rlm_integrations.core.question_shape import Shape
+from rlm_integrations.core.worked_examples import example_for
 from rlm_integrations.errors import ContextWindowExceededError
 from rlm_integrations.lm.protocol import Completion, LanguageModel, Message
 
@@ -57,9 +58,9 @@ class ChatPolicy:
 
     Args:
         model: the root language model.
-        example: start with one worked exchange (search, read the output, answer) before
-            the real question. Small models need it; None (the default) asks the model,
-            through its `prefers_worked_example` attribute (True for `LocalModel`).
+        example: start with one worked exchange before the real question, chosen by the
+            question's shape (`shape`; see `rlm_integrations.core.worked_examples`). Small
+            models need it; None (the default) asks the model, through its `prefers_worked_example` attribute (True for `LocalModel`).
         history: the history bounds; None takes them from the run's `RLMConfig` (the
             engine calls `configure`), or the defaults.
         params: extra parameters for every call (temperature, max_tokens, ...).
@@ -75,6 +76,8 @@ class ChatPolicy:
         self._fixed_limits = history is not None
         self.history = self._conversation(history or HistoryLimits())
         self._pending: list[Message] = []
+        self.shape: Shape = "lookup"
+        """The question's shape (set by the engine before `begin`): which worked example is shown."""
 
     def _conversation(self, limits: HistoryLimits) -> Conversation:
         return Conversation(
@@ -95,7 +98,7 @@ class ChatPolicy:
         """Start with the system prompt and the first user message."""
         head: list[Message] = [{"role": "system", "content": system}]
         if self.example:
-            head.extend(prompts.example_dialogue())  # type: ignore[arg-type]
+            head.extend(example_for(self.shape))  # type: ignore[arg-type]
         head.append({"role": "user", "content": first})
         self.history.start(head)
         self._pending = [{"role": m["role"], "content": m["content"]} for m in head]

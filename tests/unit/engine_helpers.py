@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rlm_integrations import RLM, RLMConfig, RLMResult
-from rlm_integrations.core import prompts
 from rlm_integrations.core.events import Event
+from rlm_integrations.core.worked_examples import example_for
 from rlm_integrations.lm import Message, ScriptedLM
 from rlm_integrations.repl import LocalREPL
 
@@ -26,7 +26,7 @@ def block(code: str, language: str = "repl") -> str:
 
 def conversation(messages: Sequence[Message]) -> list[Message]:
     """The messages of the real run: without the worked example that the chat policy puts first."""
-    example = prompts.example_dialogue()
+    example = example_for("lookup")
     rest = list(messages[1:])
     if [dict(m) for m in rest[: len(example)]] == example:
         rest = rest[len(example) :]

@@ -45,6 +45,7 @@ from rlm_integrations.core.events import (
 )
 from rlm_integrations.core.policy import ChatPolicy
 from rlm_integrations.core.trajectory import Trajectory
+from rlm_integrations.core.worked_examples import example_for
 from rlm_integrations.errors import ConfigError, UnsupportedContextError, UsageError
 from rlm_integrations.lm import Message, ScriptedLM
 
@@ -317,14 +318,11 @@ async def test_llm_query_batched_concurrency_is_bounded_by_sub_concurrency() -> 
     sub = ScriptedLM(slow_echo, name="sub")
     code = "replies = llm_query_batched(['q' + str(i) for i in range(12)])\nFINAL(replies)"
     rlm, _, _ = make_rlm([block(code)], sub, sub_concurrency=3)
-    started = time.monotonic()
     result = await run(rlm)
-    elapsed = time.monotonic() - started
 
     assert result.answer == [f"answer to q{i}" for i in range(12)]  # in order
-    assert peak == 3  # concurrent, and never more than sub_concurrency
+    assert peak == 3  # concurrent (not serial), and never more than sub_concurrency
     assert len(sub.calls) == 12
-    assert elapsed < 12 * 0.05  # not serial
     assert result.usage.by_model["sub"].calls == 12
 
 
@@ -878,7 +876,7 @@ async def test_the_worked_example_is_sent_between_the_system_prompt_and_the_ques
     result = await run(rlm, "How long is it?", "abcd")
     assert (result.status, result.answer) == ("completed", 4)
 
-    example = prompts.example_dialogue()
+    example = example_for("lookup")
     assert [m["role"] for m in example] == ["user", "assistant", "user", "assistant"]
     first, second = root.calls
     assert len(first) == 1 + len(example) + 1
@@ -902,14 +900,14 @@ async def test_child_runs_get_the_worked_example_too() -> None:
     rlm = RLM(root, config=config(), policy=with_example)
     result = await run(rlm, "P?")
     assert result.answer == "3"
-    example = prompts.example_dialogue()
+    example = example_for("lookup")
     assert len(root.calls) == 2
     assert all(call[1:-1] == example for call in root.calls)
     assert sorted(question_of(call) for call in root.calls) == ["C?", "P?"]
 
 
 async def test_chat_policy_sends_the_example_only_when_asked() -> None:
-    example = prompts.example_dialogue()
+    example = example_for("lookup")
     system = {"role": "system", "content": "SYS"}
     first = {"role": "user", "content": "Question: q"}
 
@@ -938,7 +936,7 @@ async def test_example_false_leaves_the_example_out_of_a_run() -> None:
     # and a model that asks for the example gets it with the default policy
     small = SmallScriptedLM([block("FINAL(2)")], name="root")
     await run(RLM(small, config=config()), "q?")
-    assert small.calls[0][1:-1] == prompts.example_dialogue()
+    assert small.calls[0][1:-1] == example_for("lookup")
 
 
 async def test_the_prelude_makes_common_modules_usable_without_an_import() -> None:

@@ -13,9 +13,9 @@ import pytest
 from engine_helpers import block, config, conversation, run
 
 from rlm_integrations import RLM
-from rlm_integrations.core import prompts
 from rlm_integrations.core.events import LMCallFinished, SubCallFinished
 from rlm_integrations.core.policy import ChatPolicy
+from rlm_integrations.core.worked_examples import example_for
 from rlm_integrations.lm import LiteLLMModel
 from rlm_integrations.testing import FakeOpenAIServer, Fault
 
@@ -123,7 +123,7 @@ async def test_full_run_over_http_with_the_worked_example(server: FakeOpenAIServ
     assert all(r.status == 200 for r in server.requests)
     roots = chat_requests(server, ROOT)
     assert len(roots) == 4
-    example = prompts.example_dialogue()
+    example = example_for("lookup")
     for request in roots:
         messages = request.body["messages"]
         assert messages[0]["role"] == "system"

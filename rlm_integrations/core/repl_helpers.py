@@ -1,0 +1,240 @@
+"""Higher-level REPL functions that make the right program short: `grep`, `llm_map`, `llm_filter`.
+
+Small models write one short block well and a long one badly. Three questions shapes need
+more than "search and print": counting records that match a condition (`len(grep(...))`),
+listing every match (`grep(...)`), and judging items that no keyword marks
+(`llm_filter(items, question)`). These functions are host callbacks like `llm_query`: they
+run outside the sandbox, on the host's copy of the context, and their model calls go through
+the run's budgets, concurrency limit and call cache like any other sub-call.
+
+They also notice when a search came back empty: `HelperNotes` collects a note for the
+turn's feedback, and a run whose answer is "nothing" right after an empty search is asked
+once to check (the commonest small-model failure: a question's words that do not occur
+in the text, taken as "the answer is 0").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlm_integrations.repl.worker.notebook import CALL_ERROR_KEY
+
+__all__ = ["HELPER_DOCS", "HelperNotes", "ReplHelpers", "find_lines", "split_items"]
+
+SubCall = Callable[[str, str], Awaitable[str]]
+"""``(function name, prompt) -> reply``: the engine's sub-call, with budgets and recording."""
+
+LONG_LINE_CHARS = 400
+"""A matching line longer than this is returned as a window around the match."""
+WINDOW_CHARS = 160
+"""Characters kept on each side of a match inside a long line."""
+MAX_ITEM_CHARS = 4_000
+"""`llm_map` sends at most this much of one item (the rest is cut, and the prompt says so)."""
+
+HELPER_DOCS: dict[str, str] = {
+    "grep": (
+        "`grep(*words, text=None)`: the lines of `context` (or of `text`, a str or list) that contain every "
+        "word, case-insensitive; a list of str. `len(grep('red', 'large'))` counts matching records."
+    ),
+    "llm_map": (
+        "`llm_map(items, instruction)`: ask the helper model `instruction` about each item (a list of str); "
+        "returns one answer per item, in order, answered concurrently."
+    ),
+    "llm_filter": (
+        "`llm_filter(items, question)`: the items for which the helper model answers yes to `question`; "
+        "use it when a condition needs reading, not matching."
+    ),
+}
+"""One line per function for the system prompt."""
+
+_EMPTY_ANSWERS = frozenset({"", "0", "none", "no", "[]", "not found", "nothing", "n/a", "unknown", "zero"})
+
+
+def split_items(text: Any) -> list[str]:
+    """A context's items: its non-empty lines (a str), its elements (a list or tuple), its values (a dict)."""
+    if isinstance(text, str):
+        return [line for line in text.splitlines() if line.strip()]
+    if isinstance(text, dict):
+        return [str(value) for value in text.values()]
+    if isinstance(text, list | tuple):
+        return [item if isinstance(item, str) else str(item) for item in text]
+    if text is None:
+        return []
+    return split_items(str(text))
+
+
+def _word_pattern(word: str) -> re.Pattern[str]:
+    escaped = re.escape(word.strip())
+    before = r"(?<![\w-])" if re.match(r"[\w-]", word.strip()[:1]) else ""
+    after = r"(?![\w-])" if re.search(r"[\w-]$", word.strip()) else ""
+    return re.compile(before + escaped + after, re.IGNORECASE)
+
+
+def find_lines(items: Sequence[str], words: Sequence[str]) -> list[str]:
+    """The items that contain every word (whole words, case-insensitive); long ones cut to a window."""
+    patterns = [_word_pattern(word) for word in words if word.strip()]
+    if not patterns:
+        raise ValueError("grep() needs at least one non-empty word, e.g. grep('invoice', 'paid')")
+    found: list[str] = []
+    for item in items:
+        first = None
+        for pattern in patterns:
+            match = pattern.search(item)
+            if match is None:
+                break
+            first = match if first is None else first
+        else:
+            found.append(_window(item, first) if first is not None else item)
+    return found
+
+
+def _window(item: str, match: re.Match[str]) -> str:
+    if len(item) <= LONG_LINE_CHARS:
+        return item
+    start = max(0, match.start() - WINDOW_CHARS)
+    end = min(len(item), match.end() + WINDOW_CHARS)
+    return ("..." if start else "") + item[start:end] + ("..." if end < len(item) else "")
+
+
+@dataclass
+class HelperNotes:
+    """What the helpers noticed during a run: searches that found nothing, for feedback and one check."""
+
+    empty_searches: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    challenged: bool = False
+
+    def record_empty(self, words: Sequence[str]) -> None:
+        """Note a search that found nothing (said in the next feedback)."""
+        label = ", ".join(repr(word) for word in words)
+        self.empty_searches.append(label)
+        self.pending.append(
+            f"Note: grep({label}) found no line. The question's words often do not appear in the text as "
+            "written: print a few lines (e.g. `print(context[:600])`) to see how the text words things, then "
+            "search for those words; if the condition needs judgement, use `llm_filter(items, question)`."
+        )
+
+    def take(self) -> list[str]:
+        """The notes for this turn's feedback (each said once)."""
+        notes, self.pending = self.pending, []
+        return notes
+
+    def challenge(self, answer: Any) -> str | None:
+        """A request to check an empty or zero answer given after an empty search (once per run), else None."""
+        if self.challenged or not self.empty_searches or not _looks_empty(answer):
+            return None
+        self.challenged = True
+        return (
+            f"Your answer is {answer!r}, but your search grep({self.empty_searches[-1]}) found nothing, which "
+            "usually means the words differ, not that the answer is none. Look at how the text is written "
+            "(print a few lines) and search again, or judge the items with llm_filter. If you are sure, "
+            "call FINAL again with the same answer."
+        )
+
+
+def _looks_empty(answer: Any) -> bool:
+    if answer is None:
+        return True
+    if isinstance(answer, list | tuple | dict | set):
+        return len(answer) == 0
+    if isinstance(answer, int | float) and not isinstance(answer, bool):
+        return answer == 0
+    return str(answer).strip().strip("\"'.").lower() in _EMPTY_ANSWERS
+
+
+class ReplHelpers:
+    """The helper functions of one run, bound to its context and its sub-call.
+
+    Args:
+        context: the host's copy of the run's context (what `grep` searches by default).
+        sub_call: the engine's sub-call for one prompt (budgets, cache and recording included).
+        max_prompt_chars: the largest sub-prompt the sub-model takes.
+        notes: where empty searches are noted (the run's; a fresh one if None).
+    """
+
+    def __init__(
+        self, context: Any, sub_call: SubCall, *, max_prompt_chars: int, notes: HelperNotes | None = None
+    ) -> None:
+        self.context = context
+        self.sub_call = sub_call
+        self.max_prompt_chars = max_prompt_chars
+        self.notes = HelperNotes() if notes is None else notes
+        self._items: list[str] | None = None
+
+    def functions(self) -> dict[str, Callable[..., Any]]:
+        """The REPL functions by name."""
+        return {"grep": self.grep, "llm_map": self.llm_map, "llm_filter": self.llm_filter}
+
+    def _context_items(self) -> list[str]:
+        if self._items is None:
+            self._items = split_items(self.context)
+        return self._items
+
+    async def grep(self, *words: Any, text: Any = None) -> list[str]:
+        """The lines (items) containing every word; see `HELPER_DOCS`."""
+        flat = _flatten_words(words)
+        items = self._context_items() if text is None else split_items(text)
+        found = await asyncio.to_thread(find_lines, items, flat) if len(items) > 2_000 else find_lines(items, flat)
+        if not found:
+            self.notes.record_empty(flat)
+        return found
+
+    async def llm_map(self, items: Any, instruction: Any) -> list[str | dict[str, str]]:
+        """One helper-model answer per item (failures as CallErrors); see `HELPER_DOCS`."""
+        texts, question = _check_map_args("llm_map", items, instruction)
+        return await self._ask_each("llm_map", texts, question)
+
+    async def llm_filter(self, items: Any, question: Any) -> list[str]:
+        """The items the helper model says yes to; see `HELPER_DOCS`."""
+        texts, asked = _check_map_args("llm_filter", items, question)
+        prompt = f"{asked.rstrip()} Answer yes or no."
+        replies = await self._ask_each("llm_filter", texts, prompt)
+        return [text for text, reply in zip(texts, replies, strict=True) if _is_yes(reply)]
+
+    async def _ask_each(self, function: str, texts: list[str], instruction: str) -> list[str | dict[str, str]]:
+        budget = max(200, self.max_prompt_chars - len(instruction) - 40)
+        room = min(MAX_ITEM_CHARS, budget)
+
+        async def one(text: str) -> str | dict[str, str]:
+            if not text.strip():
+                return ""
+            body = text if len(text) <= room else text[:room] + " [cut]"
+            try:  # the instruction first: consecutive prompts share it, so the model's prefix cache reuses it
+                return await self.sub_call(function, f"{instruction}\n\nText: {body}")
+            except Exception as error:  # one failed item does not sink the rest
+                return {CALL_ERROR_KEY: f"{type(error).__name__}: {error}"}
+
+        return list(await asyncio.gather(*(one(text) for text in texts)))
+
+
+def _flatten_words(words: Sequence[Any]) -> list[str]:
+    flat: list[str] = []
+    for word in words:
+        if isinstance(word, list | tuple):
+            flat.extend(str(part) for part in word)
+        elif isinstance(word, str):
+            flat.append(word)
+        else:
+            flat.append(str(word))
+    return flat
+
+
+def _check_map_args(function: str, items: Any, instruction: Any) -> tuple[list[str], str]:
+    if isinstance(items, str):
+        items = split_items(items)
+    if not isinstance(items, list | tuple):
+        raise TypeError(f"{function}() takes a list of str as items, got {type(items).__name__}")
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise TypeError(f"{function}(items, question): the question must be a non-empty str")
+    return [item if isinstance(item, str) else str(item) for item in items], instruction.strip()
+
+
+_YES = re.compile(r"^\W*(yes|true|y)\b", re.IGNORECASE)
+
+
+def _is_yes(reply: Any) -> bool:
+    return isinstance(reply, str) and _YES.match(reply) is not None
