@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, assert_never
 
 import dspy
 from dspy.streaming.messages import StatusMessage, StatusStreamingCallback, StreamResponse
@@ -27,11 +27,16 @@ from rlm_integrations.core.events import (
     CellFinished,
     CellStarted,
     Event,
+    IterationFinished,
     IterationStarted,
+    LMCallFinished,
     LMCallStarted,
     RunFinished,
     RunStarted,
+    SubCallFinished,
+    SubCallStarted,
 )
+from rlm_integrations.core.run_tree import RunTree
 
 __all__ = ["DSPyBridge", "default_status_message"]
 
@@ -43,19 +48,31 @@ STREAM_CHUNK_CHARS = 1_000
 
 def default_status_message(event: Event, max_iterations: int) -> str | None:
     """The status line for a root-run event, or None for events that get no message."""
-    if isinstance(event, IterationStarted):
-        return f"RLM turn {event.iteration}/{max_iterations}: writing code..."
-    if isinstance(event, CellFinished):
-        if event.final:
+    match event:
+        case IterationStarted():
+            return f"RLM turn {event.iteration}/{max_iterations}: writing code..."
+        case CellFinished() if event.final:
             return f"RLM turn {event.iteration}: outputs submitted."
-        if event.error is not None:
+        case CellFinished() if event.error is not None:
             return f"RLM turn {event.iteration}: the cell failed ({event.error_type or 'error'})."
-        return f"RLM turn {event.iteration}: the cell ran in {event.duration:.2f} s."
-    if isinstance(event, LMCallStarted) and event.purpose == "final_answer":
-        return "RLM: a limit was reached; extracting the outputs from what was found..."
-    if isinstance(event, RunFinished):
-        return f"RLM finished: {event.status} after {event.iterations} turn(s)."
-    return None
+        case CellFinished():
+            return f"RLM turn {event.iteration}: the cell ran in {event.duration:.2f} s."
+        case LMCallStarted() if event.purpose == "final_answer":
+            return "RLM: a limit was reached; extracting the outputs from what was found..."
+        case RunFinished():
+            return f"RLM finished: {event.status} after {event.iterations} turn(s)."
+        case (
+            RunStarted()
+            | IterationFinished()
+            | LMCallStarted()
+            | LMCallFinished()
+            | CellStarted()
+            | SubCallStarted()
+            | SubCallFinished()
+        ):
+            return None
+        case _:
+            assert_never(event)
 
 
 class DSPyBridge:
@@ -80,7 +97,8 @@ class DSPyBridge:
         )
         self.stream = dspy.settings.send_stream
         self.loop = _stream_loop() if self.stream is not None else None
-        self.root_run: str | None = None
+        self.tree = RunTree()
+        """The call's run tree, fed every event; the bridge reports only its top-level run."""
         listeners = (dspy.settings.get("stream_listeners") or []) if self.stream is not None else []
         self.listeners = [
             item for item in listeners if extract is not None and getattr(item, "predict", None) is extract
@@ -89,16 +107,25 @@ class DSPyBridge:
 
     def __call__(self, event: Event) -> None:
         """Handle one engine event (called on the engine's thread, in order)."""
-        if isinstance(event, RunStarted) and event.parent_id is None:
-            self.root_run = event.run_id
+        self.tree(event)
         if event.run_id != self.root_run:
             return
-        if self.callbacks and isinstance(event, CellStarted | CellFinished):
-            self._callbacks(event)
+        if self.callbacks:
+            match event:
+                case CellStarted() | CellFinished():
+                    self._callbacks(event)
+                case _:
+                    pass  # DSPy's callbacks have no hook for the other steps
         if self.stream is not None:
             message = self._status(event)
             if message:
                 self._send(StatusMessage(message))
+
+    @property
+    def root_run(self) -> str | None:
+        """The id of the call's top-level run, once it has started."""
+        root = self.tree.root
+        return root.run_id if root is not None else None
 
     def send_outputs(self, outputs: dict[str, Any], *, unless_streamed: bool = False) -> None:
         """Stream the value of each output field a `StreamListener` watches (under `dspy.streamify`).
