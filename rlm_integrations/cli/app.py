@@ -25,7 +25,7 @@ from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.rlm import RLM
 from rlm_integrations.errors import ConfigError, RLMError, UsageError
 
-__all__ = ["app"]
+__all__ = ["app", "config_from_options", "describe_validation_error", "notice"]
 
 app = typer.Typer(
     name="rlm",
@@ -95,12 +95,19 @@ _OPTIONS = {
 """The `rlm run` option behind each `RLMConfig` field it sets."""
 
 
-def _config(**fields: Any) -> RLMConfig:
-    """The run's config from the options given; a bad value is a `ConfigError` naming the option."""
+def config_from_options(**fields: Any) -> RLMConfig:
+    """The run's config: `RLMConfig`'s defaults with the options given (None: not given).
+
+    Raises:
+        ConfigError: a bad value, naming the option (``--max-cost``, ...) and what it must be.
+    """
     try:
         return RLMConfig().with_overrides(**{name: value for name, value in fields.items() if value is not None})
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error)) from None
+
+
+_config = config_from_options  # the name earlier code imported
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -156,7 +163,7 @@ def _summary(console: Console, result: RLMResult, model_description: str, trajec
     console.print(table)
 
 
-def _notice(text: str) -> None:
+def notice(text: str) -> None:
     """One line on stderr (kept off stdout, which carries the answer)."""
     print(text, file=sys.stderr)
 
@@ -207,10 +214,10 @@ def run(
     """Answer QUERY over the given context with an RLM."""
     console = Console(stderr=True)
     _check_trajectory(trajectory)
-    loaded = read_context(context or [], notice=_notice)
+    loaded = read_context(context or [], notice=notice)
     if context and _is_empty(loaded):
-        _notice("warning: the context is empty; the model will have nothing to read")
-    config = _config(
+        notice("warning: the context is empty; the model will have nothing to read")
+    config = config_from_options(
         max_iterations=max_iterations,
         max_depth=max_depth,
         max_llm_calls=max_llm_calls,
@@ -257,7 +264,7 @@ def demo(
     console.print(f"[bold]Model:[/] {description}")
     console.print(f"[bold]Context:[/] {len(text):,} characters of generated prose with one hidden fact")
     console.print(f"[bold]Question:[/] {DEMO_QUESTION}")
-    config = RLMConfig(max_iterations=10, cell_timeout_s=30, max_depth=1)
+    config = RLMConfig(max_iterations=10)  # the rest: the library's defaults (RLMConfig's fields)
     result = _execute(console, RLM(root, sub, config=config), DEMO_QUESTION, text, trajectory)
     for event in result.trajectory.iter_events("cell_start"):
         console.print(f"[dim]--- {event.cell_id} (iteration {event.iteration}) ---[/]")  # type: ignore[union-attr]

@@ -39,7 +39,7 @@ def chat(
     """Ask questions over the context, one per line of stdin, until EOF or /exit; each reuses earlier work."""
     from rlm_integrations.cli._context import read_context
     from rlm_integrations.cli._models import choose_model, choose_sub_model
-    from rlm_integrations.cli.app import _config, _notice
+    from rlm_integrations.cli.app import config_from_options, notice
 
     if context and "-" in context:
         raise UsageError("rlm chat reads questions from stdin, so the context cannot be '-'; give a file")
@@ -47,7 +47,7 @@ def chat(
         raise UsageError("give a context with -c FILE, or a checkpoint with --resume PATH")
     if save is not None and not save.parent.is_dir():
         raise UsageError(f"--save {str(save)!r}: the folder {str(save.parent)!r} does not exist")
-    config = _config(
+    config = config_from_options(
         max_iterations=max_iterations, max_llm_calls=max_llm_calls, max_cost_usd=max_cost, timeout_s=timeout
     )
     console = Console(stderr=True)
@@ -58,7 +58,7 @@ def chat(
         session = RLMSession.load(resume, rlm)
         console.print(f"[bold]Resumed:[/] {resume} ({len(session.turns)} earlier questions)")
     else:
-        session = rlm.session(read_context(context or [], notice=_notice))
+        session = rlm.session(read_context(context or [], notice=notice))
     interactive = sys.stdin.isatty()
     with session:
         for number, question in enumerate(_questions(console, interactive), len(session.turns) + 1):
