@@ -9,6 +9,7 @@ ends (innermost first), marked `interrupted=True` with the reason as `error`.
 from __future__ import annotations
 
 import time
+from typing import assert_never
 
 from rlm_integrations.core.events import (
     CellFinished,
@@ -19,6 +20,8 @@ from rlm_integrations.core.events import (
     IterationStarted,
     LMCallFinished,
     LMCallStarted,
+    RunFinished,
+    RunStarted,
     SubCallFinished,
     SubCallStarted,
 )
@@ -57,46 +60,57 @@ class OpenSteps:
 
 
 def _key(event: Event) -> str | None:
-    if isinstance(event, IterationStarted | IterationFinished):
-        return f"iteration:{event.iteration}"
-    if isinstance(event, LMCallStarted | LMCallFinished):
-        return f"lm:{event.call_id}"
-    if isinstance(event, CellStarted | CellFinished):
-        return f"cell:{event.cell_id}"
-    if isinstance(event, SubCallStarted | SubCallFinished):
-        return f"sub:{event.call_id}"
-    return None
+    """The step a start or end event belongs to; None for a run's own start and end."""
+    match event:
+        case IterationStarted() | IterationFinished():
+            return f"iteration:{event.iteration}"
+        case LMCallStarted() | LMCallFinished():
+            return f"lm:{event.call_id}"
+        case CellStarted() | CellFinished():
+            return f"cell:{event.cell_id}"
+        case SubCallStarted() | SubCallFinished():
+            return f"sub:{event.call_id}"
+        case RunStarted() | RunFinished():
+            return None
+        case _:
+            assert_never(event)
 
 
 def _end_for(start: _Start, reason: str, duration: float) -> Event:
-    if isinstance(start, IterationStarted):
-        return IterationFinished(run_id=start.run_id, iteration=start.iteration, duration=duration, interrupted=True)
-    if isinstance(start, LMCallStarted):
-        return LMCallFinished(
-            run_id=start.run_id,
-            call_id=start.call_id,
-            iteration=start.iteration,
-            model=start.model,
-            duration=duration,
-            error=reason,
-            interrupted=True,
-        )
-    if isinstance(start, CellStarted):
-        return CellFinished(
-            run_id=start.run_id,
-            cell_id=start.cell_id,
-            iteration=start.iteration,
-            duration=duration,
-            error=reason,
-            interrupted=True,
-        )
-    return SubCallFinished(
-        run_id=start.run_id,
-        call_id=start.call_id,
-        cell_id=start.cell_id,
-        function=start.function,
-        model=start.model,
-        duration=duration,
-        error=reason,
-        interrupted=True,
-    )
+    match start:
+        case IterationStarted():
+            return IterationFinished(
+                run_id=start.run_id, iteration=start.iteration, duration=duration, interrupted=True
+            )
+        case LMCallStarted():
+            return LMCallFinished(
+                run_id=start.run_id,
+                call_id=start.call_id,
+                iteration=start.iteration,
+                model=start.model,
+                duration=duration,
+                error=reason,
+                interrupted=True,
+            )
+        case CellStarted():
+            return CellFinished(
+                run_id=start.run_id,
+                cell_id=start.cell_id,
+                iteration=start.iteration,
+                duration=duration,
+                error=reason,
+                interrupted=True,
+            )
+        case SubCallStarted():
+            return SubCallFinished(
+                run_id=start.run_id,
+                call_id=start.call_id,
+                cell_id=start.cell_id,
+                function=start.function,
+                model=start.model,
+                duration=duration,
+                error=reason,
+                interrupted=True,
+            )
+        case _:
+            assert_never(start)

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlm_integrations.core.events import Event, EventAdapter, RunFinished, RunStarted
+from rlm_integrations.core.run_tree import RunTree
 from rlm_integrations.errors import TrajectoryError, TruncatedTrajectoryWarning
 
 __all__ = ["RunView", "Trajectory"]
@@ -66,6 +67,10 @@ class Trajectory(BaseModel):
     def root(self) -> RunView | None:
         """The top-level run."""
         return next((run for run in self.runs() if run.start.parent_id is None), None)
+
+    def run_tree(self) -> RunTree:
+        """The tree of runs, turns, calls and cells, with usage rolled up (see `RunTree`)."""
+        return RunTree.from_events(self.events)
 
     def children(self, run_id: str) -> list[RunView]:
         """Runs started by `rlm_query` from run `run_id`."""
