@@ -32,11 +32,12 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from rlm_integrations.core.events import CellFinished, Event
+if TYPE_CHECKING:  # a leaf module at run time, so that `core.events` can use `Citation`
+    from rlm_integrations.core.events import Event
 
 __all__ = ["Citation", "CiteLog", "citations_for", "find_citations", "sources_lines"]
 
@@ -221,7 +222,7 @@ def find_citations(context: Any, answer: Any, events: Iterable[Event], cites: Ci
         at = corpus.text.find(fragment)
         if at >= 0:
             found.add(corpus.locate(at, at + len(fragment), "answer"))
-    lines_by_cell = [_printed_lines(event.stdout) for event in events if isinstance(event, CellFinished)]
+    lines_by_cell = [_printed_lines(event.stdout) for event in events if event.kind == "cell_end"]
     matched = False
     for line, present in _lines_with(lines_by_cell, _key_tokens(answer_text)):
         for token in present:  # the most distinctive token first
