@@ -59,8 +59,9 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rlm_integrations import __version__
 from rlm_integrations._sync import run_sync
-from rlm_integrations.core.cache import model_identity
+from rlm_integrations.core.cache import _has_own_cache, model_identity
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.events import (
     Event,
@@ -192,6 +193,9 @@ class RunJournal(BaseModel):
 
     format: Literal["rlm-run-journal"] = "rlm-run-journal"
     version: int = VERSION
+    library: str = ""
+    """The rlm-integrations release that started the run (another release may word its prompts differently, so
+    its turns would miss the record: a resume with it logs a warning, and `diverged_at` shows what was lost)."""
     query: str
     context: ContextFingerprint
     model: dict[str, Any]
@@ -317,6 +321,8 @@ class _Recorder:
     journal: RunJournal
     attempt: Attempt
     recorded_steps: int
+    marks_replays: bool = True
+    """False when the root model caches its own calls (a DSPy LM): its replays are not marked, so no divergence."""
     root_run: str | None = None
     purposes: dict[str, str] = field(default_factory=dict)
     replayed_turns: set[int] = field(default_factory=set)
@@ -347,7 +353,7 @@ class _Recorder:
             return
         if event.cached:
             self.replayed_turns.add(event.iteration)
-        elif event.iteration <= self.recorded_steps and self.attempt.diverged_at is None:
+        elif self.marks_replays and event.iteration <= self.recorded_steps and self.attempt.diverged_at is None:
             self.attempt.diverged_at = event.iteration
             log.warning(
                 "resumed run in %s diverged at step %d: its prompt differs from the recorded one (a cell's output "
@@ -472,6 +478,7 @@ class ResumableRun:
                         "pass a new or empty directory, or the directory of an earlier attempt"
                     )
                 journal = RunJournal(
+                    library=__version__,
                     query=query,
                     context=fingerprint,
                     model=model_identity(self.rlm.model),
@@ -480,11 +487,19 @@ class ResumableRun:
                 )
             else:
                 self._check(journal, query, fingerprint, config)
+                if journal.library != __version__:
+                    log.warning(
+                        "the run in %s was started by rlm-integrations %s and is resumed by %s: changed prompts would "
+                        "make the recorded turns miss (see the attempt's diverged_at)",
+                        run_dir,
+                        journal.library,
+                        __version__,
+                    )
             attempt = Attempt(number=len(journal.attempts) + 1, started_at=_now())
             recorded = journal.recorded_steps
             journal.attempts.append(attempt)
             _write_journal(run_dir, journal, sync=True)
-            yield _Recorder(run_dir, journal, attempt, recorded)
+            yield _Recorder(run_dir, journal, attempt, recorded, marks_replays=not _has_own_cache(self.rlm.model))
 
     def _check(self, journal: RunJournal, query: str, fingerprint: ContextFingerprint, config: RLMConfig) -> None:
         where = str(self.run_dir)
