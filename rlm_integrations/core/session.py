@@ -35,7 +35,7 @@ from rlm_integrations.repl.worker.output import truncate_middle
 if TYPE_CHECKING:
     from rlm_integrations.core.rlm import RLM
 
-__all__ = ["RLMSession", "SessionTurn"]
+__all__ = ["LoopThread", "RLMSession", "SessionTurn", "user_names"]
 
 T = TypeVar("T")
 
@@ -107,7 +107,7 @@ class RLMSession:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
-        self._thread: _LoopThread | None = None
+        self._thread: LoopThread | None = None
 
     # -- asking --------------------------------------------------------------------------------
     @property
@@ -121,7 +121,7 @@ class RLMSession:
         if self._loop is not None and self._thread is None:
             raise UsageError("this session was used with aask(); keep using aask() (its REPL belongs to that loop)")
         if self._thread is None:
-            self._thread = _LoopThread()
+            self._thread = LoopThread()
         return self._thread.run(self.aask(question, observers=observers, **overrides))
 
     async def aask(self, question: str, *, observers: Sequence[Observer] = (), **overrides: Any) -> RLMResult:
@@ -140,7 +140,7 @@ class RLMSession:
         lock = self._claim_loop()
         async with lock:
             repl = await self._ensure_repl()
-            before = await _user_names(repl)
+            before = await user_names(repl)
             notes = self._notes(before)
             try:
                 result = await run.execute(question, self.context, repl=repl, notes=notes)
@@ -149,7 +149,7 @@ class RLMSession:
                 raise
             self._events.extend(result.trajectory.events)
             self.not_restored = {}  # told once, in this ask's notes
-            after = await _user_names(repl)
+            after = await user_names(repl)
             answer = truncate_middle(as_text(result.answer) if result.answer is not None else "", _NOTE_ANSWER_CHARS)
             created = [name for name in after if name not in before]
             self.turns.append(SessionTurn(question, answer, result.status, created))
@@ -321,8 +321,11 @@ class RLMSession:
         return session
 
 
-async def _user_names(repl: REPL) -> list[str]:
-    """The variables the model's code made (the context and the engine's prelude imports left out)."""
+async def user_names(repl: REPL) -> list[str]:
+    """The variables the model's code made in `repl` (the context and the engine's prelude imports left out).
+
+    Empty for a REPL that cannot list its variables.
+    """
     listing = getattr(repl, "variables", None)
     if listing is None:
         return []
@@ -332,7 +335,7 @@ async def _user_names(repl: REPL) -> list[str]:
 
 async def _plain_variables(repl: REPL) -> tuple[dict[str, Any], dict[str, str]]:
     """The variables that can be saved and loaded back exactly, and why each other one cannot."""
-    names = [name for name in await _user_names(repl) if name.isidentifier()]
+    names = [name for name in await user_names(repl) if name.isidentifier()]
     if not names:
         return {}, {}
     cell = await repl.execute(_CHECK.format(names=", ".join(names)))
@@ -364,8 +367,13 @@ async def _plain_variables(repl: REPL) -> tuple[dict[str, Any], dict[str, str]]:
     return saved, unsaved
 
 
-class _LoopThread:
-    """A private event loop on a daemon thread: the blocking face of a session runs all its work there."""
+class LoopThread:
+    """A private event loop on a daemon thread: the blocking face of a session runs all its work there.
+
+    A session's REPL belongs to one event loop; blocking callers (`ask`, a framework's
+    sync call) hand their coroutines to this loop with `run`, so every ask of the
+    session runs on it. `stop` ends the loop and its thread.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -373,6 +381,7 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run `coroutine` on the loop and wait for its result (Ctrl-C cancels it, then re-raises)."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
             return future.result()
@@ -385,7 +394,12 @@ class _LoopThread:
             raise
 
     def stop(self) -> None:
+        """Stop the loop and join its thread (the loop is closed once the thread has ended)."""
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         if not self.thread.is_alive():
             self.loop.close()
+
+
+_LoopThread = LoopThread  # earlier names, kept for importers that used them
+_user_names = user_names
