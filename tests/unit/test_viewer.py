@@ -210,6 +210,8 @@ def test_cached_calls_are_marked(tmp_path):
         subs = [sub for it in run["iterations"] for cell in it["cells"] for sub in cell["subs"]]
         assert len(calls) == 2 and len(subs) == 1
         assert [c["cached"] for c in calls + subs] == [hit] * 3
+        totals = embedded_data(page)["summary"]["usage"]  # a replayed call is marked, not counted
+        assert totals["calls"] == run_result.usage.total.calls == (0 if hit else 3)
     style = re.search(r"<style>(.*)</style>", page, re.S).group(1)
     script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
     assert re.search(r"\.tag\.cached\s*\{[^}]*var\(--cached\)", style)
