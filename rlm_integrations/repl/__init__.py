@@ -1,6 +1,12 @@
 """REPLs that run LM-written code: the local sandboxed worker and the Modal sandbox.
 
 Backends are chosen by name through a registry (`register_backend`, `resolve_backend`).
+A new backend implements one object, a `WorkerTransport` (`repl.transport`), and runs
+under `WorkerREPL`, which speaks the worker protocol the same way for every backend.
+
+Layout: `host/` (the protocol's host side: `WorkerREPL`), `worker/` (the worker program
+and its walls), `wire/` (the messages both sides exchange), `local/` (`LocalREPL`, a
+worker process here), `sandbox/` (`ModalREPL` and its stand-in).
 
 Importing this package is cheap: each backend loads on first use.
 """
@@ -11,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rlm_integrations.repl.host.client import WorkerREPL
     from rlm_integrations.repl.local import LocalREPL
     from rlm_integrations.repl.local.isolation import Isolation
     from rlm_integrations.repl.local.pool import prewarm
@@ -23,6 +30,7 @@ if TYPE_CHECKING:
         resolve_backend,
         unregister_backend,
     )
+    from rlm_integrations.repl.transport import WorkerTransport
     from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = [
@@ -34,6 +42,8 @@ __all__ = [
     "LocalREPL",
     "ModalREPL",
     "UnknownBackendError",
+    "WorkerREPL",
+    "WorkerTransport",
     "backend_names",
     "prewarm",
     "register_backend",
@@ -53,6 +63,8 @@ _LOCATIONS = {
     "prewarm": "rlm_integrations.repl.local.pool",
     "truncate_middle": "rlm_integrations.repl.worker.output",
     "UnknownBackendError": "rlm_integrations.repl.registry",
+    "WorkerREPL": "rlm_integrations.repl.host.client",
+    "WorkerTransport": "rlm_integrations.repl.transport",
     "backend_names": "rlm_integrations.repl.registry",
     "register_backend": "rlm_integrations.repl.registry",
     "resolve_backend": "rlm_integrations.repl.registry",

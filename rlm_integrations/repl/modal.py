@@ -6,8 +6,8 @@ module does not import `modal`; the first `start()` does.
 
 from __future__ import annotations
 
-from rlm_integrations.repl.sandbox.backends import StandInBackend
 from rlm_integrations.repl.sandbox.pool import SandboxPool, default_sandbox_pool
 from rlm_integrations.repl.sandbox.repl import ModalREPL, check_credentials
+from rlm_integrations.repl.sandbox.standin import StandInBackend
 
 __all__ = ["ModalREPL", "SandboxPool", "StandInBackend", "check_credentials", "default_sandbox_pool"]

@@ -15,7 +15,8 @@ import pytest
 from rlm_integrations.errors import REPLClosedError, WorkerStartError
 from rlm_integrations.repl import CellResult
 from rlm_integrations.repl.modal import ModalREPL, SandboxPool, StandInBackend
-from rlm_integrations.repl.sandbox.backends import SandboxSpec, StandInSandbox, stage_worker_tree
+from rlm_integrations.repl.sandbox.backends import SandboxSpec, stage_worker_tree
+from rlm_integrations.repl.sandbox.standin import StandInSandbox
 
 
 @pytest.fixture
@@ -439,7 +440,7 @@ def test_sandboxes_still_held_at_exit_are_terminated(tmp_path) -> None:
     marker = tmp_path / "terminated"
     code = (
         "import asyncio\n"
-        "from rlm_integrations.repl.sandbox.backends import StandInSandbox\n"
+        "from rlm_integrations.repl.sandbox.standin import StandInSandbox\n"
         "from rlm_integrations.repl.modal import ModalREPL, SandboxPool, StandInBackend\n"
         "original = StandInSandbox.terminate\n"
         "def terminate(self, *args):\n"

@@ -4,8 +4,8 @@
 callbacks, reload what was loaded), the cell loop (answer callbacks on the host, keep the
 wall-clock limit, never raise for an error inside a cell), recovery (a fresh worker after
 a timeout, a crash or a broken protocol, with the lost variables reported) and value
-transfer. It talks to the worker through a `Channel`, the only thing that differs
-between backends:
+transfer. It talks to the worker through a `WorkerTransport` (`repl.transport`), the
+only thing that differs between backends:
 
 - `LocalREPL`: a worker process on this machine; the host enforces the cell limit by
   killing the process group.
@@ -14,7 +14,7 @@ between backends:
   sandbox as a backstop.
 
 The worker is not trusted to keep to the protocol: every message it sends is checked
-(`_wire`), must answer the request in flight (by its ``id``), and every request has a
+(`wire.messages`), must answer the request in flight (by its ``id``), and every request has a
 time limit. A worker that breaks any of this is killed and replaced, and the next cell
 reports the restart and the variables it cost, exactly like a crash. A worker that dies
 between cells is reported the same way by the next `execute`.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import keyword
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -36,30 +37,27 @@ from rlm_integrations.errors import (
     WorkerCrashedError,
     WorkerStartError,
 )
-from rlm_integrations.repl.host.channel import Channel
+from rlm_integrations.repl.host.cells import CellLoop
 from rlm_integrations.repl.host.replies import (
     LOST_VARIABLES_MARKER,
-    cell_result,
     check_reply,
     lost_variables_note,
     restart_report,
 )
 from rlm_integrations.repl.host.sync_forms import SyncForms
-from rlm_integrations.repl.host.transfer import Payload, answer, invoke, serialize
+from rlm_integrations.repl.host.transfer import invoke, serialize
 from rlm_integrations.repl.protocol import CellResult, HostCallback
+from rlm_integrations.repl.transport import Payload, WorkerTransport
 from rlm_integrations.repl.wire.codec import decode_value
 from rlm_integrations.repl.wire.messages import (
-    Callback,
     Configure,
     Define,
     Eof,
     ErrorReply,
-    Exec,
     Get,
     Load,
     Ok,
     ProtocolViolation,
-    Result,
     Timeout,
     Value,
     Variables,
@@ -68,16 +66,19 @@ from rlm_integrations.repl.wire.schema import DEFAULT_MAX_CALLBACK_BYTES, MAX_CO
 
 __all__ = [
     "LOST_VARIABLES_MARKER",
-    "Channel",
+    "Connect",
     "Payload",
     "Policy",
     "WorkerREPL",
+    "WorkerTransport",
     "invoke",
     "lost_variables_note",
     "serialize",
 ]
 
 Policy = Literal["restricted", "unrestricted"]
+Connect = Callable[[], Awaitable[WorkerTransport]]
+"""Reaches a new worker: returns its transport (the worker's ``ready`` may still be on the way)."""
 _Reply = TypeVar("_Reply", Ok, Value)
 
 _RESERVED_NAMES = frozenset({"FINAL", "FINAL_VAR", "SHOW_VARS", "print"})
@@ -85,21 +86,36 @@ _REQUEST_FLOOR_S = 30.0
 _LOAD_BYTES_PER_S = 4 * 1024 * 1024
 
 
-class WorkerREPL(SyncForms):
-    """A persistent Python namespace in a worker that speaks our JSON-lines protocol.
+class WorkerREPL(CellLoop, SyncForms):
+    """A persistent Python namespace in our worker program, reached through a `WorkerTransport`.
 
-    Subclasses say how to reach a worker (`_connect`); everything else is here. See
-    `LocalREPL` and `ModalREPL` for the options each adds.
+    The REPL for every backend: give it `connect`, which returns a transport to a new
+    worker, and it does the rest (see `rlm_integrations.repl.transport`). `LocalREPL` and
+    `ModalREPL` are subclasses that connect to their own transports and add options.
+
+    Args:
+        connect: an async callable returning a `WorkerTransport` to a fresh worker;
+            called at start and whenever a worker must be replaced. Subclasses may
+            override `_connect` instead.
+        cell_timeout_s: wall-clock limit per cell in seconds, not counting time spent in
+            host callbacks; None for no limit.
+        memory_limit_mb: address space the worker may use beyond what it holds after
+            loading its values (None: the worker's default).
+        max_output_chars: bound on each cell's printed output and value repr.
+        policy: ``"restricted"`` (RestrictedPython) or ``"unrestricted"`` (plain Python).
+        start_timeout_s: how long to wait for a worker to report ready.
+        max_callback_bytes: bound on the JSON of one host callback's arguments, and of its result.
     """
 
     def __init__(
         self,
+        connect: Connect | None = None,
         *,
-        cell_timeout_s: float | None,
-        memory_limit_mb: int | None,
-        max_output_chars: int,
-        policy: Policy,
-        start_timeout_s: float,
+        cell_timeout_s: float | None = 30.0,
+        memory_limit_mb: int | None = None,
+        max_output_chars: int = 10_000,
+        policy: Policy = "restricted",
+        start_timeout_s: float = 30.0,
         max_callback_bytes: int = DEFAULT_MAX_CALLBACK_BYTES,
     ) -> None:
         if cell_timeout_s is not None and cell_timeout_s <= 0:
@@ -121,7 +137,8 @@ class WorkerREPL(SyncForms):
         self.start_timeout_s = start_timeout_s
         self.max_callback_bytes = max_callback_bytes
         """Bound on the JSON of one host callback's arguments, and of its result."""
-        self._channel: Channel | None = None
+        self._connector = connect
+        self._channel: WorkerTransport | None = None
         self._callbacks: dict[str, HostCallback] = {}
         self._loaded: dict[str, Any] = {}
         self._variables: list[str] = []
@@ -133,9 +150,11 @@ class WorkerREPL(SyncForms):
         self._cells_on_worker = 0
         self._unreported: tuple[str, list[str]] | None = None  # a worker lost between cells: why, and its names
 
-    async def _connect(self) -> Channel:
-        """Reach a new worker (its ``ready`` may still be on the way)."""
-        raise NotImplementedError
+    async def _connect(self) -> WorkerTransport:
+        """Reach a new worker (its ``ready`` may still be on the way): `connect`, unless overridden."""
+        if self._connector is None:
+            raise UsageError(f"{type(self).__name__} needs connect=, an async callable that returns a WorkerTransport")
+        return await self._connector()
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -289,14 +308,14 @@ class WorkerREPL(SyncForms):
     def _load_timeout(self, size: int) -> float:
         return max(_REQUEST_FLOOR_S, self.start_timeout_s) + size / _LOAD_BYTES_PER_S
 
-    async def _ensure_worker(self) -> Channel:
+    async def _ensure_worker(self) -> WorkerTransport:
         self._check_open()
         channel = self._channel
         if channel is not None and channel.alive:
             if self._pending_definitions:
                 await self._define_callbacks(channel)
             return channel
-        reused: Channel | None = None
+        reused: WorkerTransport | None = None
         if channel is not None:
             # It died between requests (killed from outside, out of memory, ...).
             await channel.settle()
@@ -313,7 +332,7 @@ class WorkerREPL(SyncForms):
         if self._cells_on_worker and self._unreported is None:
             self._unreported = (reason, list(self._variables))
 
-    def _abandon(self, channel: Channel, reason: str) -> WorkerCrashedError:
+    def _abandon(self, channel: WorkerTransport, reason: str) -> WorkerCrashedError:
         """Kill a worker that failed a request; the error returned (to raise) tells the caller so."""
         if channel is self._channel:
             self._channel = None
@@ -323,7 +342,7 @@ class WorkerREPL(SyncForms):
             "(loaded values are reloaded, cell variables are lost)"
         )
 
-    async def _spawn(self, channel: Channel | None = None) -> Channel:
+    async def _spawn(self, channel: WorkerTransport | None = None) -> WorkerTransport:
         if channel is None:
             channel = await self._connect()
         try:
@@ -352,7 +371,7 @@ class WorkerREPL(SyncForms):
         self._cells_on_worker = 0
         return channel
 
-    async def _define_callbacks(self, channel: Channel) -> None:
+    async def _define_callbacks(self, channel: WorkerTransport) -> None:
         self._pending_definitions = False
         if self._callbacks:
             request = Define(id=next(self._ids), names=list(self._callbacks))
@@ -362,7 +381,7 @@ class WorkerREPL(SyncForms):
 
     async def _request(
         self,
-        channel: Channel,
+        channel: WorkerTransport,
         request: Configure | Define | Load | Get | Variables,
         expected: type[_Reply],
         limit: float,
@@ -394,7 +413,7 @@ class WorkerREPL(SyncForms):
             return reply
         raise self._abandon(channel, f"the REPL worker broke the protocol (a {reply.op!r} message in reply to {op!r})")
 
-    async def _transfer(self, channel: Channel, name: str, value: Any) -> None:
+    async def _transfer(self, channel: WorkerTransport, name: str, value: Any) -> None:
         payload, kind, size = serialize(value)
         async with channel.staged(payload, kind) as path:
             request = Load(id=next(self._ids), name=name, path=path, format=kind)  # type: ignore[arg-type]
@@ -403,98 +422,6 @@ class WorkerREPL(SyncForms):
             raise WorkerCrashedError(f"the REPL worker could not load {name!r}: {reply.error}")
         if reply.variables is not None:
             self._variables = list(reply.variables)
-
-    async def _run_cell(self, code: str) -> CellResult:
-        channel = self._channel
-        assert channel is not None
-        names_before = list(self._variables)
-        limit = self.cell_timeout_s
-        grace = channel.timeout_grace_s
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        active = 0.0
-        request = Exec(
-            id=next(self._ids),
-            code=code,
-            cpu_limit_s=None if limit is None else 2 * limit + 5,
-            wall_limit_s=limit if grace is not None else None,
-        )
-        try:
-            await channel.send(request.wire())
-            self._cells_on_worker += 1
-            resumed = loop.time()
-            while True:
-                remaining = None if limit is None else max(limit - active, 0.0) + (grace or 0.0)
-                try:
-                    async with asyncio.timeout(remaining):
-                        raw = await channel.receive()
-                except TimeoutError:
-                    return await self._recover(names_before, "timeout", duration=loop.time() - started)
-                active += loop.time() - resumed
-                try:
-                    message = check_reply(raw, request.id)
-                    if isinstance(message, Callback):
-                        if message.wire_bytes > self.max_callback_bytes + 64:
-                            raise ProtocolViolation(f"a callback of {message.wire_bytes:,} bytes, over the limit")
-                        reply = await answer(self._callbacks.get(message.name), message, self.max_callback_bytes)
-                        await channel.send(reply.wire())
-                        resumed = loop.time()
-                        continue
-                    if isinstance(message, Result):
-                        result = cell_result(message, self.max_output_chars)
-                        self._variables = list(message.variables)
-                        return result
-                    if isinstance(message, ErrorReply):
-                        return CellResult(error=message.error, error_type=message.error_type or "WorkerError")
-                    if not isinstance(message, Eof | Timeout):
-                        raise ProtocolViolation(f"a {message.op!r} message in reply to 'exec'")
-                except ProtocolViolation as violation:
-                    return await self._recover(names_before, "violation", duration=loop.time() - started, why=violation)
-                kind: Literal["crash", "timeout"] = "crash" if isinstance(message, Eof) else "timeout"
-                return await self._recover(names_before, kind, duration=loop.time() - started, hard=False)
-        except (BrokenPipeError, ConnectionResetError):
-            return await self._recover(names_before, "crash", duration=loop.time() - started, hard=False)
-        except BaseException:
-            # Cancelled (or the host failed) mid-cell: the worker may still be running it.
-            self._channel = None
-            channel.kill()
-            raise
-
-    async def _recover(
-        self,
-        names_before: list[str],
-        kind: Literal["crash", "timeout", "violation"],
-        *,
-        duration: float,
-        hard: bool = True,
-        why: ProtocolViolation | None = None,
-    ) -> CellResult:
-        """Replace the worker after a timeout (`hard`: the host's own limit ran out), a crash or a broken protocol."""
-        old = self._channel
-        self._channel = None
-        if old is None or self._closed:
-            # `close()` ran while the cell did: it already stopped the worker.
-            raise REPLClosedError(f"this REPL was closed while the cell ran; create a new {type(self).__name__}")
-        if kind == "timeout":
-            reason = f"TimeoutError: the cell ran longer than its {self.cell_timeout_s:g} s limit and was stopped"
-        elif kind == "violation":
-            reason = f"WorkerCrashed: the REPL worker broke the protocol ({why}) and was stopped"
-        else:
-            await old.settle()
-            reason = f"WorkerCrashed: the REPL worker died while running the cell: {old.describe_exit()}"
-        if hard:
-            old.kill(force=True)
-        reused = None if hard else old
-        if reused is not None and not await reused.reset():
-            reused = None
-        if reused is None:
-            old.kill()
-        try:
-            await self._spawn(reused)
-        except Exception as error:
-            raise WorkerCrashedError(f"{reason}; restarting the worker failed: {error}") from error
-        result = restart_report(reason, names_before, self._loaded, ran=True)
-        return result.model_copy(update={"duration": duration, "timed_out": kind == "timeout"})
 
 
 class _Busy:

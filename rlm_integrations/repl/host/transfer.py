@@ -9,17 +9,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Callable
 from typing import Any
 
 from rlm_integrations.errors import UnsupportedContextError
 from rlm_integrations.repl.protocol import HostCallback
+from rlm_integrations.repl.transport import Payload
 from rlm_integrations.repl.wire.messages import Callback, CallbackResult
 
 __all__ = ["Payload", "answer", "invoke", "serialize"]
-
-Payload = Callable[[Any], None]
-"""Writes a value's file form to a binary file object."""
 
 _CHUNK_CHARS = 8 * 1024 * 1024
 _CALLBACK_ERROR_TYPES = ("KeyError", "TimeoutError", "TypeError", "ValueError")

@@ -31,7 +31,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from rlm_integrations.repl.worker.supervisor import _BOOTSTRAP, WORKER_MODULES, _import_packages, _import_roots
+from rlm_integrations.repl.worker.supervisor import BOOTSTRAP, WORKER_MODULES, import_packages, worker_command
 
 __all__ = ["Isolation", "Launch", "describe", "plan_launch", "record_refusal", "warn_if_incomplete"]
 
@@ -144,13 +144,13 @@ def plan_launch(python: str | None, scratch: str, stage: str) -> Launch:
         with _refused_lock:
             refused = _refused.get(key)
         if refused is None:
-            bootstrap = _BOOTSTRAP.format(roots=[SANDBOX_LIB])
-            command = _bwrap_prefix(bwrap, interpreter, _import_packages(), scratch, stage)
+            bootstrap = BOOTSTRAP.format(roots=[SANDBOX_LIB])
+            command = _bwrap_prefix(bwrap, interpreter, import_packages(), scratch, stage)
             command += [interpreter, "-I", "-S", "-B", "-c", bootstrap, json.dumps({"network_private": True})]
             return Launch(command, sandboxed=True, key=key)
         reason = f"bubblewrap cannot create the sandbox here ({refused})"
         fix = _USERNS_FIX
-    plain = [python or sys.executable, "-I", "-B", "-c", _BOOTSTRAP.format(roots=_import_roots())]
+    plain = worker_command(python)
     return Launch(plain, sandboxed=False, reason=reason, fix=fix)
 
 

@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from rlm_integrations.errors import IsolationError, WorkerStartError
-from rlm_integrations.repl.host.client import Channel, Payload, Policy, WorkerREPL
+from rlm_integrations.repl.host.client import Policy, WorkerREPL
 from rlm_integrations.repl.local.isolation import Isolation, describe, record_refusal, warn_if_incomplete
 from rlm_integrations.repl.local.pool import default_pool
 from rlm_integrations.repl.local.process import WorkerProcess, encode
+from rlm_integrations.repl.transport import Payload, WorkerTransport
 from rlm_integrations.repl.wire.schema import DEFAULT_MAX_CALLBACK_BYTES
 
 __all__ = ["LocalREPL"]
@@ -92,7 +93,7 @@ class LocalREPL(WorkerREPL):
     def pid(self) -> int | None:
         """The current worker's process id (None before start or after close)."""
         channel = self._channel
-        return channel.worker.pid if isinstance(channel, _LocalChannel) else None
+        return channel.worker.pid if isinstance(channel, _LocalTransport) else None
 
     @property
     def network_isolated(self) -> bool:
@@ -109,22 +110,20 @@ class LocalREPL(WorkerREPL):
         to fix it.
         """
         channel = self._channel
-        return channel.isolation if isinstance(channel, _LocalChannel) else None
+        return channel.isolation if isinstance(channel, _LocalTransport) else None
 
-    async def _connect(self) -> Channel:
+    async def _connect(self) -> WorkerTransport:
         worker = default_pool.take() if self.use_pool else None
         if worker is None:
             try:
                 worker = WorkerProcess(self.python)
             except OSError as error:
                 raise WorkerStartError(f"could not start the REPL worker: {error}") from error
-        return _LocalChannel(worker, require_isolation=self.require_isolation, python=self.python)
+        return _LocalTransport(worker, require_isolation=self.require_isolation, python=self.python)
 
 
-class _LocalChannel:
+class _LocalTransport(WorkerTransport):
     """A worker process on this machine: the host itself kills it when a cell overruns."""
-
-    timeout_grace_s: float | None = None
 
     def __init__(self, worker: WorkerProcess, *, require_isolation: bool = False, python: str | None = None) -> None:
         self.worker = worker
@@ -134,13 +133,16 @@ class _LocalChannel:
 
     @property
     def info(self) -> dict[str, Any]:
+        """The worker's ``ready`` message."""
         return self.worker.info
 
     @property
     def alive(self) -> bool:
+        """True while the worker process runs."""
         return self.worker.alive
 
     async def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        """Wait for ``ready``; start plainly if bubblewrap refused here, and check the isolation."""
         ready = await asyncio.wait_for(self.worker.mailbox.get(), timeout_s)
         if ready.get("op") != "ready" and self.worker.launch.sandboxed:
             said = await asyncio.to_thread(self.worker.launch_output)
@@ -164,6 +166,7 @@ class _LocalChannel:
         return ready
 
     async def send(self, message: dict[str, Any]) -> None:
+        """Write one request to the worker's stdin."""
         # Small requests go out at once; a larger one, or a full pipe, waits in a thread with a
         # deadline, so a worker that stops reading never blocks the event loop.
         data = encode(message)
@@ -171,10 +174,12 @@ class _LocalChannel:
             await asyncio.to_thread(self.worker.write, data)
 
     async def receive(self) -> dict[str, Any]:
+        """The next message from the worker's reader thread."""
         return await self.worker.mailbox.get()
 
     @contextlib.asynccontextmanager
     async def staged(self, payload: Payload, kind: str) -> AsyncIterator[str]:
+        """Write the value into the worker's staging directory, the one its sandbox shows it."""
         # The worker's own staging directory: the only one its sandbox shows it (read-only, same path).
         handle, path = tempfile.mkstemp(prefix="rlm-load-", dir=self.worker.stage_dir)
         try:
@@ -185,19 +190,16 @@ class _LocalChannel:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
-    async def reset(self) -> bool:
-        return False
-
     async def settle(self) -> None:
+        """Wait up to a second for the process to exit."""
         await asyncio.to_thread(_wait_briefly, self.worker)
 
     def describe_exit(self) -> str:
+        """Why the process stopped (exit code or signal, and the end of its stderr)."""
         return self.worker.describe_exit()
 
     def kill(self, *, force: bool = False) -> None:
-        self.worker.kill()
-
-    async def release(self, *, reusable: bool) -> None:
+        """Kill the worker's process group."""
         self.worker.kill()
 
 

@@ -1,6 +1,6 @@
 """The host's end of a supervisor in a sandbox: message stream, uploads, pings, termination.
 
-One `SandboxChannel` per supervisor process (see `_client.Channel` for the contract).
+One `SandboxChannel` per supervisor process (see `repl.transport.WorkerTransport` for the contract).
 Everything it does with the sandbox is blocking and runs in threads (a reader thread per
 channel, `asyncio.to_thread` per message, one shared pinger), so a channel serves REPL
 calls from any event loop. Terminations run in background threads and are waited for
@@ -22,18 +22,15 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from rlm_integrations.errors import WorkerStartError
-from rlm_integrations.repl.host.client import Payload
-from rlm_integrations.repl.local.process import EOF, Mailbox
+from rlm_integrations.repl.host.mailbox import Mailbox
 from rlm_integrations.repl.sandbox.backends import Sandbox, SandboxProcess, SandboxSpec
+from rlm_integrations.repl.transport import EOF, Payload, WorkerTransport
 from rlm_integrations.repl.wire.messages import decode_line, oversized
 from rlm_integrations.repl.wire.schema import MAX_MESSAGE_BYTES
 from rlm_integrations.repl.worker.supervisor import worker_version
-
-if TYPE_CHECKING:
-    from rlm_integrations.repl.sandbox.pool import SandboxPool
 
 __all__ = [
     "HOLDING",
@@ -46,9 +43,18 @@ __all__ = [
 
 T = TypeVar("T")
 
+
+class Home(Protocol):
+    """Where an owned sandbox goes back to when its REPL is done (a `SandboxPool`)."""
+
+    def _worth_keeping(self, channel: SandboxChannel) -> bool: ...
+    def _park(self, channel: SandboxChannel) -> bool: ...
+    def _free(self) -> None: ...
+
+
 _UPLOAD_CHUNK_BYTES = 3 * 1024 * 1024  # 4 MiB per line once base64-encoded
 _STDERR_TAIL_BYTES = 4096
-_EXIT_OUT_OF_MEMORY = 72  # the worker's exit code when its namespace no longer fits (see _worker.py)
+_EXIT_OUT_OF_MEMORY = 72  # the worker's exit code when its namespace no longer fits (see worker/main.py)
 _upload_names = itertools.count(1)
 
 HOLDING: contextvars.ContextVar[SandboxChannel | None] = contextvars.ContextVar("rlm_modal_holding", default=None)
@@ -129,8 +135,8 @@ def _wait_for_terminations(timeout_s: float = 10.0) -> None:
 # ------------------------------------------------------------------------------- channel
 
 
-class SandboxChannel:
-    """The host's end of one supervisor in one sandbox (see `_client.Channel`)."""
+class SandboxChannel(WorkerTransport):
+    """The host's end of one supervisor in one sandbox: the transport of `ModalREPL` and the stand-in."""
 
     def __init__(
         self,
@@ -138,7 +144,7 @@ class SandboxChannel:
         process: SandboxProcess,
         *,
         owned: bool,
-        pool: SandboxPool | None,
+        pool: Home | None,
         spec: SandboxSpec,
         reusable: bool,
         grace_s: float,
@@ -227,7 +233,7 @@ class SandboxChannel:
                 self._stderr_tail.extend(chunk)
                 del self._stderr_tail[:-_STDERR_TAIL_BYTES]
 
-    # -- the Channel protocol ---------------------------------------------------------------
+    # -- the WorkerTransport ---------------------------------------------------------------
     @property
     def info(self) -> dict[str, Any]:
         """The worker's ``ready`` message."""

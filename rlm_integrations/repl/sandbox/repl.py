@@ -30,9 +30,9 @@ from rlm_integrations.errors import (
     RLMError,
     WorkerStartError,
 )
-from rlm_integrations.repl.host.client import Channel, Policy, WorkerREPL, invoke
+from rlm_integrations.repl.host.client import Policy, WorkerREPL, invoke
 from rlm_integrations.repl.protocol import HostCallback
-from rlm_integrations.repl.sandbox.backends import ModalBackend, Sandbox, SandboxBackend, SandboxSpec, StandInBackend
+from rlm_integrations.repl.sandbox.backends import ModalBackend, Sandbox, SandboxBackend, SandboxSpec
 from rlm_integrations.repl.sandbox.channel import (
     HOLDING,
     SandboxChannel,
@@ -42,6 +42,8 @@ from rlm_integrations.repl.sandbox.channel import (
     terminate_quietly,
 )
 from rlm_integrations.repl.sandbox.pool import SandboxPool, default_sandbox_pool
+from rlm_integrations.repl.sandbox.standin import StandInBackend
+from rlm_integrations.repl.transport import WorkerTransport
 from rlm_integrations.repl.wire.schema import DEFAULT_MAX_CALLBACK_BYTES
 
 __all__ = ["ModalREPL", "SandboxPool", "StandInBackend", "check_credentials", "default_sandbox_pool"]
@@ -138,7 +140,7 @@ class ModalREPL(WorkerREPL):
         timeout_grace_s: float = 10.0,
         max_callback_bytes: int = DEFAULT_MAX_CALLBACK_BYTES,
     ) -> None:
-        self._box: list[Channel | None] = [None]
+        self._box: list[WorkerTransport | None] = [None]
         super().__init__(
             cell_timeout_s=cell_timeout_s,
             memory_limit_mb=memory_limit_mb,
@@ -179,11 +181,11 @@ class ModalREPL(WorkerREPL):
         weakref.finalize(self, _kill_boxed, self._box)
 
     @property
-    def _channel(self) -> Channel | None:
+    def _channel(self) -> WorkerTransport | None:
         return self._box[0]
 
     @_channel.setter
-    def _channel(self, channel: Channel | None) -> None:
+    def _channel(self, channel: WorkerTransport | None) -> None:
         self._box[0] = channel
 
     @property
@@ -205,7 +207,7 @@ class ModalREPL(WorkerREPL):
             raise ConfigError("image() needs the Modal backend")
         return backend.image(self.spec)
 
-    async def _connect(self) -> Channel:
+    async def _connect(self) -> WorkerTransport:
         if isinstance(self.backend, ModalBackend):
             check_credentials()
         if self.sandbox_id_to_attach is not None:
@@ -274,7 +276,7 @@ class ModalREPL(WorkerREPL):
             super().register(name, function)  # let the base class refuse it
 
 
-def _kill_boxed(box: list[Channel | None]) -> None:
+def _kill_boxed(box: list[WorkerTransport | None]) -> None:
     channel, box[0] = box[0], None
     if channel is not None:
         channel.kill()

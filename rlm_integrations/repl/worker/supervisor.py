@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["WORKER_MODULES", "main", "worker_version"]
+__all__ = ["BOOTSTRAP", "WORKER_MODULES", "import_packages", "import_roots", "main", "worker_command", "worker_version"]
 
 WORKER_MODULES: tuple[str, ...] = (
     "__init__.py",
@@ -70,7 +70,8 @@ WORKER_MODULES: tuple[str, ...] = (
 )
 """Files of the `rlm_integrations` package that the worker and this supervisor need, and nothing else."""
 
-_BOOTSTRAP = "import sys; sys.path[:0] = {roots!r}; from rlm_integrations.repl.worker.main import main; main()"
+BOOTSTRAP = "import sys; sys.path[:0] = {roots!r}; from rlm_integrations.repl.worker.main import main; main()"
+"""The ``-c`` program that starts the worker, given the directories to put on ``sys.path``."""
 _STDERR_TAIL_BYTES = 4096
 _CALLBACK_PREFIX = b'{"op":"callback"'
 _READY_PREFIX = b'{"op":"ready"'
@@ -86,7 +87,7 @@ def worker_version(package_root: str | Path | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
-def _import_packages() -> list[tuple[str, str]]:
+def import_packages() -> list[tuple[str, str]]:
     """The top-level packages (and single-file modules) the worker imports, with where each lives.
 
     This package, RestrictedPython, and pyseccomp (for the seccomp filter) when it is
@@ -105,14 +106,25 @@ def _import_packages() -> list[tuple[str, str]]:
     return found
 
 
-def _import_roots() -> list[str]:
-    """Directories the worker needs on sys.path: those holding `_import_packages`."""
+def import_roots() -> list[str]:
+    """Directories the worker needs on sys.path: those holding `import_packages`."""
     roots: list[str] = []
-    for _, path in _import_packages():
+    for _, path in import_packages():
         root = str(Path(path).parent)
         if root not in roots:
             roots.append(root)
     return roots
+
+
+def worker_command(python: str | None = None) -> list[str]:
+    """The command that starts the worker program as a plain process (no bubblewrap).
+
+    The worker speaks the protocol on its stdin and stdout, one JSON line each way; give
+    it an empty environment (``env={}``). It locks itself down as far as it can alone
+    (see `lockdown`), but without an OS sandbox around it nothing but RestrictedPython
+    stands between a cell and this machine.
+    """
+    return [python or sys.executable, "-I", "-B", "-c", BOOTSTRAP.format(roots=import_roots())]
 
 
 class _Cell:
@@ -149,7 +161,7 @@ class Supervisor:
         self._idle_timeout_s = idle_timeout_s
         self._root = tempfile.mkdtemp(prefix="rlm-supervisor-")
         self._version = worker_version()
-        self._roots = _import_roots()
+        self._roots = import_roots()
         # One lock guards the state below and every write to the host, so a kill and the
         # relay of a line from the killed worker cannot interleave.
         self._lock = threading.Condition()
@@ -172,7 +184,7 @@ class Supervisor:
             self._failed_uploads = {}
             self._cell = None
             process = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-c", _BOOTSTRAP.format(roots=self._roots)],
+                [sys.executable, "-I", "-B", "-c", BOOTSTRAP.format(roots=self._roots)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -9,8 +9,6 @@ instead of a model, so the sandbox, the loop and sub-calls can be shown with no 
 from __future__ import annotations
 
 import random
-import sys
-from collections.abc import Sequence
 
 from rlm_integrations.lm.scripted import ScriptedLM
 
@@ -61,14 +59,3 @@ def scripted_demo_model() -> ScriptedLM:
 def scripted_sub_model() -> ScriptedLM:
     """The scripted demo's sub-model: acknowledges the passage it was given."""
     return ScriptedLM(lambda messages: "The passage states the secret code.", name="scripted-sub")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m rlm_integrations.demo`: the same as `rlm demo`."""
-    from rlm_integrations.cli import main as cli_main
-
-    return cli_main(["demo", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
