@@ -29,8 +29,8 @@ Shape = Literal["lookup", "list", "count", "count_reading"]
 
 MAX_TERMS = 8
 """At most this many of the question's words are counted."""
-COMMON_SHARE = 0.5
-"""A word in more than this share of the lines says nothing about which lines match."""
+COMMON_SHARE = 0.9
+"""A word in more than this share of the lines (a field name of every record) does not pick lines out."""
 
 _STOPWORDS = frozenset(
     """a about above after again all also am an and any are as at be been being below between both but by can
@@ -56,7 +56,7 @@ class Probe:
 
     @property
     def selective(self) -> list[str]:
-        """Found words that occur in at most half of the lines (they pick lines out)."""
+        """Found words that do not occur in (nearly) every line: they pick lines out."""
         return [word for word, count in self.found.items() if count <= max(1, self.lines * COMMON_SHARE)]
 
     def literal(self) -> bool:

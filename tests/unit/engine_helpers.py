@@ -26,10 +26,11 @@ def block(code: str, language: str = "repl") -> str:
 
 def conversation(messages: Sequence[Message]) -> list[Message]:
     """The messages of the real run: without the worked example that the chat policy puts first."""
-    example = example_for("lookup")
     rest = list(messages[1:])
-    if [dict(m) for m in rest[: len(example)]] == example:
-        rest = rest[len(example) :]
+    for shape in ("lookup", "list", "count", "count_reading"):
+        example = example_for(shape)
+        if [dict(m) for m in rest[: len(example)]] == example:
+            return rest[len(example) :]
     return rest
 
 

@@ -1,0 +1,188 @@
+"""The loop's helpers for questions beyond lookup: grep / llm_map / llm_filter, the question probe,
+the worked example chosen by shape, and the check of an empty answer after an empty search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from engine_helpers import block, config, conversation, make_rlm, run
+
+from rlm_integrations import RLM
+from rlm_integrations.core.events import SubCallFinished
+from rlm_integrations.core.question_shape import probe_question, question_shape, question_terms
+from rlm_integrations.core.repl_helpers import HelperNotes, find_lines, split_items
+from rlm_integrations.core.worked_examples import example_for
+from rlm_integrations.lm import Message, ScriptedLM
+
+RECORDS = "\n".join(
+    f"Order {n}: city {city}; status {status}."
+    for n, (city, status) in enumerate(
+        [("oslo", "paid"), ("lima", "unpaid"), ("oslo", "unpaid"), ("rome", "late"), ("lima", "paid")] * 4
+    )
+)
+"""20 records: oslo 8 times (4 of them unpaid), unpaid 8 times."""
+
+
+# --------------------------------------------------------------------------- grep, pure
+
+
+def test_find_lines_needs_every_word_whole_and_case_insensitive() -> None:
+    lines = ["Alpha beta", "alphabet soup", "BETA then alpha", "gamma"]
+    assert find_lines(lines, ["alpha", "beta"]) == ["Alpha beta", "BETA then alpha"]
+    assert find_lines(lines, ["alpha"]) == ["Alpha beta", "BETA then alpha"]  # not "alphabet"
+
+
+def test_find_lines_treats_hyphenated_keys_as_one_word() -> None:
+    lines = ["code for blue-fox is 1", "code for blue-foxes is 2", "code for red blue-fox-x is 3"]
+    assert find_lines(lines, ["blue-fox"]) == ["code for blue-fox is 1"]
+
+
+def test_find_lines_cuts_a_long_line_to_a_window_around_the_match() -> None:
+    line = "x " * 1_000 + "needle 42 " + "y " * 1_000
+    [hit] = find_lines([line], ["needle"])
+    assert "needle 42" in hit and len(hit) < 400 and hit.startswith("...") and hit.endswith("...")
+
+
+def test_find_lines_refuses_no_words() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        find_lines(["a"], ["  "])
+
+
+def test_split_items_by_context_type() -> None:
+    assert split_items("a\n\n b \nc") == ["a", " b ", "c"]
+    assert split_items(["x", 3]) == ["x", "3"]
+    assert split_items({"k": "v", "n": 1}) == ["v", "1"]
+    assert split_items(None) == []
+
+
+# --------------------------------------------------------------------------- probe and shape
+
+
+def test_probe_counts_lines_per_question_word_and_singular_forms() -> None:
+    probe = probe_question("How many orders from oslo are unpaid?", RECORDS)
+    assert probe.lines == 20
+    assert probe.found == {"orders": 20, "oslo": 8, "unpaid": 8}  # "orders" matches "Order" lines
+    assert probe.missing == []
+    assert probe.selective == ["oslo", "unpaid"]
+    assert probe.literal()
+    assert "'oslo' in 8" in probe.describe()
+
+
+def test_probe_of_a_judgement_question_is_not_literal() -> None:
+    reviews = "\n".join(["Review 1: the kettle broke twice.", "Review 2: works fine, thanks!"] * 5)
+    probe = probe_question("How many writers are dissatisfied?", reviews)
+    assert probe.found == {}
+    assert probe.missing == ["writers", "dissatisfied"]
+    assert question_shape("How many writers are dissatisfied?", probe) == "count_reading"
+
+
+@pytest.mark.parametrize(
+    ("question", "shape"),
+    [
+        ("How many orders from oslo are unpaid?", "count"),
+        ("What is the number of unpaid orders from oslo?", "count"),
+        ("List every city with an unpaid order.", "list"),
+        ("What are all the codes for oslo?", "list"),
+        ("Which code is assigned to oslo?", "lookup"),
+        ("What status does order 3 have?", "lookup"),
+    ],
+)
+def test_question_shape(question: str, shape: str) -> None:
+    assert question_shape(question, probe_question(question, RECORDS)) == shape
+
+
+def test_question_terms_drop_stopwords_and_repeats() -> None:
+    assert question_terms("What is the code for blue-fox? The code, please!") == ["code", "blue-fox"]
+
+
+def test_each_shape_has_its_own_worked_example_ending_in_final() -> None:
+    examples = {shape: example_for(shape) for shape in ("lookup", "list", "count", "count_reading")}
+    assert len({str(example) for example in examples.values()}) == 4
+    for example in examples.values():
+        assert [m["role"] for m in example][:2] == ["user", "assistant"]
+        assert example[-1]["role"] == "assistant" and example[-1]["content"].startswith("FINAL(")
+    assert "llm_filter(" in str(examples["count_reading"]) and "len(hits)" in str(examples["count"])
+
+
+# --------------------------------------------------------------------------- in a run
+
+
+def _first_user(messages: list[Message]) -> str:
+    return next(m["content"] for m in conversation(messages) if m["role"] == "user")
+
+
+async def test_grep_counts_records_in_the_repl_and_the_probe_is_in_the_first_message() -> None:
+    code = "hits = grep('oslo', 'unpaid')\nFINAL(len(hits))"
+    rlm, root, _ = make_rlm([block(code)])
+    result = await run(rlm, "How many orders from oslo are unpaid?", RECORDS)
+    assert result.answer == 4
+    first = _first_user(root.calls[0])
+    assert "'oslo' in 8" in first and "20 non-empty lines" in first
+
+
+async def test_small_models_see_the_worked_example_for_the_question_shape() -> None:
+    root = ScriptedLM([block("FINAL(len(grep('oslo')))")], name="root")
+    root.prefers_worked_example = True  # type: ignore[attr-defined]
+    rlm, _, _ = make_rlm(root)
+    await run(rlm, "How many orders from oslo are unpaid?", RECORDS)
+    sent = root.calls[0]
+    assert sent[1 : 1 + len(example_for("count"))] == example_for("count")
+
+
+async def test_llm_filter_and_llm_map_make_one_recorded_sub_call_per_item() -> None:
+    def judge(messages: list[Message]) -> str:
+        text = messages[-1]["content"]
+        return "Yes." if "broke" in text.split("Text:", 1)[1] else "no"
+
+    sub = ScriptedLM(judge, name="sub")
+    reviews = "Review 1: the kettle broke.\nReview 2: lovely.\n\nReview 3: it broke again."
+    code = (
+        "items = context.splitlines()\n"
+        "bad = llm_filter(items, 'Is the writer unhappy?')\n"
+        "lengths = llm_map(['ab', 'abcd'], 'How long is this?')\n"
+        "FINAL([bad, len(lengths)])"
+    )
+    rlm, _, _ = make_rlm([block(code)], sub)
+    result = await run(rlm, "How many writers are unhappy?", reviews)
+    assert result.answer == [["Review 1: the kettle broke.", "Review 3: it broke again."], 2]
+    calls = [e for e in result.trajectory.events if isinstance(e, SubCallFinished)]
+    assert sorted(e.function for e in calls) == ["llm_filter"] * 3 + ["llm_map"] * 2  # the blank line costs nothing
+    assert result.usage.by_model["sub"].calls == 5
+    assert all(call[-1]["content"].startswith("Is the writer unhappy? Answer yes or no.") for call in sub.calls[:3])
+
+
+async def test_an_empty_answer_after_an_empty_search_is_questioned_once() -> None:
+    replies = [
+        block("hits = grep('dissatisfied')\nprint(len(hits))"),
+        block("FINAL(0)"),
+        block("FINAL(0)"),
+    ]
+    rlm, root, _ = make_rlm(replies)
+    result = await run(rlm, "How many writers are dissatisfied?", "Review 1: it broke.\nReview 2: fine.")
+    assert result.answer == 0 and result.status == "completed"
+    feedback = [m["content"] for m in root.calls[1] if m["role"] == "user"][-1]
+    assert "grep('dissatisfied') found no line" in feedback
+    challenge = [m["content"] for m in root.calls[2] if m["role"] == "user"][-1]
+    assert "found nothing" in challenge and "FINAL again" in challenge
+    assert len(root.calls) == 3  # asked once: the same answer again is accepted
+
+
+async def test_a_user_tool_named_grep_wins_over_the_helper() -> None:
+    def grep(*words: Any) -> str:
+        """The user's own grep."""
+        return "mine"
+
+    rlm = RLM(ScriptedLM([block("FINAL(grep('x'))")]), config=config(), tools=[grep])
+    result = await run(rlm, "q?", "x")
+    assert result.answer == "mine"
+
+
+def test_helper_notes_challenge_only_empty_answers() -> None:
+    notes = HelperNotes()
+    assert notes.challenge(0) is None  # no empty search yet
+    notes.record_empty(["x"])
+    assert notes.take() and notes.take() == []
+    assert notes.challenge(12) is None and notes.challenge("Lutz") is None
+    assert notes.challenge("not found") is not None
+    assert notes.challenge([]) is None  # once per run
