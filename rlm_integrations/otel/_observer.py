@@ -32,6 +32,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
+import rlm_integrations.otel._attributes as attr
 from rlm_integrations.core.events import (
     EVENT_TYPES,
     CellFinished,
@@ -48,7 +49,6 @@ from rlm_integrations.core.events import (
 )
 from rlm_integrations.core.run_tree import RunTree
 from rlm_integrations.core.tools import TOOL_MODEL
-from rlm_integrations.otel import _attributes as attr
 
 __all__ = [
     "HANDLED_EVENTS",
