@@ -458,7 +458,8 @@ class Engine:
             return 100_000
         return max(100, int(_prompt_limit(window) * 3.5))
 
-    async def _sub_call(self, state: RunState, function: str, prompt: Any) -> str:
+    async def _sub_call(self, state: RunState, function: str, prompt: Any, *, max_tokens: int | None = None) -> str:
+        """One sub-model call; `max_tokens` (a helper's short answers) lowers the configured cap, never raises it."""
         if not isinstance(prompt, str):
             raise TypeError(f"{function}() takes a str prompt, got {type(prompt).__name__}")
         model = self.sub_model
@@ -475,6 +476,8 @@ class Engine:
                 )
         record = self._start_sub_call(state, function, model.name, prompt)
         cap = self.limits.completion_cap(self.config.sub_max_tokens)
+        if max_tokens is not None:
+            cap = max_tokens if cap is None else min(cap, max_tokens)
         params: dict[str, Any] = {} if cap is None else {"max_tokens": cap}
         need = self.limits.share(estimate_tokens(model, prompt) + 8, cap, self.limits.price(model))
         messages: list[Message] = [{"role": "user", "content": prompt}]
@@ -601,8 +604,8 @@ class Engine:
     def _register_helpers(self, repl: REPL, state: RunState, context: Any) -> None:
         """`grep`, `llm_map`, `llm_filter` (core/repl_helpers.py); a user tool of the same name wins."""
 
-        async def sub_call(function: str, prompt: str) -> str:
-            return await self._sub_call(state, function, prompt)
+        async def sub_call(function: str, prompt: str, max_tokens: int | None = None) -> str:
+            return await self._sub_call(state, function, prompt, max_tokens=max_tokens)
 
         helpers = ReplHelpers(context, sub_call, max_prompt_chars=self._sub_prompt_chars(), notes=state.helpers)
         for name, function in helpers.functions().items():

@@ -19,19 +19,23 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rlm_integrations.repl.worker.notebook import CALL_ERROR_KEY
 
 __all__ = ["HELPER_DOCS", "HelperNotes", "ReplHelpers", "find_lines", "split_items"]
 
-SubCall = Callable[[str, str], Awaitable[str]]
-"""``(function name, prompt) -> reply``: the engine's sub-call, with budgets and recording."""
+class SubCall(Protocol):
+    """The engine's sub-call, with budgets and recording: ``(function name, prompt, max_tokens) -> reply``."""
+
+    def __call__(self, function: str, prompt: str, max_tokens: int | None = None) -> Awaitable[str]: ...
 
 LONG_LINE_CHARS = 400
 """A matching line longer than this is returned as a window around the match."""
 WINDOW_CHARS = 160
 """Characters kept on each side of a match inside a long line."""
+FILTER_ANSWER_TOKENS = 8
+"""`llm_filter` needs a yes or a no: its replies are capped here (small models otherwise explain at length)."""
 MAX_ITEM_CHARS = 4_000
 """`llm_map` sends at most this much of one item (the rest is cut, and the prompt says so)."""
 
@@ -192,10 +196,12 @@ class ReplHelpers:
         """The items the helper model says yes to; see `HELPER_DOCS`."""
         texts, asked = _check_map_args("llm_filter", items, question)
         prompt = f"{asked.rstrip()} Answer yes or no."
-        replies = await self._ask_each("llm_filter", texts, prompt)
+        replies = await self._ask_each("llm_filter", texts, prompt, max_tokens=FILTER_ANSWER_TOKENS)
         return [text for text, reply in zip(texts, replies, strict=True) if _is_yes(reply)]
 
-    async def _ask_each(self, function: str, texts: list[str], instruction: str) -> list[str | dict[str, str]]:
+    async def _ask_each(
+        self, function: str, texts: list[str], instruction: str, *, max_tokens: int | None = None
+    ) -> list[str | dict[str, str]]:
         budget = max(200, self.max_prompt_chars - len(instruction) - 40)
         room = min(MAX_ITEM_CHARS, budget)
 
@@ -204,7 +210,7 @@ class ReplHelpers:
                 return ""
             body = text if len(text) <= room else text[:room] + " [cut]"
             try:  # the instruction first: consecutive prompts share it, so the model's prefix cache reuses it
-                return await self.sub_call(function, f"{instruction}\n\nText: {body}")
+                return await self.sub_call(function, f"{instruction}\n\nText: {body}", max_tokens)
             except Exception as error:  # one failed item does not sink the rest
                 return {CALL_ERROR_KEY: f"{type(error).__name__}: {error}"}
 

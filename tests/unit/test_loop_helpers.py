@@ -186,3 +186,28 @@ def test_helper_notes_challenge_only_empty_answers() -> None:
     assert notes.challenge(12) is None and notes.challenge("Lutz") is None
     assert notes.challenge("not found") is not None
     assert notes.challenge([]) is None  # once per run
+
+
+class _ParamsRecorder(ScriptedLM):
+    """A scripted sub-model that also keeps the parameters of each call."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params: list[dict[str, Any]] = []
+
+    async def acomplete(self, messages: Any, **params: Any) -> Any:
+        self.params.append(params)
+        return await super().acomplete(messages, **params)
+
+
+async def test_llm_filter_caps_replies_short_and_never_raises_the_configured_cap() -> None:
+    sub = _ParamsRecorder(lambda m: "no", name="sub")
+    code = "bad = llm_filter(['a', 'b'], 'Is it bad?')\nanswers = llm_map(['c'], 'What is it?')\nFINAL(len(bad))"
+    rlm, _, _ = make_rlm([block(code)], sub)
+    await run(rlm, "How many are bad?", "a\nb")
+    assert [p.get("max_tokens") for p in sub.params] == [8, 8, None]  # llm_map keeps the configured (no) cap
+
+    sub2 = _ParamsRecorder(lambda m: "no", name="sub")
+    rlm2, _, _ = make_rlm([block(code)], sub2, sub_max_tokens=4)
+    await run(rlm2, "How many are bad?", "a\nb")
+    assert [p.get("max_tokens") for p in sub2.params] == [4, 4, 4]
