@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_integrations import RLM, RLMConfig, RLMResult
+from rlm_integrations.core.events import IterationStarted, RunFinished
 from rlm_integrations.core.resume import ResumableRun, fingerprint_context, read_journal
 from rlm_integrations.lm import LiteLLMModel
 from rlm_integrations.testing import FakeOpenAIServer, Fault
@@ -51,7 +52,7 @@ def step_code(step: int, subs: int) -> str:
         "tenth = len(context) // 10\n"
         f"part = context[{step} * tenth:{step + 1} * tenth]\n"
         f"counts[{step}] = part.count('alpha')\n"
-        f"notes += [llm_query('Summarise: ' + part[i * 2000:(i + 1) * 2000]) for i in range({subs})]\n"
+        f"notes += [llm_query(f'Summarise slice {step}.{{i}}: ' + part[i * 2000:(i + 1) * 2000]) for i in range({subs})]\n"
         f"print(counts[{step}], len(notes))\n```"
     )
 
@@ -85,19 +86,28 @@ def context_text(megabytes: int) -> str:
     return (line * (size // len(line) + 1))[:size]
 
 
-async def timed(label: str, rows: list[tuple[str, float, int, int, str]], run: Any, script: Script) -> RLMResult:
+Row = tuple[str, float, float, float, int, int, str]
+
+
+async def timed(label: str, rows: list[Row], run: Any, script: Script) -> RLMResult:
+    """Run, and add a row: wall time, its start (REPL start and context load) and loop parts, requests, replays."""
     before = script.requests
     began = time.perf_counter()
     result: RLMResult = await run
     seconds = time.perf_counter() - began
-    rows.append((label, seconds, script.requests - before, result.usage.cached_calls, result.status))
+    events = list(result.trajectory.iter_events())
+    start = events[0].at
+    first = next((e.at for e in events if isinstance(e, IterationStarted)), start)
+    end = next(e.at for e in reversed(events) if isinstance(e, RunFinished) and e.run_id == events[0].run_id)
+    cached = result.usage.cached_calls
+    rows.append((label, seconds, first - start, end - first, script.requests - before, cached, result.status))
     return result
 
 
 async def main_async(args: argparse.Namespace) -> None:
     context = context_text(args.mb)
     script = Script(args.steps, args.subs, args.stop_at)
-    rows: list[tuple[str, float, int, int, str]] = []
+    rows: list[Row] = []
     async with FakeOpenAIServer(script, latency_s=args.delay) as server:
         options: dict[str, Any] = {"api_base": server.api_base, "api_key": "sk-bench", "timeout_s": 60.0}
 
@@ -144,20 +154,21 @@ async def main_async(args: argparse.Namespace) -> None:
         assert result.answer == plain.answer, (result.answer, plain.answer)
     assert journal is not None and journal.attempts[-1].diverged_at is None
 
-    per_step = plain.duration / args.steps
-    remaining = per_step * (args.steps - args.stop_at)
     print(
         f"\nResume over a {args.mb} MB context: {args.steps} steps, {args.subs} sub-calls each, "
         f"{args.delay * 1000:.0f} ms per model reply"
     )
-    print(f"{'':46} {'time s':>8} {'requests':>9} {'replayed':>9}  status")
-    for label, seconds, requests, cached, status in rows:
-        print(f"{label:46} {seconds:8.2f} {requests:9d} {cached:9d}  {status}")
+    print("(start: REPL start and context load, which every run pays; loop: the turns, cells and calls)")
+    print(f"{'':46} {'total s':>8} {'start s':>8} {'loop s':>8} {'requests':>9} {'replayed':>9}  status")
+    for label, seconds, start, loop, requests, cached, status in rows:
+        print(f"{label:46} {seconds:8.2f} {start:8.2f} {loop:8.2f} {requests:9d} {cached:9d}  {status}")
     print(f"{'fingerprint of the context (sha256)':46} {fingerprint_s:8.2f}")
+    loops = {label: loop for label, _, _, loop, *_ in rows}
+    plain_loop, replay_loop = loops["plain completion"], loops["resume of the finished run (all replayed)"]
     print(
-        f"journal and disk cache on a full run: {full.duration - plain.duration:+.2f} s; "
-        f"resume overhead vs the remaining steps' share of the plain run (~{remaining:.2f} s): "
-        f"{resumed.duration - remaining:+.2f} s"
+        f"replaying all {args.steps} steps takes {replay_loop:.2f} s of loop against {plain_loop:.2f} s live "
+        f"({plain_loop / max(replay_loop, 1e-9):.0f}x less); a resume costs that, the fingerprint and the start "
+        "that any run pays"
     )
 
 
