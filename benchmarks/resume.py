@@ -52,7 +52,8 @@ def step_code(step: int, subs: int) -> str:
         "tenth = len(context) // 10\n"
         f"part = context[{step} * tenth:{step + 1} * tenth]\n"
         f"counts[{step}] = part.count('alpha')\n"
-        f"notes += [llm_query(f'Summarise slice {step}.{{i}}: ' + part[i * 2000:(i + 1) * 2000]) for i in range({subs})]\n"
+        f"notes += [llm_query(f'Summarise slice {step}.{{i}}: ' + part[i * 2000:(i + 1) * 2000])"
+        f" for i in range({subs})]\n"
         f"print(counts[{step}], len(notes))\n```"
     )
 
