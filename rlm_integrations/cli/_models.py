@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from rlm_integrations.lm.protocol import LanguageModel
+from rlm_integrations.lm.registry import resolve_model
 
 __all__ = ["PROVIDER_DEFAULTS", "choose_model", "choose_sub_model"]
 
@@ -19,8 +20,9 @@ PROVIDER_DEFAULTS: tuple[tuple[str, str], ...] = (
 def choose_model(spec: str | None) -> tuple[LanguageModel, str]:
     """Resolve a model argument to a `LanguageModel` and a sentence that says which one it is.
 
-    `spec` may be a LiteLLM model string, ``"local"`` (or ``"local:qwen2.5-coder-1.5b"`` for another
-    known local model), a path to a ``.gguf`` file, or
+    `spec` may be any model string `rlm_integrations.lm.resolve_model` knows (a LiteLLM model
+    string, ``"openai-compatible/<name>"``, ``"local"`` or ``"local:qwen2.5-coder-1.5b"``, or a
+    prefix registered with `register_provider`), a path to a ``.gguf`` file, or
     ``"scripted-demo"`` (the demo's offline scripted model). With no `spec`, ``RLM_MODEL``
     is used, then the first provider key found in the environment, then the local model.
     """
@@ -55,16 +57,23 @@ def _from_spec(spec: str, reason: str) -> tuple[LanguageModel, str]:
         from rlm_integrations.demo import scripted_demo_model
 
         return scripted_demo_model(), f"the scripted demo model ({reason}; it replays a fixed search strategy)"
-    if spec.startswith("local:"):
+    if spec.endswith(".gguf"):
         from rlm_integrations.lm.local import LocalModel
 
-        model = LocalModel(model=spec.removeprefix("local:"))
-        return model, f"{model.name}, local on the CPU through llama.cpp ({reason})"
-    if spec == "local" or spec.endswith(".gguf"):
-        from rlm_integrations.lm.local import LocalModel
+        model: LanguageModel = LocalModel(spec)
+    else:
+        model = resolve_model(spec)
+    return model, f"{_served_by(model, spec)} ({reason})"
 
-        model = LocalModel(None if spec == "local" else spec)
-        return model, f"{model.name}, local on the CPU through llama.cpp ({reason})"
-    from rlm_integrations.lm.litellm import LiteLLMModel
 
-    return LiteLLMModel(spec), f"{spec} through LiteLLM ({reason})"
+def _served_by(model: LanguageModel, spec: str) -> str:
+    """How the chosen model is reached, in words: the adapter the registry picked."""
+    kind = type(model).__name__
+    if kind == "LocalModel":
+        return f"{model.name}, local on the CPU through llama.cpp"
+    if kind == "LiteLLMModel":
+        return f"{spec} through LiteLLM"
+    if kind == "OpenAICompatibleModel":
+        endpoint = getattr(model, "base_url", None) or "OpenAI's endpoint"
+        return f"{spec} through the OpenAI SDK at {endpoint}"
+    return f"{model.name} through {kind}"

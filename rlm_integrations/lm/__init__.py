@@ -1,8 +1,13 @@
-"""Language models: the `LanguageModel` protocol and its backends.
+"""Language models: the `LanguageModel` protocol, its adapters, and the model-string registry.
 
-`LiteLLMModel` (any LiteLLM model string), `LocalModel` (the embedded GGUF default) and
-`ScriptedLM` (a fake for tests) are imported on first access, so importing this package
-never loads LiteLLM or llama.cpp.
+`resolve_model("...")` turns a model string into a model (see `rlm_integrations.lm.registry`
+for the rule); `register_provider(prefix, factory)` adds an adapter. Adapters:
+`LiteLLMModel` (any LiteLLM model string), `OpenAICompatibleModel` (an OpenAI-compatible
+endpoint on the official `openai` SDK), `LocalModel` (the embedded GGUF default) and
+`ScriptedLM` (a fake for tests). `ProviderModel` is the base a new adapter subclasses.
+
+Adapters are imported on first access, so importing this package never loads LiteLLM,
+the openai SDK or llama.cpp.
 """
 
 from __future__ import annotations
@@ -11,9 +16,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from rlm_integrations.lm.protocol import Completion, LanguageModel, Message, TokenUsage
+from rlm_integrations.lm.registry import provider_prefixes, register_provider, resolve_model, unregister_provider
 
 if TYPE_CHECKING:
+    from rlm_integrations.lm.base import MalformedReplyError, ProviderModel, Reply
     from rlm_integrations.lm.litellm import LiteLLMModel
+    from rlm_integrations.lm.local import LocalModel
+    from rlm_integrations.lm.openai_compatible import OpenAICompatibleModel
     from rlm_integrations.lm.scripted import ScriptedLM
 
 __all__ = [
@@ -21,14 +30,26 @@ __all__ = [
     "LanguageModel",
     "LiteLLMModel",
     "LocalModel",
+    "MalformedReplyError",
     "Message",
+    "OpenAICompatibleModel",
+    "ProviderModel",
+    "Reply",
     "ScriptedLM",
     "TokenUsage",
+    "provider_prefixes",
+    "register_provider",
+    "resolve_model",
+    "unregister_provider",
 ]
 
 _LAZY = {
     "LiteLLMModel": "rlm_integrations.lm.litellm",
     "LocalModel": "rlm_integrations.lm.local",
+    "MalformedReplyError": "rlm_integrations.lm.base",
+    "OpenAICompatibleModel": "rlm_integrations.lm.openai_compatible",
+    "ProviderModel": "rlm_integrations.lm.base",
+    "Reply": "rlm_integrations.lm.base",
     "ScriptedLM": "rlm_integrations.lm.scripted",
 }
 

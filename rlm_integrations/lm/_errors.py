@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
@@ -24,7 +25,9 @@ __all__ = [
     "causes",
     "classify",
     "describe",
+    "error_text",
     "retry_after_s",
+    "status_of",
     "translate",
 ]
 
@@ -57,22 +60,56 @@ def causes(error: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def status_of(error: BaseException) -> int | None:
+    """The HTTP status an exception carries (`status_code`, or its `response.status_code`), if any."""
+    status = getattr(error, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(getattr(error, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def error_text(error: BaseException) -> str:
+    """The exception's message, plus its HTTP response body when the message leaves it out (httpx's)."""
+    text = str(error)
+    body = getattr(getattr(error, "response", None), "text", None)
+    if isinstance(body, str) and body.strip() and body.strip()[:200] not in text:
+        text = f"{text} {body.strip()[:2000]}"
+    return text
+
+
+def _transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(timeouts, connection failures), including httpx's own when httpx is loaded."""
+    timeouts: tuple[type[BaseException], ...] = (TimeoutError,)
+    connections: tuple[type[BaseException], ...] = (ConnectionError,)
+    httpx = sys.modules.get("httpx")
+    if httpx is not None:
+        timeouts += (httpx.TimeoutException,)
+        connections += (httpx.TransportError,)
+    return timeouts, connections
+
+
 def classify(error: BaseException) -> ErrorKind:
-    """Sort any exception by what it exposes: its type, `status_code`, `code` and chain."""
+    """Sort any exception by what it exposes: its type, HTTP status, `code` and chain.
+
+    Understood without an adapter's help: `TimeoutError`, `ConnectionError`, httpx's
+    timeouts and transport errors, `json.JSONDecodeError`, `MalformedReplyError`, and any
+    exception with a `status_code` (or a `response` with one, as `httpx.HTTPStatusError`).
+    """
     chain = list(causes(error))
     if any(isinstance(cause, MalformedReplyError | json.JSONDecodeError) for cause in chain):
         return "malformed"
-    if any(isinstance(cause, TimeoutError) for cause in chain):
+    timeouts, connections = _transport_errors()
+    if any(isinstance(cause, timeouts) for cause in chain):
         return "timeout"
-    status = getattr(error, "status_code", None)
-    if isinstance(status, int):
+    status = status_of(error)
+    if status is not None:
         if status >= 500 or status in (408, 429):
             return "transient"
-        text = f"{getattr(error, 'code', '') or ''} {error}".lower()
+        text = f"{getattr(error, 'code', '') or ''} {error_text(error)}".lower()
         if status in (400, 413) and any(marker in text for marker in _CONTEXT_MARKERS):
             return "context_window"
         return "fatal"
-    if any(isinstance(cause, ConnectionError) for cause in chain):
+    if any(isinstance(cause, connections) for cause in chain):
         return "transient"
     return "fatal"
 
@@ -114,8 +151,8 @@ def describe(error: BaseException | None) -> str:
     """`Type (HTTP status): message`, one line, at most ~500 characters of message."""
     if error is None:
         return "unknown error"
-    status = getattr(error, "status_code", None)
-    text = str(error).strip().replace("\n", " ")
+    status = status_of(error)
+    text = error_text(error).strip().replace("\n", " ")
     if len(text) > 500:
         text = text[:500] + "..."
     return (
@@ -145,8 +182,9 @@ def translate(
     if isinstance(error, ModelError):
         return error
     if kind == "context_window":
-        prompt_tokens = _parse_int(r"resulted in (\d+) tokens", str(error)) or estimate_messages_tokens(messages)
-        window = _parse_int(r"maximum context length is (\d+)", str(error)) or context_window or 0
+        text = error_text(error)
+        prompt_tokens = _parse_int(r"resulted in (\d+) tokens", text) or estimate_messages_tokens(messages)
+        window = _parse_int(r"maximum context length is (\d+)", text) or context_window or 0
         return ContextWindowExceededError(
             f"{model}: the prompt (~{prompt_tokens} tokens) exceeds the model's context window"
             f"{f' of {window} tokens' if window else ''}: {describe(error)}",
@@ -163,8 +201,8 @@ def translate(
             f"{model} failed after {attempts} attempt{'s' if attempts != 1 else ''} in {elapsed_s:.1f}s: {reason}",
             model=model,
         )
-    status = getattr(error, "status_code", None)
-    if not isinstance(status, int):
+    status = status_of(error)
+    if status is None:
         return ModelError(f"{model} call failed: {describe(error)}", model=model)
     hint = ""
     if status in (401, 403):

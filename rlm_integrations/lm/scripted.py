@@ -52,6 +52,9 @@ class ScriptedLM:
         calls: a copy of the messages of every call made so far, in call order.
     """
 
+    prefers_worked_example: bool = False
+    """Whether `ChatPolicy` shows a worked exchange first (set True in a subclass to script a small model)."""
+
     def __init__(
         self,
         replies: Sequence[str | BaseException] | ReplyFunction,
