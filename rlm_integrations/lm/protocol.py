@@ -73,6 +73,11 @@ class LanguageModel(Protocol):
         name: a stable, human-readable model name (used for per-model usage).
         context_window: the model's window in tokens, or None if unknown. The engine
             refuses sub-prompts larger than this before sending them.
+        prefers_worked_example: whether `ChatPolicy` should show one worked exchange
+            (search, read the output, answer) before the real question. Small models
+            follow the REPL format only after an example (True for `LocalModel`). False
+            by default: a class that subclasses `LanguageModel` or `ProviderModel`
+            inherits it; any other implementation declares it.
 
     `acomplete` is the real implementation; `complete` is a blocking wrapper that also
     works when an event loop is already running. Implementations retry transient
@@ -81,6 +86,7 @@ class LanguageModel(Protocol):
 
     name: str
     context_window: int | None
+    prefers_worked_example: bool = False
 
     async def acomplete(self, messages: Sequence[Message], **params: Any) -> Completion:
         """Return the model's reply to `messages`."""
