@@ -51,7 +51,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,7 +74,7 @@ from rlm_integrations.core.events import (
 )
 from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.tools import TOOL_MODEL
-from rlm_integrations.errors import RLMError, RunCancelled, UsageError
+from rlm_integrations.errors import RLMError, RunCancelled, RunInterrupted, UsageError
 
 if TYPE_CHECKING:
     from rlm_integrations.core.rlm import RLM
@@ -399,8 +399,12 @@ class ResumableRun:
     def completion(
         self, query: str, context: Any = None, *, observers: Sequence[Observer] = (), **overrides: Any
     ) -> RLMResult:
-        """Blocking form of `acompletion` (also works inside a running event loop)."""
-        return run_sync(self.acompletion(query, context, observers=observers, **overrides))
+        """Blocking form of `acompletion` (also works inside a running event loop).
+
+        Raises:
+            RunInterrupted: Ctrl-C, as `RLM.completion` (the attempt is recorded as ``"cancelled"``).
+        """
+        return _blocking(lambda: self.acompletion(query, context, observers=observers, **overrides))
 
     async def acompletion(
         self, query: str, context: Any = None, *, observers: Sequence[Observer] = (), **overrides: Any
@@ -427,7 +431,7 @@ class ResumableRun:
 
     def resume(self, context: Any = None, *, observers: Sequence[Observer] = ()) -> RLMResult:
         """Blocking form of `aresume`."""
-        return run_sync(self.aresume(context, observers=observers))
+        return _blocking(lambda: self.aresume(context, observers=observers))
 
     async def aresume(self, context: Any = None, *, observers: Sequence[Observer] = ()) -> RLMResult:
         """Resume the recorded run: its question and config come from the journal; `context` must match.
@@ -552,6 +556,25 @@ class ResumableRun:
 def resumable(rlm: RLM, run_dir: str | os.PathLike[str]) -> ResumableRun:
     """`ResumableRun(rlm, run_dir)`: `rlm`'s run kept in `run_dir`, resumable after a crash."""
     return ResumableRun(rlm, run_dir)
+
+
+def _blocking(start: Callable[[], Coroutine[Any, Any, RLMResult]]) -> RLMResult:
+    """Run an attempt from sync code; Ctrl-C becomes `RunInterrupted` with the partial result, as in `RLM`."""
+    kept: list[RLMResult] = []
+
+    async def keeping() -> RLMResult:
+        try:
+            return await start()
+        except RunCancelled as cancelled:
+            kept.append(cancelled.result)
+            raise
+
+    try:
+        return run_sync(keeping())
+    except KeyboardInterrupt as interrupt:
+        if kept and not isinstance(interrupt, RunInterrupted):
+            raise RunInterrupted(kept[0]) from None
+        raise
 
 
 def _fields(config: RLMConfig) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import os
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # prices from LiteLLM's bundled map, never the internet
 
+import asyncio
 import fcntl
 import json
 import signal
@@ -33,7 +34,7 @@ from rlm_integrations.core.resume import (
     read_journal,
     resumable,
 )
-from rlm_integrations.errors import ModelError, UsageError
+from rlm_integrations.errors import ModelError, RunCancelled, UsageError
 from rlm_integrations.lm import LiteLLMModel, Message, ScriptedLM
 from rlm_integrations.testing import FakeOpenAIServer, Fault
 
@@ -219,6 +220,30 @@ def test_a_failed_run_resumes_without_asking_again(tmp_path: Path) -> None:
     assert journal is not None and [a.status for a in journal.attempts] == ["error", "completed"]
     assert journal.recorded_steps == 4 and journal.completed
     assert journal.attempts[1].replayed_steps == 3
+
+
+async def test_a_cancelled_attempt_is_recorded_and_resumes(tmp_path: Path) -> None:
+    reached = asyncio.Event()
+
+    async def reply(messages: list[Message]) -> str:
+        turn = turn_of(messages)
+        if turn == 2:
+            reached.set()
+            await asyncio.sleep(3600)  # cancelled while waiting for the model
+        return SCRIPT[turn]
+
+    run = ResumableRun(make(ScriptedLM(reply, name="root")), tmp_path)
+    task = asyncio.create_task(run.acompletion(QUERY, CONTEXT))
+    await asyncio.wait_for(reached.wait(), 60)
+    task.cancel()
+    with pytest.raises(RunCancelled):
+        await task
+    journal = run.journal
+    assert journal is not None and journal.attempts[0].status == "cancelled" and journal.attempts[0].steps == 2
+
+    root = ScriptedLM(SCRIPT[2:], name="root")
+    result = await ResumableRun(make(root, refusing("sub")), tmp_path).acompletion(QUERY, CONTEXT)
+    assert result.answer == ANSWER and len(root.calls) == 2
 
 
 def test_a_finished_run_replays_whole_and_free(tmp_path: Path) -> None:
