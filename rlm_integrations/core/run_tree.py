@@ -110,15 +110,7 @@ class UsageTally:
         )
 
     def __add__(self, other: UsageTally) -> UsageTally:
-        return UsageTally(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            calls=self.calls + other.calls,
-            known_cost_usd=self.known_cost_usd + other.known_cost_usd,
-            priced_calls=self.priced_calls + other.priced_calls,
-            unpriced_calls=self.unpriced_calls + other.unpriced_calls,
-            cached_calls=self.cached_calls + other.cached_calls,
-        )
+        return _total((self, other))
 
     @property
     def total_tokens(self) -> int:
@@ -143,7 +135,21 @@ class UsageTally:
 
 
 def _total(tallies: Iterable[UsageTally]) -> UsageTally:
-    return sum(tallies, UsageTally())
+    """The sum of `tallies`, added field by field (one object, however many are summed)."""
+    prompt = completion = calls = priced = unpriced = cached = 0
+    cost = 0.0
+    for tally in tallies:
+        prompt += tally.prompt_tokens
+        completion += tally.completion_tokens
+        calls += tally.calls
+        cost += tally.known_cost_usd
+        priced += tally.priced_calls
+        unpriced += tally.unpriced_calls
+        cached += tally.cached_calls
+    return UsageTally(prompt, completion, calls, cost, priced, unpriced, cached)
+
+
+_NOTHING = UsageTally()
 
 
 @dataclass(eq=False)
@@ -154,6 +160,8 @@ class ModelCallNode:
     iteration: int
     start: LMCallStarted | None = None
     end: LMCallFinished | None = None
+    usage: UsageTally = _NOTHING
+    """What the call spent (set when it ends)."""
 
     @property
     def model(self) -> str:
@@ -167,11 +175,6 @@ class ModelCallNode:
             return self.start.at
         return self.end.at - self.end.duration if self.end is not None else 0.0
 
-    @property
-    def usage(self) -> UsageTally:
-        """What the call spent."""
-        return UsageTally.of(self.end.usage, cached=self.end.cached) if self.end is not None else UsageTally()
-
 
 @dataclass(eq=False)
 class SubCallNode:
@@ -182,6 +185,8 @@ class SubCallNode:
     start: SubCallStarted | None = None
     end: SubCallFinished | None = None
     child: RunNode | None = None
+    own_usage: UsageTally = _NOTHING
+    """What the call itself spent, set when it ends (a child run's calls are not in it)."""
 
     @property
     def function(self) -> str:
@@ -201,14 +206,9 @@ class SubCallNode:
         return self.end.at - self.end.duration if self.end is not None else 0.0
 
     @property
-    def own_usage(self) -> UsageTally:
-        """What the call itself spent (a child run's calls are not in it)."""
-        return UsageTally.of(self.end.usage, cached=self.end.cached) if self.end is not None else UsageTally()
-
-    @property
     def usage(self) -> UsageTally:
         """The call's own usage plus its child run's."""
-        return self.own_usage + (self.child.usage if self.child is not None else UsageTally())
+        return self.own_usage + self.child.usage if self.child is not None else self.own_usage
 
 
 @dataclass(eq=False)
@@ -264,12 +264,12 @@ class IterationNode:
     @property
     def own_usage(self) -> UsageTally:
         """The turn's model calls and sub-calls."""
-        return _total(call.usage for call in self.calls) + _total(sub.own_usage for sub in self.all_subs())
+        return _total([*(call.usage for call in self.calls), *(sub.own_usage for sub in self.all_subs())])
 
     @property
     def usage(self) -> UsageTally:
         """The turn's own usage plus the child runs its sub-calls started."""
-        return _total(call.usage for call in self.calls) + _total(sub.usage for sub in self.all_subs())
+        return _total([*(call.usage for call in self.calls), *(sub.usage for sub in self.all_subs())])
 
 
 @dataclass(eq=False)
@@ -329,8 +329,8 @@ class RunNode:
     @property
     def usage(self) -> UsageTally:
         """Everything the run and its child runs spent."""
-        loose = (child.usage for child in self.children if child.parent_call is None)
-        return _total(turn.usage for turn in self.iterations.values()) + _total(loose)
+        loose = [child.usage for child in self.children if child.parent_call is None]
+        return _total([*(turn.usage for turn in self.iterations.values()), *loose])
 
 
 class RunTree:
@@ -382,8 +382,8 @@ class RunTree:
             for turn in run.iterations.values():
                 calls = [(call.model, call.usage) for call in turn.calls]
                 for name, usage in [*calls, *((sub.model, sub.own_usage) for sub in turn.all_subs())]:
-                    if usage != UsageTally():
-                        models[name] = models.get(name, UsageTally()) + usage
+                    if usage != _NOTHING:
+                        models[name] = models.get(name, _NOTHING) + usage
         return dict(sorted(models.items()))
 
     def forget(self, run_id: str) -> None:
@@ -416,7 +416,9 @@ class RunTree:
             case LMCallStarted():
                 self._model_call(event.run_id, event.call_id, event.iteration, event.at).start = event
             case LMCallFinished():
-                self._model_call(event.run_id, event.call_id, event.iteration, event.at).end = event
+                call = self._model_call(event.run_id, event.call_id, event.iteration, event.at)
+                call.end = event
+                call.usage = UsageTally.of(event.usage, cached=event.cached)
             case CellStarted():
                 self._cell(event.run_id, event.cell_id, event.iteration, event.at).start = event
             case CellFinished():
@@ -426,6 +428,7 @@ class RunTree:
             case SubCallFinished():
                 sub = self._sub_call(event.run_id, event.call_id, event.cell_id, event.at)
                 sub.end = event
+                sub.own_usage = UsageTally.of(event.usage, cached=event.cached)
                 if event.child_run_id is not None:
                     self._child_calls[event.child_run_id] = sub
                     child = self.runs.get(event.child_run_id)
