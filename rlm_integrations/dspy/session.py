@@ -28,7 +28,7 @@ from typing import Any, Self, TypeVar
 
 import dspy
 
-from rlm_integrations.core.session import _LoopThread, _user_names
+from rlm_integrations.core.session import LoopThread, user_names
 from rlm_integrations.dspy._support import repl_factory
 from rlm_integrations.dspy.module import RLM
 from rlm_integrations.errors import ConfigError, UsageError
@@ -105,7 +105,7 @@ class Session:
         self._lend = False
         self._closed = False
         self._lock: asyncio.Lock | None = None
-        self._thread: _LoopThread | None = None
+        self._thread: LoopThread | None = None
 
     @property
     def history(self) -> dspy.History:
@@ -150,14 +150,14 @@ class Session:
         async with self._lock:
             history = _as_history(given) if given is not None else self._history
             shared = await self._ensure_repl()
-            before = await _user_names(shared)
+            before = await user_names(shared)
             self._lend = True
             try:
                 prediction = await self._program.acall(**self.inputs, **inputs, **{self.history_field: history})
             finally:
                 self._lend = False
             inputs_names = set(self._program.signature.input_fields)
-            created = [name for name in await _user_names(shared) if name not in before and name not in inputs_names]
+            created = [name for name in await user_names(shared) if name not in before and name not in inputs_names]
             outputs = {name: prediction.get(name) for name in self._program.signature.output_fields}
             message = {**inputs, **outputs, VARIABLES_KEY: created}
             self._history = dspy.History(messages=[*history.messages, message])
@@ -183,10 +183,10 @@ class Session:
             self._shared = repl
         return self._shared
 
-    def _loop(self) -> _LoopThread:
+    def _loop(self) -> LoopThread:
         self._check_open()
         if self._thread is None:
-            self._thread = _LoopThread()
+            self._thread = LoopThread()
         return self._thread
 
     def _check_open(self) -> None:

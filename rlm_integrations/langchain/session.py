@@ -42,7 +42,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.events import Event
 from rlm_integrations.core.rlm import RLM
-from rlm_integrations.core.session import RLMSession, SessionTurn, _LoopThread
+from rlm_integrations.core.session import LoopThread, RLMSession, SessionTurn
 from rlm_integrations.errors import RunFailedError, UsageError
 from rlm_integrations.langchain.callbacks import RunTreeTracer
 from rlm_integrations.langchain.chat_adapter import RunnableLM, runnable_model_name
@@ -131,7 +131,7 @@ class RLMSessionRunnable(RunnableSerializable[Any, Any]):
     """Engine event observers for every question, next to the LangChain tracer."""
 
     _sessions: collections.OrderedDict[str, RLMSession] = PrivateAttr(default_factory=collections.OrderedDict)
-    _thread: _LoopThread | None = PrivateAttr(default=None)
+    _thread: LoopThread | None = PrivateAttr(default=None)
     _guard: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     # -- invoke ---------------------------------------------------------------------------------
@@ -309,10 +309,10 @@ class RLMSessionRunnable(RunnableSerializable[Any, Any]):
         return traced
 
     # -- the loop thread ------------------------------------------------------------------------
-    def _loop(self) -> _LoopThread:
+    def _loop(self) -> LoopThread:
         with self._guard:
             if self._thread is None:
-                self._thread = _LoopThread()
+                self._thread = LoopThread()
             return self._thread
 
     async def _on_loop(self, coroutine: Coroutine[Any, Any, T]) -> T:
