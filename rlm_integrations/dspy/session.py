@@ -14,6 +14,7 @@ with Session(program, context=big_text) as session:
     first = session(question="How many orders were late?")
     second = session(question="Which were the first three?")  # reuses first's variables
 second.history.messages  # both turns
+session.save("orders.rlm")  # later: Session.load("orders.rlm", program)
 ```
 """
 
@@ -23,15 +24,20 @@ import asyncio
 import contextvars
 import copy
 from collections.abc import Coroutine, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import dspy
+from pydantic_core import to_jsonable_python
 
-from rlm_integrations.core.session import LoopThread, user_names
+from rlm_integrations.core.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from rlm_integrations.core.events import Event
+from rlm_integrations.core.session import LoopThread, _plain_variables, user_names
+from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.dspy._support import repl_factory
 from rlm_integrations.dspy.module import RLM
-from rlm_integrations.errors import ConfigError, UsageError
+from rlm_integrations.errors import CheckpointError, ConfigError, UsageError
 from rlm_integrations.repl.protocol import REPL, CellResult, HostCallback
 
 __all__ = ["Session"]
@@ -40,6 +46,8 @@ T = TypeVar("T")
 
 VARIABLES_KEY = "repl_variables"
 """The key of each history message that lists the REPL variables its call created."""
+
+_MARKER = "dspy_session"  # the manifest entry that marks a DSPy session's checkpoint
 
 
 class Session:
@@ -68,6 +76,9 @@ class Session:
     (`await session.acall(...)`) can both be used, from any thread or event loop; DSPy's
     settings (`dspy.context(lm=...)`, usage tracking) are those of the caller. Close the
     session (`close`, `aclose`, or a `with` / `async with` block) to stop the REPL worker.
+    `save(path)` writes a checkpoint (the core session's file format: fixed inputs, history,
+    trajectory and the REPL variables that are plain data); `Session.load(path, program)`
+    resumes it, in any process.
 
     Raises:
         ConfigError: `program` is not an `RLM`, its signature has no (or an unknown)
@@ -102,6 +113,10 @@ class Session:
         self._original_repl = program.repl
         self._program = _bound_copy(program, self._repl_for_run)
         self._shared: REPL | None = None
+        self._events: list[Event] = []
+        self._restore: dict[str, Any] = {}
+        self.not_restored: dict[str, str] = {}
+        """Variables a loaded checkpoint could not bring back (name: why)."""
         self._lend = False
         self._closed = False
         self._lock: asyncio.Lock | None = None
@@ -111,6 +126,11 @@ class Session:
     def history(self) -> dspy.History:
         """The conversation so far: one message per call (inputs, outputs and `repl_variables`)."""
         return self._history
+
+    @property
+    def trajectory(self) -> Trajectory:
+        """Every event of every call so far (those of a loaded checkpoint first)."""
+        return Trajectory(events=list(self._events))
 
     @property
     def program(self) -> RLM:
@@ -156,6 +176,9 @@ class Session:
                 prediction = await self._program.acall(**self.inputs, **inputs, **{self.history_field: history})
             finally:
                 self._lend = False
+            result = prediction.get("rlm_result")
+            if result is not None:
+                self._events.extend(result.trajectory.events)
             inputs_names = set(self._program.signature.input_fields)
             created = [name for name in await user_names(shared) if name not in before and name not in inputs_names]
             outputs = {name: prediction.get(name) for name in self._program.signature.output_fields}
@@ -163,6 +186,79 @@ class Session:
             self._history = dspy.History(messages=[*history.messages, message])
             prediction.history = self._history
             return prediction
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> dict[str, str]:
+        """Write a checkpoint to `path` (blocking); see `asave`."""
+        return self._loop().run(self._save(Path(path)))
+
+    async def asave(self, path: str | Path) -> dict[str, str]:
+        """Write the fixed inputs, the history, the trajectory and the plain-data REPL variables to `path`.
+
+        The file is the core session's checkpoint format (`RLMSession.save`), written
+        atomically; `Session.load` reads it back.
+
+        Returns:
+            the variables that were not saved, name to reason.
+
+        Raises:
+            UsageError: a fixed input or a history message is not plain data, or the folder does not exist.
+        """
+        future = asyncio.run_coroutine_threadsafe(self._save(Path(path)), self._loop().loop)
+        return await asyncio.wrap_future(future)
+
+    async def _save(self, path: Path) -> dict[str, str]:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._shared is not None:
+                variables, unsaved = await _plain_variables(self._shared)
+            else:
+                variables, unsaved = dict(self._restore), {}
+            inputs = set(self._program.signature.input_fields)
+            variables = {name: value for name, value in variables.items() if name not in inputs}
+            unsaved = {name: why for name, why in {**self.not_restored, **unsaved}.items() if name not in inputs}
+            try:
+                messages = to_jsonable_python(self._history.messages)
+            except Exception as error:  # pydantic_core.PydanticSerializationError and friends
+                raise UsageError(f"the history holds a value that is not plain data ({error})") from error
+            config = self._program.config.model_dump(mode="json")
+            checkpoint = Checkpoint(
+                config={**config, _MARKER: {"history_field": self.history_field}},
+                context=dict(self.inputs),
+                turns=messages,
+                variables=variables,
+                not_saved=unsaved,
+                trajectory=self.trajectory,
+            )
+            await asyncio.to_thread(write_checkpoint, path, checkpoint)
+            return unsaved
+
+    @classmethod
+    def load(cls, path: str | Path, program: RLM) -> Session:
+        """A session rebuilt from a checkpoint written by `save`, around `program`.
+
+        The fixed inputs, the history and the trajectory come back at once; the REPL
+        starts on the first call with the saved variables loaded back. Variables that
+        were not saved are listed in `not_restored` (and were never in the REPL again).
+
+        Raises:
+            CheckpointError: the file is not a DSPy session's checkpoint, or is corrupt.
+            ConfigError: `program`'s signature does not take the saved inputs.
+        """
+        checkpoint = read_checkpoint(Path(path))
+        marker = checkpoint.config.get(_MARKER)
+        if not isinstance(marker, dict) or not isinstance(checkpoint.context, dict):
+            raise CheckpointError(
+                f"{path}: not a DSPy session's checkpoint (a core session's loads with RLMSession.load)",
+                path=str(path),
+            )
+        history = dspy.History(messages=list(checkpoint.turns))
+        session = cls(program, history_field=marker.get("history_field"), history=history, **checkpoint.context)
+        session._events = list(checkpoint.trajectory.events)
+        session._restore = dict(checkpoint.variables)
+        session.not_restored = dict(checkpoint.not_saved)
+        return session
 
     # -- the REPL -------------------------------------------------------------------------------
     def _repl_for_run(self, config: Any) -> REPL:
@@ -177,9 +273,12 @@ class Session:
             repl = repl_factory(self._original_repl)(self._program.config)
             try:
                 await repl.start()
+                for name, value in self._restore.items():
+                    await repl.load(name, value)
             except BaseException:
                 await repl.close()
                 raise
+            self._restore = {}
             self._shared = repl
         return self._shared
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,42 @@ def test_mistakes_are_named() -> None:
             session(context="y", question="q")
         with pytest.raises(ConfigError, match="history must be"):
             session(question="q", history="earlier")
+
+
+def test_a_saved_session_resumes_with_its_variables_and_history(tmp_path: Path) -> None:
+    def turn(last: str, number: int) -> str:
+        if asked(last, "How many"):
+            return (
+                "late = [l.split(':')[0] for l in context.splitlines() if l.endswith('late')]\n"
+                "shout = lambda s: s.upper()\nFINAL(answer=str(len(late)))"
+            )
+        return "FINAL(answer=', '.join(late[:3]) + ' / ' + str(len(history['messages'])))"
+
+    lm = ScriptedDSPyLM(rlm_replies(turn))
+    with dspy.context(lm=lm), Session(RLM(SIGNATURE), context=ORDERS) as session:
+        session(question="How many orders were late?")
+        not_saved = session.save(tmp_path / "orders.rlm")
+    assert list(not_saved) == ["shout"]  # a function is not plain data
+    resumed = Session.load(tmp_path / "orders.rlm", RLM(SIGNATURE))  # a new program, as in another process
+    try:
+        assert resumed.inputs == {"context": ORDERS}
+        assert resumed.history.messages[0]["repl_variables"] == ["late", "shout"]
+        assert list(resumed.not_restored) == ["shout"]
+        with dspy.context(lm=lm):
+            result = resumed(question="Which were the first three?")
+        assert result.answer == "order 0, order 3, order 6 / 1"  # `late` and the history came back
+        assert [e.kind for e in resumed.trajectory.events].count("run_start") == 2
+    finally:
+        resumed.close()
+
+
+def test_a_core_session_checkpoint_is_not_a_dspy_one(tmp_path: Path) -> None:
+    from rlm_integrations import RLM as CoreRLM
+    from rlm_integrations.errors import CheckpointError
+    from rlm_integrations.lm import ScriptedLM
+
+    with CoreRLM(ScriptedLM(["```repl\nFINAL(1)\n```"])).session("abc") as core:
+        core.ask("One?")
+        core.save(tmp_path / "core.rlm")
+    with pytest.raises(CheckpointError, match="not a DSPy session"):
+        Session.load(tmp_path / "core.rlm", RLM(SIGNATURE))
