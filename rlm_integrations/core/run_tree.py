@@ -3,17 +3,7 @@
 One tree, built in one place, for everything that shows or reports a run: the viewer, the
 CLI progress line, the OpenTelemetry observer, the LangChain tracer and the DSPy bridge.
 Build it live (a `RunTree` is an observer: pass it in ``observers=[...]`` and read it
-while the run goes) or afterwards, from a result or a saved trajectory:
-
-```python
-from rlm_integrations.core.run_tree import RunTree
-
-tree = RunTree.from_events(result.trajectory.events)   # or: Trajectory.load(path).run_tree()
-root = tree.root
-print(root.status, root.usage.calls, [child.query for child in root.children])
-```
-
-Shape:
+while the run goes) or afterwards: `RunTree.from_events(events)`, `Trajectory.run_tree()`.
 
 ```
 RunTree
@@ -154,56 +144,38 @@ _NOTHING = UsageTally()
 
 @dataclass(eq=False)
 class ModelCallNode:
-    """A root-model call; `start` or `end` is None while it runs or when the trajectory lacks it."""
+    """A root-model call; `start` or `end` is None while it runs or when the trajectory lacks it.
+
+    `started_at` is the start's time, or the end's time less its duration when the start is missing.
+    """
 
     call_id: str
     iteration: int
+    model: str
+    started_at: float
     start: LMCallStarted | None = None
     end: LMCallFinished | None = None
     usage: UsageTally = _NOTHING
     """What the call spent (set when it ends)."""
 
-    @property
-    def model(self) -> str:
-        """The model called."""
-        return self.start.model if self.start is not None else self.end.model if self.end is not None else ""
-
-    @property
-    def started_at(self) -> float:
-        """When the call began (seconds since the epoch)."""
-        if self.start is not None:
-            return self.start.at
-        return self.end.at - self.end.duration if self.end is not None else 0.0
-
 
 @dataclass(eq=False)
 class SubCallNode:
-    """An `llm_query`, `rlm_query` or tool call made from a run; `child` is the run an `rlm_query` started."""
+    """An `llm_query`, `rlm_query` or tool call (`function` names it; `model` is ``"tool"`` for a tool).
+
+    `child` is the run an `rlm_query` started; `started_at` as on `ModelCallNode`.
+    """
 
     call_id: str
     cell_id: str | None
+    function: str
+    model: str
+    started_at: float
     start: SubCallStarted | None = None
     end: SubCallFinished | None = None
     child: RunNode | None = None
     own_usage: UsageTally = _NOTHING
     """What the call itself spent, set when it ends (a child run's calls are not in it)."""
-
-    @property
-    def function(self) -> str:
-        """What was called: ``llm_query``, ``rlm_query``, or a tool's name."""
-        return self.start.function if self.start is not None else self.end.function if self.end is not None else ""
-
-    @property
-    def model(self) -> str:
-        """The model called (``"tool"`` for a user tool)."""
-        return self.start.model if self.start is not None else self.end.model if self.end is not None else ""
-
-    @property
-    def started_at(self) -> float:
-        """When the call began (seconds since the epoch)."""
-        if self.start is not None:
-            return self.start.at
-        return self.end.at - self.end.duration if self.end is not None else 0.0
 
     @property
     def usage(self) -> UsageTally:
@@ -213,20 +185,14 @@ class SubCallNode:
 
 @dataclass(eq=False)
 class CellNode:
-    """A code cell and the sub-calls its code made."""
+    """A code cell and the sub-calls its code made (`started_at` as on `ModelCallNode`)."""
 
     cell_id: str
     iteration: int
+    started_at: float
     start: CellStarted | None = None
     end: CellFinished | None = None
     subs: list[SubCallNode] = field(default_factory=list)
-
-    @property
-    def started_at(self) -> float:
-        """When the cell began (seconds since the epoch)."""
-        if self.start is not None:
-            return self.start.at
-        return self.end.at - self.end.duration if self.end is not None else 0.0
 
     @property
     def own_usage(self) -> UsageTally:
@@ -414,19 +380,21 @@ class RunTree:
             case IterationFinished():
                 self._turn(self._run(event.run_id), event.iteration, event.at).end = event
             case LMCallStarted():
-                self._model_call(event.run_id, event.call_id, event.iteration, event.at).start = event
+                call = self._model_call(event, event.at)
+                call.start, call.started_at = event, event.at
             case LMCallFinished():
-                call = self._model_call(event.run_id, event.call_id, event.iteration, event.at)
-                call.end = event
-                call.usage = UsageTally.of(event.usage, cached=event.cached)
+                call = self._model_call(event, event.at - event.duration)
+                call.end, call.usage = event, UsageTally.of(event.usage, cached=event.cached)
             case CellStarted():
-                self._cell(event.run_id, event.cell_id, event.iteration, event.at).start = event
+                cell = self._cell(event, event.at)
+                cell.start, cell.started_at = event, event.at
             case CellFinished():
-                self._cell(event.run_id, event.cell_id, event.iteration, event.at).end = event
+                self._cell(event, event.at - event.duration).end = event
             case SubCallStarted():
-                self._sub_call(event.run_id, event.call_id, event.cell_id, event.at).start = event
+                sub = self._sub_call(event, event.at)
+                sub.start, sub.started_at = event, event.at
             case SubCallFinished():
-                sub = self._sub_call(event.run_id, event.call_id, event.cell_id, event.at)
+                sub = self._sub_call(event, event.at - event.duration)
                 sub.end = event
                 sub.own_usage = UsageTally.of(event.usage, cached=event.cached)
                 if event.child_run_id is not None:
@@ -492,30 +460,35 @@ class RunTree:
             found = run.iterations[number] = IterationNode(number=number, started_at=at)
         return found
 
-    def _model_call(self, run_id: str, call_id: str, iteration: int, at: float) -> ModelCallNode:
-        run = self._run(run_id)
-        found = run.calls.get(call_id)
+    # Each finds the step's node, or makes it (`began`: when the step began) from its start or its end.
+    def _model_call(self, event: LMCallStarted | LMCallFinished, began: float) -> ModelCallNode:
+        run = self._run(event.run_id)
+        found = run.calls.get(event.call_id)
         if found is None:
-            found = run.calls[call_id] = ModelCallNode(call_id=call_id, iteration=iteration)
-            self._turn(run, iteration, at).calls.append(found)
+            found = ModelCallNode(call_id=event.call_id, iteration=event.iteration, model=event.model, started_at=began)
+            run.calls[event.call_id] = found
+            self._turn(run, event.iteration, event.at).calls.append(found)
         return found
 
-    def _cell(self, run_id: str, cell_id: str, iteration: int, at: float) -> CellNode:
-        run = self._run(run_id)
-        found = run.cells.get(cell_id)
+    def _cell(self, event: CellStarted | CellFinished, began: float) -> CellNode:
+        run = self._run(event.run_id)
+        found = run.cells.get(event.cell_id)
         if found is None:
-            found = run.cells[cell_id] = CellNode(cell_id=cell_id, iteration=iteration)
-            self._turn(run, iteration, at).cells.append(found)
+            found = run.cells[event.cell_id] = CellNode(
+                cell_id=event.cell_id, iteration=event.iteration, started_at=began
+            )
+            self._turn(run, event.iteration, event.at).cells.append(found)
         return found
 
-    def _sub_call(self, run_id: str, call_id: str, cell_id: str | None, at: float) -> SubCallNode:
-        run = self._run(run_id)
-        found = run.subs.get(call_id)
+    def _sub_call(self, event: SubCallStarted | SubCallFinished, began: float) -> SubCallNode:
+        run = self._run(event.run_id)
+        found = run.subs.get(event.call_id)
         if found is None:
-            found = run.subs[call_id] = SubCallNode(call_id=call_id, cell_id=cell_id)
-            cell = run.cells.get(cell_id) if cell_id is not None else None
+            found = SubCallNode(event.call_id, event.cell_id, event.function, event.model, started_at=began)
+            run.subs[event.call_id] = found
+            cell = run.cells.get(event.cell_id) if event.cell_id is not None else None
             if cell is not None:
                 cell.subs.append(found)
             else:
-                self._turn(run, max(run.iterations, default=0), at).subs.append(found)
+                self._turn(run, max(run.iterations, default=0), event.at).subs.append(found)
         return found
