@@ -29,21 +29,16 @@ Shout("shout").complete([{"role": "user", "content": "hi"}]).text   # "HI"
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.errors import ConfigError
@@ -100,6 +95,10 @@ def reply_from_chat_completion(response: Any) -> Reply:
         model=model if isinstance(model, str) and model else None,
         usage=usage,
     )
+
+
+def _exception_of(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None
 
 
 class ProviderModel(ABC):
@@ -174,10 +173,6 @@ class ProviderModel(ABC):
             if input_cost_per_token is None or output_cost_per_token is None
             else (float(input_cost_per_token), float(output_cost_per_token))
         )
-        # exponential from the initial delay, plus up to one initial delay of jitter
-        self._backoff = wait_exponential(multiplier=retry_initial_delay_s, max=retry_max_delay_s) + wait_random(
-            0, retry_initial_delay_s
-        )
 
     # -- what an adapter writes ------------------------------------------------------------
 
@@ -229,6 +224,20 @@ class ProviderModel(ABC):
             self._check_reserved(params)
         request = {**self.params, **params} if params else dict(self.params)
         sent = list(messages)
+        started = time.monotonic()
+        try:  # the first attempt runs bare: most calls succeed, and then retrying costs nothing
+            reply = await self.send(sent, request)
+        except Exception as error:
+            failure = error
+        else:
+            return self._completion(reply, sent)
+        reply = await self._after_failure(failure, sent, request, started)
+        return self._completion(reply, sent)
+
+    async def _after_failure(
+        self, first: Exception, messages: list[Message], request: dict[str, Any], started: float
+    ) -> Reply:
+        """Retry after a failed first attempt while failures are transient; else raise our typed error."""
         # Classify each failure once, when it happens: tenacity re-raises the last one from
         # inside its own handler, which rewrites the exception's `__context__` chain.
         kinds: dict[int, tuple[BaseException, ErrorKind]] = {}
@@ -238,31 +247,40 @@ class ProviderModel(ABC):
                 kinds[id(error)] = (error, self.classify_error(error))
             return kinds[id(error)][1]
 
-        attempts = 0
-        started = time.monotonic()
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.max_retries + 1),
-                wait=self._wait,
-                retry=retry_if_exception(lambda error: kind_of(error) in RETRIED),
-                before_sleep=self._log_retry,
-                reraise=True,
-            ):
-                with attempt:
-                    attempts += 1
-                    reply = await self.send(sent, request)
-        except Exception as error:
-            raise _translate(
-                error,
-                kind_of(error),
-                model=self.name,
-                messages=sent,
-                context_window=self.context_window,
-                timeout_s=self.timeout_s,
-                attempts=attempts,
-                elapsed_s=time.monotonic() - started,
-            ) from error
-        return self._completion(reply, sent)
+        error: Exception = first
+        attempts = 1
+        if kind_of(first) in RETRIED and self.max_retries > 0:
+            delay = self._delay(1, first)
+            self._log_retry(1, first, delay)
+            await asyncio.sleep(delay)
+            try:
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self.max_retries),
+                    wait=lambda state: self._delay(state.attempt_number + 1, _exception_of(state)),
+                    retry=retry_if_exception(lambda failed: kind_of(failed) in RETRIED),
+                    before_sleep=lambda state: self._log_retry(
+                        state.attempt_number + 1,
+                        _exception_of(state),
+                        state.next_action.sleep if state.next_action is not None else 0.0,
+                    ),
+                    reraise=True,
+                ):
+                    with attempt:
+                        attempts += 1
+                        reply = await self.send(messages, request)
+                return reply
+            except Exception as later:
+                error = later
+        raise _translate(
+            error,
+            kind_of(error),
+            model=self.name,
+            messages=messages,
+            context_window=self.context_window,
+            timeout_s=self.timeout_s,
+            attempts=attempts,
+            elapsed_s=time.monotonic() - started,
+        ) from error
 
     def complete(self, messages: Sequence[Message], **params: Any) -> Completion:
         """Blocking form of `acomplete`; also works inside a running event loop."""
@@ -307,20 +325,21 @@ class ProviderModel(ABC):
             return prompt_tokens * input_price + completion_tokens * output_price
         return self.price(prompt_tokens, completion_tokens, usage)
 
-    def _wait(self, state: RetryCallState) -> float:
-        backoff = self._backoff(state)
-        error = state.outcome.exception() if state.outcome is not None else None
+    def _delay(self, attempt_number: int, error: BaseException | None) -> float:
+        """Seconds to wait after failed attempt `attempt_number` (1-based).
+
+        Exponential from `retry_initial_delay_s` plus up to one initial delay of jitter,
+        at least what the error's `Retry-After` asks, at most `retry_max_delay_s`.
+        """
+        initial = self.retry_initial_delay_s
+        backoff = min(initial * 2.0 ** (attempt_number - 1), self.retry_max_delay_s) + random.uniform(0, initial)
         retry_after = retry_after_s(error) if error is not None else None
         if retry_after is not None:
             backoff = max(backoff, retry_after)
         return min(backoff, self.retry_max_delay_s)
 
-    def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.info(
-            "%s: attempt %d failed (%s); retrying in %.2fs", self.name, state.attempt_number, describe(error), delay
-        )
+    def _log_retry(self, attempt_number: int, error: BaseException | None, delay: float) -> None:
+        logger.info("%s: attempt %d failed (%s); retrying in %.2fs", self.name, attempt_number, describe(error), delay)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
