@@ -21,9 +21,8 @@ import weakref
 from typing import IO, Any
 
 # How a worker is launched: inside bubblewrap where it works, with the supervisor's bootstrap.
-from rlm_integrations.repl.host.mailbox import Mailbox
 from rlm_integrations.repl.local.isolation import Launch, plan_launch
-from rlm_integrations.repl.transport import EOF
+from rlm_integrations.repl.transport import EOF, Mailbox
 from rlm_integrations.repl.transport import encode_message as encode
 from rlm_integrations.repl.wire.messages import decode_line, invalid, oversized
 from rlm_integrations.repl.wire.schema import MAX_MESSAGE_BYTES

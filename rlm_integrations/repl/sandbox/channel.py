@@ -25,9 +25,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
 from rlm_integrations.errors import WorkerStartError
-from rlm_integrations.repl.host.mailbox import Mailbox
 from rlm_integrations.repl.sandbox.backends import Sandbox, SandboxProcess, SandboxSpec
-from rlm_integrations.repl.transport import EOF, Payload, WorkerTransport
+from rlm_integrations.repl.transport import EOF, Mailbox, Payload, WorkerTransport
 from rlm_integrations.repl.wire.messages import decode_line, oversized
 from rlm_integrations.repl.wire.schema import MAX_MESSAGE_BYTES
 from rlm_integrations.repl.worker.supervisor import worker_version
