@@ -20,7 +20,10 @@ is reported with its reason instead of stopping the run):
    with 200 ms latency (its own process): the cell's wall time against the ideal
    64 / concurrency × 0.2 s. Ours through the real `LiteLLMModel` at `sub_concurrency`
    16 (target ≤ 1.10 × 0.8 s), 8 and 64; rlms (fixed at 16) and `dspy.RLM` (fixed at 8)
-   through their own clients; and, for reference, the bare clients with no engine.
+   through their own clients; and, for reference, the bare clients with no engine. Ours
+   again at 16 with the sub-model on `OpenAICompatibleModel` (the official openai SDK),
+   against a bare `AsyncOpenAI` loop under `Semaphore(16)` in the same run (target: within
+   5% of it). `--fanout` runs this part alone.
 3. Log size and host memory: a 50 MB context over 20 iterations (19 cells that print a
    line, then the final answer): the JSONL of `result.save()` (target: < 1 MB plus the
    cells' own output) and the host's peak RSS above its RSS before the context existed,
@@ -38,6 +41,7 @@ is reported with its reason instead of stopping the run):
     python benchmarks/engine.py --quick          # smoke run: small contexts, few repetitions
     python benchmarks/engine.py --json out.json  # also write every number to a file
     python benchmarks/engine.py --only ours,rlms # a subset of: ours, rlms, dspy_local, dspy_pyodide
+    python benchmarks/engine.py --fanout --only ours  # part 2 alone: ours (LiteLLM, openai SDK) and the bare clients
 
 Needs: the project (`pip install -e .`), `rlms`, `dspy` (3.4.x), `deno` (PyPI), `psutil`,
 `rich`, in a separate environment (see benchmarks/README.md).
@@ -101,6 +105,7 @@ ISSUE_NUMBERS = {  # measured by the issue's author: (10 KB, 20 MB) ms per itera
 }
 OVERHEAD_TARGET_S = 3e-3
 FANOUT_TARGET = 1.10
+FANOUT_SDK_TARGET = 1.05  # ours on OpenAICompatibleModel vs a bare AsyncOpenAI loop
 LOG_TARGET_BYTES = 1_000_000
 MEMORY_TARGET = 3.0
 
@@ -160,9 +165,13 @@ LABELS = {
     "rlms": "rlms",
     "dspy_local": "dspy.RLM + LocalInterpreter",
     "dspy_pyodide": "dspy.RLM + PythonInterpreter (Deno/Pyodide)",
+    "ours_openai": "ours (rlm_integrations) on OpenAICompatibleModel",
     "bare_litellm": "reference: bare LiteLLMModel, no engine",
+    "bare_openai_model": "reference: bare OpenAICompatibleModel, no engine",
     "bare_openai": "reference: bare openai SDK, no engine",
 }
+REFERENCES = ("ours_openai", "bare_litellm", "bare_openai_model", "bare_openai")
+"""Fan-out rows run alongside "ours": our other adapter and the client libraries with no engine."""
 FLAVOR = {"ours": "ours", "rlms": "rlms", "dspy_local": "dspy", "dspy_pyodide": "dspy"}
 CONTENDERS = ("ours", "rlms", "dspy_local", "dspy_pyodide")
 
@@ -668,7 +677,7 @@ async def phase_fanout(key: str, rec: Recorder, plan: Plan, base: str) -> None:
     cell = FANOUT_CELL.replace("{n}", str(n))
     expected = [str(n), str(n)]
     configs: tuple[int | None, ...] = plan.fan_concurrency if key == "ours" else (None,)
-    if key.startswith("bare"):
+    if key.startswith("bare") or key == "ours_openai":
         configs = plan.fan_concurrency[:1]
     for concurrency in configs:
         name = f"c{concurrency}" if concurrency else "fixed"
@@ -677,8 +686,8 @@ async def phase_fanout(key: str, rec: Recorder, plan: Plan, base: str) -> None:
         for rep in range(plan.fan_reps + 1):  # the first is a warm-up
             rec.step(f"{name} rep {rep}")
             gc.collect()
-            if key == "ours":
-                run = await _fanout_ours(cell, concurrency or 16, base)
+            if key in ("ours", "ours_openai"):
+                run = await _fanout_ours(cell, concurrency or 16, base, sdk=key == "ours_openai")
             elif key == "rlms":
                 run = await asyncio.to_thread(_fanout_rlms, cell, base)
             elif key.startswith("bare"):
@@ -695,9 +704,9 @@ async def phase_fanout(key: str, rec: Recorder, plan: Plan, base: str) -> None:
                 rec.set(f"{name}_samples", walls)
 
 
-async def _fanout_ours(cell: str, concurrency: int, base: str) -> CellRun:
+async def _fanout_ours(cell: str, concurrency: int, base: str, sdk: bool = False) -> CellRun:
     from rlm_integrations import RLM, RLMConfig
-    from rlm_integrations.lm import LiteLLMModel, ScriptedLM
+    from rlm_integrations.lm import LiteLLMModel, OpenAICompatibleModel, ScriptedLM
 
     marks: dict[str, tuple[float, float]] = {}
 
@@ -706,7 +715,11 @@ async def _fanout_ours(cell: str, concurrency: int, base: str) -> CellRun:
             marks.setdefault(event.kind, (time.perf_counter(), time.process_time()))
 
     root = ScriptedLM([reply_text("ours", cell), reply_text("ours", FINAL_CODE["ours"])])
-    sub = LiteLLMModel("openai/echo", api_base=base, api_key="unused", max_retries=0)
+    sub = (
+        OpenAICompatibleModel("echo", base_url=base, api_key="unused", max_retries=0)
+        if sdk
+        else LiteLLMModel("openai/echo", api_base=base, api_key="unused", max_retries=0)
+    )
     rlm = RLM(root, sub, config=RLMConfig(sub_concurrency=concurrency, max_llm_calls=1000), observers=[observer])
     result = await rlm.acompletion(QUERY, context="a small context")
     first = next(result.trajectory.iter_events("cell_end"))
@@ -769,6 +782,16 @@ async def _fanout_bare(key: str, n: int, concurrency: int, base: str) -> CellRun
 
         async def call(i: int) -> str:
             return (await model.acomplete([{"role": "user", "content": f"prompt {i}"}])).text
+
+    elif key == "bare_openai_model":
+        from rlm_integrations.lm import OpenAICompatibleModel
+
+        adapter = _BARE_CLIENTS.setdefault(
+            key, OpenAICompatibleModel("echo", base_url=base, api_key="unused", max_retries=0)
+        )
+
+        async def call(i: int) -> str:
+            return (await adapter.acomplete([{"role": "user", "content": f"prompt {i}"}])).text
 
     else:
         import openai
@@ -1102,7 +1125,7 @@ def collect(keys: list[str], quick: bool, plan: Plan, timeout_s: float) -> dict[
     # 2. fan-out
     fan_keys = [k for k in keys if k != "dspy_pyodide"]
     if "ours" in keys:
-        fan_keys += ["bare_litellm", "bare_openai"]
+        fan_keys += list(REFERENCES)
     with fake_server_process(plan.fan_latency_s, env) as base:
         for key in fan_keys:
             tail = ["--child", key, "--phase", "fanout", "--base", base]
@@ -1162,7 +1185,9 @@ SHORT = {
     "rlms": "rlms",
     "dspy_local": "dspy.RLM, LocalInterpreter",
     "dspy_pyodide": "dspy.RLM, Deno/Pyodide",
+    "ours_openai": "ours",
     "bare_litellm": "no engine: LiteLLMModel",
+    "bare_openai_model": "no engine: OpenAICompatibleModel",
     "bare_openai": "no engine: openai SDK",
 }
 
@@ -1261,19 +1286,21 @@ def fanout_table(
     ]
     clients = {
         "ours": "LiteLLMModel",
+        "ours_openai": "OpenAICompatibleModel",
         "rlms": "OpenAIClient",
         "dspy_local": "dspy.LM, lm15",
-        "bare_litellm": "",
-        "bare_openai": "",
     }
     rows: list[list[str]] = []
     targets: dict[str, Any] = {}
     ours16 = results["fanout"].get("ours", {}).get("metrics", {}).get("c16")
+    sdk16 = results["fanout"].get("bare_openai", {}).get("metrics", {}).get("c16")
     for key, data in results["fanout"].items():
         m = data["metrics"]
         label = SHORT[key] + (f" ({clients[key]})" if clients.get(key) else "")
         if key == "ours":
             configs = [(c, f"c{c}", f"sub_concurrency={c}") for c in plan.fan_concurrency]
+        elif key == "ours_openai":
+            configs = [(16, "c16", "sub_concurrency=16")]
         elif key == "rlms":
             configs = [(16, "fixed", "16, fixed")]
         elif key.startswith("dspy"):
@@ -1292,6 +1319,14 @@ def fanout_table(
                 target = f"≤ {FANOUT_TARGET:.2f}×: {_verdict(passed)}"
                 targets["fanout_16"] = {
                     "target": f"<= {FANOUT_TARGET} x {ideal16:g} s",
+                    "value_s": wall,
+                    "passed": passed,
+                }
+            if key == "ours_openai" and sdk16:
+                passed = wall <= FANOUT_SDK_TARGET * sdk16
+                target = f"≤ {FANOUT_SDK_TARGET:.2f}× bare SDK ({wall / sdk16:.3f}×): {_verdict(passed)}"
+                targets["fanout_sdk_16"] = {
+                    "target": f"<= {FANOUT_SDK_TARGET} x the bare openai SDK ({sdk16:.3f} s)",
                     "value_s": wall,
                     "passed": passed,
                 }
@@ -1366,6 +1401,31 @@ def memory_table(
             ]
         )
     return columns, rows, targets
+
+
+def run_fanout_only(keys: list[str], args: argparse.Namespace, plan: Plan) -> int:
+    """Part 2 alone: every contender's fan-out, and with "ours" our other adapter and the bare clients."""
+    env = child_env()
+    results: dict[str, Any] = {"fanout": {}}
+    fan_keys = [k for k in keys if k != "dspy_pyodide"] + (list(REFERENCES) if "ours" in keys else [])
+    with fake_server_process(plan.fan_latency_s, env) as base:
+        for key in fan_keys:
+            tail = ["--child", key, "--phase", "fanout", "--base", base]
+            timeout_s = args.timeout or plan.child_timeout_s
+            results["fanout"][key] = _child(tail, args.quick, timeout_s, env, f"fan-out {LABELS[key]}")
+    notes = Notes()
+    columns, rows, targets = fanout_table(results, plan, notes)
+    print_table(
+        f"2. Fan-out: one cell, llm_query_batched of {plan.fan_prompts} prompts, server latency "
+        f"{plan.fan_latency_s * 1e3:g} ms",
+        columns,
+        rows,
+        notes.lines,
+        plain=args.plain,
+    )
+    if args.json:
+        write_json(args.json, {"results": results, "targets": targets, "tables": {"fanout": [columns, rows]}})
+    return 0
 
 
 def _load_average() -> str:
@@ -1471,6 +1531,7 @@ def report(
         f"overhead_{_label(plan.sizes[0])}": f"overhead per iteration at {_label(plan.sizes[0])} < 3 ms",
         f"overhead_{_label(plan.sizes[-1])}": f"overhead per iteration at {_label(plan.sizes[-1])} < 3 ms",
         "fanout_16": f"fan-out, sub_concurrency=16: ≤ {FANOUT_TARGET:.2f} × {ideal16:g} s",
+        "fanout_sdk_16": f"fan-out on OpenAICompatibleModel, 16: ≤ {FANOUT_SDK_TARGET:.2f} × bare AsyncOpenAI",
         "log_size": "JSONL < 1 MB + cells' output",
         "host_memory": "host peak memory < 3 × context",
     }
@@ -1518,12 +1579,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, help="seconds allowed per child process")
     parser.add_argument("--plain", action="store_true", help="plain-text tables (no rich)")
     parser.add_argument("--serve", type=float, metavar="LATENCY", help=argparse.SUPPRESS)
-    parser.add_argument("--child", choices=[*CONTENDERS, "bare_litellm", "bare_openai"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=[*CONTENDERS, *REFERENCES], help=argparse.SUPPRESS)
     parser.add_argument(
         "--phase", choices=["overhead", "fanout", "memory", "history", "budgets"], help=argparse.SUPPRESS
     )
     parser.add_argument("--budgets", action="store_true", help="run only part 5 (budget ceilings under fan-out)")
     parser.add_argument("--history", action="store_true", help="run only part 4 (history growth over 200 turns)")
+    parser.add_argument("--fanout", action="store_true", help="run only part 2 (fan-out of 64 sub-calls)")
     parser.add_argument("--mode", choices=["inproc", "http"], default="inproc", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
@@ -1550,6 +1612,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             write_json(args.json, {"results": budgets, "targets": targets})
         return 0
+    if args.fanout:  # part 2 alone
+        return run_fanout_only(keys, args, plan)
     if args.history:  # part 4 alone
         history = {"history": run_history(args.quick, plan, args.timeout)}
         targets = print_history(history, args.plain)
