@@ -118,31 +118,31 @@ async def main_async(args: argparse.Namespace) -> None:
 
         await rlm().acompletion("warm-up: say hi", "x")  # the HTTP client's first use, outside the rows
         with tempfile.TemporaryDirectory() as folder:
-            plain = await timed("plain completion", rows, rlm().acompletion(QUESTION, context), script)
+            plain = await timed("plain completion", rows, rlm().acompletion(args.question, context), script)
             full = await timed(
                 "ResumableRun, not stopped",
                 rows,
-                ResumableRun(rlm(), Path(folder) / "full").acompletion(QUESTION, context),
+                ResumableRun(rlm(), Path(folder) / "full").acompletion(args.question, context),
                 script,
             )
             script.failing = True
             stopped = await timed(
                 f"attempt stopped at step {args.stop_at + 1}",
                 rows,
-                ResumableRun(rlm(), Path(folder) / "stopped").acompletion(QUESTION, context),
+                ResumableRun(rlm(), Path(folder) / "stopped").acompletion(args.question, context),
                 script,
             )
             script.failing = False
             resumed = await timed(
                 f"resume: {args.stop_at} steps replayed, {args.steps - args.stop_at} live",
                 rows,
-                ResumableRun(rlm(), Path(folder) / "stopped").acompletion(QUESTION, context),
+                ResumableRun(rlm(), Path(folder) / "stopped").acompletion(args.question, context),
                 script,
             )
             replayed = await timed(
                 "resume of the finished run (all replayed)",
                 rows,
-                ResumableRun(rlm(), Path(folder) / "full").acompletion(QUESTION, context),
+                ResumableRun(rlm(), Path(folder) / "full").acompletion(args.question, context),
                 script,
             )
             journal = read_journal(Path(folder) / "stopped")
@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="root turns (the last one answers)")
     parser.add_argument("--subs", type=int, default=3, help="llm_query calls per turn")
     parser.add_argument("--stop-at", type=int, default=4, help="steps finished before the stop")
+    parser.add_argument("--question", default=QUESTION, help="the question (its words are probed in the context)")
     args = parser.parse_args()
     if not 0 < args.stop_at < args.steps:
         parser.error("--stop-at must be between 1 and --steps - 1")

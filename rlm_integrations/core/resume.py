@@ -32,7 +32,9 @@ that the journal says was finished but had to be made live sets the attempt's
 `diverged_at` (and is logged as a warning). Host tools run again on replay. Budgets and
 `timeout_s` apply to each attempt on its own (replayed calls cost nothing), and a feedback
 message cut short because a token or cost budget was nearly spent may be cut differently
-on replay, which is a divergence too.
+on replay, which is a divergence too. A DSPy LM that caches its own calls is replayed by
+DSPy's cache, whose hits are not marked: the journal counts them as live and cannot see a
+divergence.
 
 ```python
 run = ResumableRun(RLM(ScriptedLM(["```repl\nFINAL(len(context))\n```"])), "runs/length")
