@@ -1,0 +1,89 @@
+"""benchmarks/compile_small.py: the suite's metric, bootstrapping only good runs, and the scripted pipeline end to end."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+dspy = pytest.importorskip("dspy")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+compile_small = importlib.import_module("compile_small")
+suite = importlib.import_module("longctx_suite")
+
+from rlm_integrations.dspy import RLM  # noqa: E402
+from rlm_integrations.dspy.testing import ScriptedDSPyLM, rlm_replies  # noqa: E402
+
+
+def test_metric_scores_like_the_suite_and_bootstraps_only_at_the_threshold():
+    task = suite.make_task("count_records", "8K", "train", 0)
+    tasks = {task.task_id: task}
+    metric = compile_small.suite_metric(tasks, threshold=1.0)
+    example = compile_small.to_example(task)
+    assert set(example.inputs().keys()) == {"context", "question"}
+    right, near = dspy.Prediction(answer=str(task.gold)), dspy.Prediction(answer=str(task.gold + 1))
+    assert metric(example, right) == 1.0
+    assert metric(example, near) == pytest.approx(0.75)  # numeric partial credit while evaluating
+    assert metric(example, right, trace=[]) is True
+    assert metric(example, near, trace=[]) is False  # not good enough to become a demo
+    feedback = compile_small.gepa_metric(tasks)(example, near)
+    assert feedback.score == pytest.approx(0.75)
+    assert repr(task.gold) in feedback.feedback
+
+
+def test_verdict_ships_only_a_program_that_beats_both_rivals():
+    def results(baseline: float, compiled: float, core: float) -> list[dict[str, object]]:
+        return [{"row": r, "score": s} for r, s in (("baseline", baseline), ("compiled", compiled), ("core", core))]
+
+    assert compile_small.verdict(results(0.2, 0.6, 0.5)).startswith("ship the compiled program")
+    assert compile_small.verdict(results(0.2, 0.5, 0.5)).startswith("keep the hand-written default")
+    assert compile_small.verdict(results(0.7, 0.6, 0.1)).startswith("keep the hand-written default")
+
+
+def test_bootstrap_keeps_demos_only_from_runs_that_scored():
+    needles = [suite.make_task("single_needle", "8K", "train", i) for i in range(2)]
+    count = suite.make_task("count_records", "8K", "train", 0)
+    train = [needles[0], count, needles[1]]
+
+    def turn(request: str, number: int) -> str:
+        if count.question in request:
+            return "FINAL('0')"  # a wrong count: partial credit, below the threshold
+        return next(t.reference_code for t in needles if t.question in request)
+
+    lm = ScriptedDSPyLM(rlm_replies(turn))
+    settings = compile_small.Settings(max_demos=3, scripted=True)
+    compiled, info = compile_small.compile_program(settings, train, lm, lm)
+    codes = [demo["code"].strip() for demo in compiled.generate_code.demos]
+    assert info["demos"] == 2
+    assert sorted(codes) == sorted(t.reference_code.strip() for t in needles)  # not the count's FINAL('0')
+
+
+def test_scripted_pipeline_end_to_end(tmp_path, capsys):
+    results, program = tmp_path / "results.json", tmp_path / "program.json"
+    argv = ["--model", "scripted", "--families", "single_needle,count_reading", "--sizes", "8K"]
+    argv += ["--train-per-family", "1", "--heldout-per-family", "1", "--json", str(results), "--program", str(program)]
+    assert compile_small.main(argv) == 0
+
+    report = json.loads(results.read_text())
+    rows = [(r["row"], r["family"], r["split"]) for r in report["results"]]
+    assert sorted(rows) == sorted(
+        (row, family, "heldout") for row in compile_small.ROWS for family in ("single_needle", "count_reading")
+    )
+    assert all(r["score"] == 1.0 and r["status"] == "completed" for r in report["results"])  # reference programs
+    assert all(r["tokens"] > 0 for r in report["results"])
+    assert report["compile"]["demos"] == 2
+    assert report["verdict"].startswith("keep the hand-written default")  # a tie does not ship
+    out = capsys.readouterr().out
+    assert "| single_needle |" in out and "| count_reading |" in out and "verdict:" in out
+
+    loaded = RLM(compile_small.SIGNATURE)
+    loaded.load(str(program))
+    train = [suite.make_task(f, "8K", "train", 0) for f in ("single_needle", "count_reading")]
+    assert [d["code"].strip() for d in loaded.generate_code.demos] == [t.reference_code.strip() for t in train]
+    task = suite.make_task("single_needle", "8K", "heldout", 1)  # not one the run saw
+    with dspy.context(lm=compile_small.scripted_lm([task])):
+        assert task.score(loaded(context=task.context, question=task.question).answer) == 1.0
