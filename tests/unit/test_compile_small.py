@@ -1,4 +1,4 @@
-"""benchmarks/compile_small.py: the suite's metric, bootstrapping only good runs, and the scripted pipeline end to end."""
+"""benchmarks/compile_small.py: the metric, bootstrapping only good runs, the scripted pipeline end to end."""
 
 from __future__ import annotations
 
