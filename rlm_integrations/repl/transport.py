@@ -30,6 +30,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import rlm_integrations.repl.wire.schema as ops
 from rlm_integrations.errors import WorkerStartError
 from rlm_integrations.repl.wire.messages import decode_line, invalid, oversized
 from rlm_integrations.repl.wire.schema import MAX_MESSAGE_BYTES
@@ -46,7 +47,7 @@ __all__ = [
     "worker_command",
 ]
 
-EOF: dict[str, Any] = {"op": "eof"}
+EOF: dict[str, Any] = {"op": ops.EOF}
 """What `WorkerTransport.receive` returns once the worker is gone."""
 
 Payload = Callable[[Any], None]
@@ -194,7 +195,7 @@ class WorkerTransport(abc.ABC):
         """
         async with asyncio.timeout(timeout_s):
             message = await self.receive()
-        if message.get("op") != "ready":
+        if message.get("op") != ops.READY:
             raise WorkerStartError(f"the REPL worker did not start: {self.describe_exit()}")
         self._ready = message
         return message

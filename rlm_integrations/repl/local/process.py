@@ -20,6 +20,8 @@ import time
 import weakref
 from typing import IO, Any
 
+import rlm_integrations.repl.wire.schema as ops
+
 # How a worker is launched: inside bubblewrap where it works, with the supervisor's bootstrap.
 from rlm_integrations.repl.local.isolation import Launch, plan_launch
 from rlm_integrations.repl.transport import EOF, Mailbox
@@ -205,14 +207,14 @@ def _read_protocol(stream: IO[bytes], mailbox: Mailbox, ready: threading.Event, 
                     mailbox.put(oversized())
                 break  # too long, or the stream ended in the middle of a line
             message = decode_line(line)
-            if message["op"] == "ready":
+            if message["op"] == ops.READY:
                 if ready.is_set():
                     message = invalid("a second 'ready' from the same worker")
                 else:
                     info.update((key, value) for key, value in message.items() if key != "wire_bytes")
                     ready.set()
             mailbox.put(message)
-            if message["op"] == "invalid":
+            if message["op"] == ops.INVALID:
                 break
     except Exception:  # a closed or broken stream ends it like EOF
         pass

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import rlm_integrations.repl.wire.schema as ops
 from rlm_integrations.errors import IsolationError, WorkerStartError
 from rlm_integrations.repl.host.client import Policy, WorkerREPL
 from rlm_integrations.repl.local.isolation import Isolation, describe, record_refusal, warn_if_incomplete
@@ -144,14 +145,14 @@ class _LocalTransport(WorkerTransport):
     async def wait_ready(self, timeout_s: float) -> dict[str, Any]:
         """Wait for ``ready``; start plainly if bubblewrap refused here, and check the isolation."""
         ready = await asyncio.wait_for(self.worker.mailbox.get(), timeout_s)
-        if ready.get("op") != "ready" and self.worker.launch.sandboxed:
+        if ready.get("op") != ops.READY and self.worker.launch.sandboxed:
             said = await asyncio.to_thread(self.worker.launch_output)
             if record_refusal(self.worker.launch, said):
                 # bubblewrap cannot work here: start plainly (reported in `isolation`, refused if required).
                 self.worker.kill()
                 self.worker = WorkerProcess(self.python)
                 ready = await asyncio.wait_for(self.worker.mailbox.get(), timeout_s)
-        if ready.get("op") != "ready":
+        if ready.get("op") != ops.READY:
             raise WorkerStartError(f"the REPL worker did not start: {self.worker.describe_exit()}")
         isolation = describe(ready, self.worker.launch)
         self.isolation = isolation

@@ -24,9 +24,10 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
+import rlm_integrations.repl.wire.schema as ops
 from rlm_integrations.errors import WorkerStartError
 from rlm_integrations.repl.sandbox.backends import Sandbox, SandboxProcess, SandboxSpec
-from rlm_integrations.repl.transport import EOF, Mailbox, Payload, WorkerTransport
+from rlm_integrations.repl.transport import EOF, Mailbox, Payload, WorkerTransport, encode_message
 from rlm_integrations.repl.wire.messages import decode_line, oversized
 from rlm_integrations.repl.wire.schema import MAX_MESSAGE_BYTES
 from rlm_integrations.repl.worker.supervisor import worker_version
@@ -214,15 +215,15 @@ class SandboxChannel(WorkerTransport):
         message = decode_line(line)  # a dict with a str op, or an `invalid` message; never raises
         op = message.get("op")
         with self._state:
-            if op == "ready" and message.get("generation") == self._generation:
+            if op == ops.READY and message.get("generation") == self._generation:
                 self._worker_alive = True
-            elif op == "worker_exit":
+            elif op == ops.WORKER_EXIT:
                 if message.get("generation") != self._generation:
                     return
                 self._worker_alive = False
                 self._exit = message
-                message = {"op": "eof", "reason": message}
-            elif op == "timeout":
+                message = {"op": ops.EOF, "reason": message}
+            elif op == ops.TIMEOUT:
                 self._worker_alive = False
         self.mailbox.put(message)
 
@@ -256,9 +257,9 @@ class SandboxChannel(WorkerTransport):
             while True:
                 message = await self.mailbox.get()
                 op = message.get("op")
-                if op == "ready" and message.get("generation") == self._generation:
+                if op == ops.READY and message.get("generation") == self._generation:
                     break
-                if op == "eof" and (message is EOF or message["reason"].get("generation") == self._generation):
+                if op == ops.EOF and (message is EOF or message["reason"].get("generation") == self._generation):
                     raise WorkerStartError(
                         f"the REPL worker did not start in sandbox {self.sandbox.id}: {self.describe_exit()}"
                     )
@@ -299,7 +300,7 @@ class SandboxChannel(WorkerTransport):
             yield f"{upload_dir}/{name}"
         finally:
             with contextlib.suppress(OSError):
-                await self.send({"op": "discard", "name": name})
+                await self.send({"op": ops.DISCARD, "name": name})
 
     def _upload(self, name: str, payload: Payload) -> None:
         writer = _ChunkedUpload(name, self._write)
@@ -315,7 +316,7 @@ class SandboxChannel(WorkerTransport):
             self._worker_alive = False
             self._exit = None
         try:
-            await self.send({"op": "restart"})
+            await self.send({"op": ops.RESTART})
         except OSError:
             return False
         return True
@@ -363,7 +364,7 @@ class SandboxChannel(WorkerTransport):
     def _shut_down_supervisor_in_background(self) -> None:
         def run() -> None:
             with contextlib.suppress(Exception), self._send_lock:
-                self.process.write(b'{"op":"shutdown"}\n')
+                self.process.write(encode_message({"op": ops.SHUTDOWN}))
                 self.process.close_stdin()
 
         _in_background(run, "rlm-supervisor-shutdown")
@@ -390,7 +391,7 @@ class SandboxChannel(WorkerTransport):
         if not self._send_lock.acquire(blocking=False):
             return  # a send is under way, which is activity enough
         try:
-            self.process.write(b'{"op":"ping"}\n')
+            self.process.write(encode_message({"op": ops.PING}))
             self._last_sent = now
         except Exception:  # gone: the reader thread notices
             pass
@@ -421,7 +422,7 @@ class _ChunkedUpload:
 
     def _send(self, chunk: bytes) -> None:
         encoded = base64.b64encode(chunk)
-        head = b'{"op":"upload","name":"' + self._name.encode("ascii") + b'","append":'
+        head = b'{"op":"' + ops.UPLOAD.encode() + b'","name":"' + self._name.encode("ascii") + b'","append":'
         self._write(head + (b"true" if self._sent_any else b"false") + b',"data":"' + encoded + b'"}\n')
         self._sent_any = True
 

@@ -52,6 +52,7 @@ from rlm_integrations.repl.wire.schema import (
     MAX_MESSAGE_BYTES,
     MAX_VARIABLES,
     OK,
+    READY,
     RESULT,
     SHUTDOWN,
     VALUE,
@@ -472,7 +473,7 @@ def main() -> None:
     _watch_parent(hangup_fd)
     import RestrictedPython  # noqa: F401 - warm the import before reporting ready
 
-    protocol.send({"op": "ready", "pid": os.getpid(), "network_isolated": isolated, "isolation": lockdown.report()})
+    protocol.send({"op": READY, "pid": os.getpid(), "network_isolated": isolated, "isolation": lockdown.report()})
     try:
         Worker(protocol).serve()
     except (BrokenPipeError, ConnectionResetError):

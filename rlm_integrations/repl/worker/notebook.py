@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rlm_integrations.repl.wire.codec import encode_value
+from rlm_integrations.repl.wire.schema import RESULT
 from rlm_integrations.repl.worker.output import BoundedText, truncate_middle
 from rlm_integrations.repl.worker.policy import SandboxPolicy
 
@@ -250,7 +251,7 @@ class Notebook:
 
     def _payload(self, **fields: Any) -> dict[str, Any]:
         return {
-            "op": "result",
+            "op": RESULT,
             "stdout": self._output.getvalue(),
             "output_chars": self._output.total,
             "final": self._final,

@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+import rlm_integrations.repl.wire.schema as ops
+
 __all__ = ["BOOTSTRAP", "WORKER_MODULES", "import_packages", "import_roots", "main", "worker_command", "worker_version"]
 
 WORKER_MODULES: tuple[str, ...] = (
@@ -73,8 +75,8 @@ WORKER_MODULES: tuple[str, ...] = (
 BOOTSTRAP = "import sys; sys.path[:0] = {roots!r}; from rlm_integrations.repl.worker.main import main; main()"
 """The ``-c`` program that starts the worker, given the directories to put on ``sys.path``."""
 _STDERR_TAIL_BYTES = 4096
-_CALLBACK_PREFIX = b'{"op":"callback"'
-_READY_PREFIX = b'{"op":"ready"'
+_CALLBACK_PREFIX = b'{"op":"' + ops.CALLBACK.encode() + b'"'
+_READY_PREFIX = b'{"op":"' + ops.READY.encode() + b'"'
 
 
 def worker_version(package_root: str | Path | None = None) -> str:
@@ -253,7 +255,7 @@ class Supervisor:
             self._lock.notify_all()
             self._write_message(
                 {
-                    "op": "worker_exit",
+                    "op": ops.WORKER_EXIT,
                     "code": process.returncode,
                     "stderr": bytes(tail).decode("utf-8", "replace")[-600:],
                     "generation": generation,
@@ -321,30 +323,30 @@ class Supervisor:
         op = message.get("op") if isinstance(message, dict) else None
         with self._lock:
             self._last_host_message = time.monotonic()
-            if op == "upload":
+            if op == ops.UPLOAD:
                 self._upload(message)
-            elif op == "discard":
+            elif op == ops.DISCARD:
                 self._discard(message)
-            elif op == "restart":
+            elif op == ops.RESTART:
                 self._kill_worker()
-            elif op == "shutdown":
+            elif op == ops.SHUTDOWN:
                 return False
-            elif op == "ping":
+            elif op == ops.PING:
                 self._lock.notify_all()
-            elif op == "load" and os.path.basename(str(message.get("path", ""))) in self._failed_uploads:
+            elif op == ops.LOAD and os.path.basename(str(message.get("path", ""))) in self._failed_uploads:
                 problem = self._failed_uploads[os.path.basename(str(message["path"]))]
                 error = f"the upload into the sandbox failed: {problem}"
-                self._write_message({"op": "error", "id": message.get("id"), "error": error})
+                self._write_message({"op": ops.ERROR, "id": message.get("id"), "error": error})
             else:
-                if op == "exec":
+                if op == ops.EXEC:
                     limit = message.get("wall_limit_s")
                     self._cell = _Cell(float(limit) if limit is not None else None)
                     self._lock.notify_all()
-                elif op == "callback_result" and self._cell is not None:
+                elif op == ops.CALLBACK_RESULT and self._cell is not None:
                     self._cell.resume()
                     self._lock.notify_all()
                 self._forward(line)
-        if op == "restart":
+        if op == ops.RESTART:
             self._start_worker()
         return True
 
@@ -360,7 +362,7 @@ class Supervisor:
                 if cell is not None and deadline is not None:
                     if now >= deadline:
                         self._kill_worker()
-                        self._write_message({"op": "timeout", "limit_s": cell.limit_s})
+                        self._write_message({"op": ops.TIMEOUT, "limit_s": cell.limit_s})
                         continue
                     wait = deadline - now
                 if self._idle_timeout_s is not None:
