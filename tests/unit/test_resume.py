@@ -6,13 +6,10 @@ OpenAI server, then resume in this process and count what the server is asked ag
 
 from __future__ import annotations
 
-import os
-
-os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # prices from LiteLLM's bundled map, never the internet
-
 import asyncio
 import fcntl
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -35,7 +32,7 @@ from rlm_integrations.core.resume import (
     resumable,
 )
 from rlm_integrations.errors import ModelError, RunCancelled, UsageError
-from rlm_integrations.lm import LiteLLMModel, Message, ScriptedLM
+from rlm_integrations.lm import Message, OpenAICompatibleModel, ScriptedLM
 from rlm_integrations.testing import FakeOpenAIServer, Fault
 
 QUERY = "What is the total size of the parts, and how many parts are there?"
@@ -48,20 +45,18 @@ SCRIPT = [
     block("FINAL(f'{total}:{len(parts)}')"),  # only right if `total` and `parts` were rebuilt
 ]
 CELL_TIMEOUT_S = 30.0
-LITELLM_NOISE = pytest.mark.filterwarnings("ignore:Items? .* using the `ReadOnly` qualifier:UserWarning")
 
 CHILD = """
-import os, sys
-os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+import sys
 from rlm_integrations import RLM, RLMConfig
 from rlm_integrations.core.resume import ResumableRun
-from rlm_integrations.lm import LiteLLMModel
+from rlm_integrations.lm import OpenAICompatibleModel
 
 api_base, run_dir, query, context, timeout = sys.argv[1:6]
-options = dict(api_base=api_base, api_key="sk-test", timeout_s=60.0, max_retries=0)
+options = dict(base_url=api_base, api_key="sk-test", timeout_s=60.0, max_retries=0)
 rlm = RLM(
-    LiteLLMModel("openai/root-alias", **options),
-    LiteLLMModel("openai/sub-alias", **options),
+    OpenAICompatibleModel("root-alias", **options),
+    OpenAICompatibleModel("sub-alias", **options),
     config=RLMConfig(cell_timeout_s=float(timeout)),
 )
 ResumableRun(rlm, run_dir).completion(query, context)
@@ -71,10 +66,10 @@ print("the run finished: it should have been killed", file=sys.stderr)
 
 def lite_rlm(server: FakeOpenAIServer) -> RLM:
     """The same RLM as the child process builds, in this process."""
-    options: dict[str, Any] = {"api_base": server.api_base, "api_key": "sk-test", "timeout_s": 60.0, "max_retries": 0}
+    options: dict[str, Any] = {"base_url": server.api_base, "api_key": "sk-test", "timeout_s": 60.0, "max_retries": 0}
     return RLM(
-        LiteLLMModel("openai/root-alias", **options),
-        LiteLLMModel("openai/sub-alias", **options),
+        OpenAICompatibleModel("root-alias", **options),
+        OpenAICompatibleModel("sub-alias", **options),
         config=RLMConfig(cell_timeout_s=CELL_TIMEOUT_S),
     )
 
@@ -123,8 +118,7 @@ def kill_mid_run(server: FakeOpenAIServer, switch: KillSwitch, run_dir: Path) ->
     assert child.returncode == -signal.SIGKILL
 
 
-@LITELLM_NOISE
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the killed child's socket
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kill_at", "asked_again", "steps_done"),
     [
@@ -165,7 +159,6 @@ def test_a_killed_process_resumes_from_its_last_complete_step(
     )  # 4 turns, 3 sub-calls
 
 
-@LITELLM_NOISE
 def test_a_changed_context_or_question_is_refused(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     with FakeOpenAIServer(KillSwitch("never")) as server:
