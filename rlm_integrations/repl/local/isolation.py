@@ -9,7 +9,7 @@ RestrictedPython and pyseccomp at ``/opt/rlm/lib``, plus the worker's scratch di
 read-only, and a private ``/proc`` and ``/dev``, also read-only. Nothing else of the host is there: not the
 project checkout, not the virtual environment, not ``/etc`` or ``/root`` or ``/home``.
 
-The worker locks itself down further either way (`_lockdown`), and tells the host what
+The worker locks itself down further either way (`worker.lockdown`), and tells the host what
 it put in force; `describe` joins both halves into an `Isolation`.
 
 ``RLM_BWRAP`` in the environment names the bubblewrap binary to use; ``none`` turns the

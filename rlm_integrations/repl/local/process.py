@@ -45,7 +45,7 @@ _SIGNAL_REASONS = {
 class WorkerProcess:
     """A started worker: its process, scratch and staging directories, and message stream.
 
-    The process is bubblewrap where it works here (see `_isolation`), with the worker
+    The process is bubblewrap where it works here (see `isolation`), with the worker
     inside; its process group holds both, so killing the group kills the worker.
 
     Args:

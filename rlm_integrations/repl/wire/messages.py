@@ -1,6 +1,6 @@
 """The worker protocol as the host sees it: typed messages, checked on arrival.
 
-The op names and size limits are defined once, in `_schema` (standard library, shared
+The op names and size limits are defined once, in `schema` (standard library, shared
 with the worker); this module adds the host's pydantic models of every message the host
 sends or accepts, and `parse`, which turns a message from a channel into one of them or
 raises `ProtocolViolation`. Checks are strict (no coercion, no unknown fields, finite
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 REQUEST_OPS = frozenset({"configure", "define", "load", "exec", "get", "variables", "callback_result"})
-"""Ops the host sends (their literals below must match `_schema`, a test checks it)."""
+"""Ops the host sends (their literals below must match `schema`, a test checks it)."""
 
 _SHORT = 1_000
 
@@ -167,14 +167,14 @@ class Ok(_Incoming):
 
 
 class EncodedValue(_Strict):
-    """A value as `_codec.encode_value` wrote it."""
+    """A value as `codec.encode_value` wrote it."""
 
     exact: bool
     json_text: str | None = Field(default=None, alias="json")
     repr: str | None = None
 
     def encoded(self) -> dict[str, Any]:
-        """Back to `_codec.decode_value`'s input."""
+        """Back to `codec.decode_value`'s input."""
         return {"exact": self.exact, "json": self.json_text, "repr": self.repr}
 
 

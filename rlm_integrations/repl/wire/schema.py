@@ -1,7 +1,7 @@
 """The worker protocol's vocabulary: every op name, the size limits, and the worker's checks on requests.
 
 One JSON object per line; ``op`` names the kind. The host's typed models of these
-messages are in `_wire` (pydantic); this module is the standard-library half that the
+messages are in `messages` (pydantic); this module is the standard-library half that the
 worker (and the in-sandbox supervisor) can import, so each op string is defined once.
 
 Requests carry an ``id`` that the worker echoes in its reply (and in the callbacks a cell

@@ -6,16 +6,16 @@ scratch directory. Before it reports ready it:
 - moves the protocol onto duplicated file descriptors and points fds 0 and 1 at
   /dev/null, so nothing user code writes can corrupt the protocol;
 - drops network access where the OS allows it (a new network namespace);
-- locks itself down (`_lockdown`): no_new_privs, no capabilities, hard limits (no file
+- locks itself down (`lockdown`): no_new_privs, no capabilities, hard limits (no file
   writes, no core files, few descriptors and processes), a seccomp filter (no new
   processes or programs, no signals to others, no limit changes, no mounts or
   namespaces, no sockets but AF_UNIX), and before the first cell a hard address-space
   limit sized from the loaded context;
 - watches its parent and exits if the host goes away.
 
-Messages: one JSON object per line, defined in `_schema` (op names, limits, request
+Messages: one JSON object per line, defined in `wire.schema` (op names, limits, request
 checks). The protocol is sealed against the cells: it reads and writes with functions
-captured at start and a private JSON scanner and encoder (`_jsonio`); `configure` is
+captured at start and a private JSON scanner and encoder (`wire.jsonio`); `configure` is
 accepted once, before any cell; a malformed request stops the worker; host callbacks
 work only while a cell runs; `get`, `load` and `variables` run no cell code except a
 non-plain value's own repr (which the host bounds like a cell); values replaced by `load`
@@ -82,7 +82,7 @@ class _Protocol:
     """JSON lines over the duplicated descriptors, sealed against the cells.
 
     Reads and writes go through `os.read`/`os.write` captured when the worker starts, and
-    JSON through `_jsonio`'s private scanner and encoder: a cell that patched the `json`
+    JSON through `wire.jsonio`'s private scanner and encoder: a cell that patched the `json`
     or `os` modules changes nothing here. Lines longer than `MAX_MESSAGE_BYTES` are refused.
     """
 
@@ -97,11 +97,11 @@ class _Protocol:
         self._buffer = bytearray()
 
     def send(self, message: dict[str, Any]) -> None:
-        """Write one message (any exact JSON data; see `_jsonio.plain`)."""
+        """Write one message (any exact JSON data; see `wire.jsonio.plain`)."""
         self.send_text(dumps(plain(message)))
 
     def send_text(self, text: str) -> None:
-        """Write one message already encoded by `_jsonio.dumps`."""
+        """Write one message already encoded by `wire.jsonio.dumps`."""
         data = memoryview((text + "\n").encode("ascii"))
         while data:
             data = data[self._write(self._out, data) :]

@@ -13,9 +13,9 @@ Rules enforced here, each tested by an escape attempt in tests/unit/test_repl_es
 - writes are allowed on builtin containers and on classes the sandbox defined (and
   their instances), refused on everything else (modules, host classes, functions);
 - ``import`` accepts only an allow-list and hands out audited, read-only module views
-  (`_safe_modules`) through which no module is reachable;
+  (`safe_modules`) through which no module is reachable;
 - host Python code reached through an attribute runs only on instances of its own class,
-  and its results are checked (`_host_calls`);
+  and its results are checked (`host_calls`);
 - the class registry and the guards live in closures: no attribute of anything a cell can
   reach leads to them, and they have no attributes to write.
 

@@ -7,7 +7,7 @@ has none) and, of that, only what passes this audit:
   C pass as they are: their code does not run the real ``getattr``/``setattr``/``type``
   on the cell's behalf;
 - members written in Python must be listed in `AUDIT` (read, and judged safe given the
-  guards in `_host_calls`), replaced (`string.Formatter`), or they are dropped: a member
+  guards in `host_calls`), replaced (`string.Formatter`), or they are dropped: a member
   a new Python version adds stays unavailable until someone reads its code;
 - modules, capsules, shared mutable objects (decimal's template contexts) are dropped.
 

@@ -2,7 +2,7 @@
 
 The host cannot kill a single process inside a Modal sandbox, only the whole sandbox, so
 this small program stands in for the host's `kill`. The host execs it in the sandbox;
-it starts the same worker program as the local REPL (`_worker.main`) as a child in its
+it starts the same worker program as the local REPL (`worker.main.main`) as a child in its
 own process group and relays the worker's JSON lines in both directions over its own
 stdin/stdout, untouched, except for a few ops of its own:
 
