@@ -443,3 +443,36 @@ async def test_openai_cost_from_its_own_prices_or_the_run_config(server: FakeOpe
     configured = price_for(unpriced, {"local-qwen": ModelPrice(input_usd_per_token=1e-6, output_usd_per_token=1e-6)})
     assert configured is not None
     assert configured(100, 10) == pytest.approx(110e-6)
+
+
+def test_backoff_doubles_with_jitter_and_yields_to_retry_after() -> None:
+    model = PlainHTTPModel("http://127.0.0.1:9/v1", retry_initial_delay_s=0.1, retry_max_delay_s=1.0)
+    for attempt, low in ((1, 0.1), (2, 0.2), (3, 0.4)):
+        delays = [model._delay(attempt, None) for _ in range(50)]
+        assert all(low <= delay <= low + 0.1 for delay in delays)
+        assert len(set(delays)) > 1  # jittered
+    assert model._delay(10, None) == 1.0  # capped
+
+    class Limited(Exception):
+        response = httpx.Response(429, headers={"Retry-After": "0.7"})
+
+    assert model._delay(1, Limited()) == 0.7  # the server's wait wins over a shorter backoff
+    Limited.response = httpx.Response(429, headers={"Retry-After": "30"})
+    assert model._delay(1, Limited()) == 1.0  # and is capped too
+
+
+def test_the_registry_imports_no_sdk_until_a_model_is_built() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from rlm_integrations.lm import ProviderModel, register_provider, resolve_model\n"
+        "assert not {'litellm', 'openai'} & set(sys.modules), 'an SDK was imported'\n"
+        "resolve_model('openai-compatible/x', base_url='http://127.0.0.1:9/v1')\n"
+        "assert 'openai' in sys.modules and 'litellm' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

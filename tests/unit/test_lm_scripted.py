@@ -196,9 +196,17 @@ def test_exported_names_are_frozen() -> None:
         "LanguageModel",
         "LiteLLMModel",
         "LocalModel",
+        "MalformedReplyError",
         "Message",
+        "OpenAICompatibleModel",
+        "ProviderModel",
+        "Reply",
         "ScriptedLM",
         "TokenUsage",
+        "provider_prefixes",
+        "register_provider",
+        "resolve_model",
+        "unregister_provider",
     ]
     for name in lm_package.__all__:
         if name != "LocalModel":
