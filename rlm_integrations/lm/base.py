@@ -332,7 +332,8 @@ class ProviderModel(ABC):
         at least what the error's `Retry-After` asks, at most `retry_max_delay_s`.
         """
         initial = self.retry_initial_delay_s
-        backoff = min(initial * 2.0 ** (attempt_number - 1), self.retry_max_delay_s) + random.uniform(0, initial)
+        doubled = initial * 2.0 ** min(attempt_number - 1, 64)  # capped exponent: no float overflow
+        backoff = min(doubled, self.retry_max_delay_s) + random.uniform(0, initial)
         retry_after = retry_after_s(error) if error is not None else None
         if retry_after is not None:
             backoff = max(backoff, retry_after)
