@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rlm_integrations.core.cache import check_cache_spec
+
+Route = Literal["rlm", "direct", "auto"]
+"""How a run answers: the loop, one direct call, or the choice `core.routing` makes."""
 
 __all__ = ["ModelPrice", "REPLOptions", "RLMConfig"]
 
@@ -110,6 +113,9 @@ class RLMConfig(BaseModel):
     cache: str | None = None
     """Replay identical model calls: None (off), ``"memory"`` (this `RLM`'s runs), or a directory (on disk, shared
     across processes). A hit replays the recorded completion whatever the temperature and costs nothing in budgets."""
+    route: Route = "rlm"
+    """``"rlm"``: always the loop; ``"direct"``: one call with the whole (str) context in the prompt when it fits the
+    root model's window; ``"auto"``: direct only for a lookup that fits comfortably (see `core.routing`)."""
     citations: bool = True
     """Find `RLMResult.citations` after the run: verified spans of the context behind the answer."""
 

@@ -43,6 +43,7 @@ from rlm_integrations.core.policy import ChatPolicy, Policy
 from rlm_integrations.core.pricing import check_prices
 from rlm_integrations.core.question_shape import probe_question, question_shape
 from rlm_integrations.core.repl_helpers import ReplHelpers
+from rlm_integrations.core.routing import choose_route
 from rlm_integrations.core.run_state import (
     PREVIEW_EVENT_CHARS,
     AnswerCheck,
@@ -202,6 +203,15 @@ class Engine:
         notes: str | None = None,
     ) -> RunOutcome:
         config = self.config
+        probe = await asyncio.to_thread(probe_question, query, context) if context is not None else None
+        shape = question_shape(query, probe)
+        policy = state.policy or self.policy_factory(self.root_model)
+        if (
+            repl is None  # a session keeps its REPL: always the loop
+            and isinstance(policy, ChatPolicy)
+            and choose_route(config.route, query, context, policy.model, shape) == "direct"
+        ):
+            return await self._answer_directly(policy, state, query, context)
         owned = repl is None
         repl = self.repl_factory(config) if repl is None else repl
         async with repl if owned else contextlib.nullcontext(repl):  # a session's REPL stays open
@@ -211,13 +221,10 @@ class Engine:
                 await repl.load(name, value)
             self._register_functions(repl, state)
             self._register_helpers(repl, state, context)
-            policy = state.policy or self.policy_factory(self.root_model)
             if isinstance(policy, ChatPolicy):
                 policy.configure(config)  # history bounds and compaction (core/history.py)
+                policy.shape = shape  # picks the worked example for small models
             system = prompts.system_prompt(sub_prompt_chars=self._sub_prompt_chars(), tools=_tool_docs(self.tools))
-            probe = await asyncio.to_thread(probe_question, query, context) if context is not None else None
-            if isinstance(policy, ChatPolicy):
-                policy.shape = question_shape(query, probe)  # picks the worked example for small models
             first = prompts.first_message(query, info, config.max_iterations, probe=probe.describe() if probe else "")
             if notes:
                 first = f"{notes}\n\n{first}"
@@ -322,14 +329,31 @@ class Engine:
             # restarted it; the model hears what happened and may answer again.
             return False, None, f"FINAL_VAR({variable}): the value could not be read ({error})."
 
-    async def _close_out(self, policy: Policy, repl: REPL, state: RunState, stop: BudgetExceeded) -> RunOutcome:
-        status = status_for(stop.limit)
+    async def _answer_directly(self, policy: ChatPolicy, state: RunState, query: str, context: str) -> RunOutcome:
+        """The `direct` route (core/routing.py): one call with the whole context in the prompt, no REPL."""
+        policy.configure(self.config)
+        policy.example = False
+        system = prompts.direct_system()
+        first = prompts.direct_message(query, context)
+        policy.begin(system, first)
+        self._open_meter(policy, state, prompt_tokens_of(self.root_model, policy, system, first))
+        outcome = await self._close_out(policy, None, state, None)
+        if outcome.error is not None and outcome.answer is None:
+            outcome.status = "error"
+        return outcome
+
+    async def _close_out(
+        self, policy: Policy, repl: REPL | None, state: RunState, stop: BudgetExceeded | None
+    ) -> RunOutcome:
+        """The closing request after `stop` (a limit), or with no `stop` the direct route's one request."""
+        status = "completed" if stop is None else status_for(stop.limit)
+        limit = None if stop is None else stop.limit
         reservation = state.meter.use_closing() if state.meter is not None else None
         if reservation is None:
-            error = f"{stop}; no closing request was reserved"
-            return RunOutcome(status=status, limit=stop.limit, run_id=state.run_id, error=error)
+            error = f"{stop or 'a direct answer'}; no closing request was reserved"
+            return RunOutcome(status=status, limit=limit, run_id=state.run_id, error=error)
         try:
-            closing = prompts.closing_request(str(stop))
+            closing = prompts.direct_request() if stop is None else prompts.closing_request(str(stop))
             async with asyncio.timeout_at(self.limits.wall_deadline()):  # timeout_s is a wall
                 async with self.limits.call(reservation.share, reserved=reservation):
                     reply = await self._root_call(
@@ -337,17 +361,20 @@ class Engine:
                     )
         except TimeoutError:
             self.open_steps.close(self.bus, state.run_id, "interrupted: the closing request reached timeout_s")
-            error = "the closing request timed out"
-            return RunOutcome(status=status, limit=stop.limit, run_id=state.run_id, error=error)
+            status = "timeout" if stop is None else status
+            return RunOutcome(status=status, limit=limit, run_id=state.run_id, error="the closing request timed out")
         except (BudgetExceeded, ModelError) as error:
-            return RunOutcome(status=status, limit=stop.limit, run_id=state.run_id, error=str(error) or None)
+            return RunOutcome(status=status, limit=limit, run_id=state.run_id, error=str(error) or "no answer")
         parsed = parse_reply(reply)
         answer: Any = reply.strip()
         if parsed.has_final:
-            found, value, _ = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
-            if found:
-                answer = value
-        return RunOutcome(answer=answer, status=status, limit=stop.limit, run_id=state.run_id)
+            if repl is None or parsed.final_variable is None:
+                answer = parsed.final_text if parsed.final_variable is None else answer
+            else:
+                found, value, _ = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
+                if found:
+                    answer = value
+        return RunOutcome(answer=answer, status=status, limit=limit, run_id=state.run_id)
 
     def _open_meter(self, policy: Policy, state: RunState, prompt_tokens: int) -> None:
         """Reserve this run's closing request (a child also needs room for one turn).

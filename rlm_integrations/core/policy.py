@@ -60,7 +60,8 @@ class ChatPolicy:
         model: the root language model.
         example: start with one worked exchange before the real question, chosen by the
             question's shape (`shape`; see `rlm_integrations.core.worked_examples`). Small
-            models need it; None (the default) asks the model, through its `prefers_worked_example` attribute (True for `LocalModel`).
+            models need it; None (the default) asks the model, through its
+            `prefers_worked_example` attribute (True for `LocalModel`).
         history: the history bounds; None takes them from the run's `RLMConfig` (the
             engine calls `configure`), or the defaults.
         params: extra parameters for every call (temperature, max_tokens, ...).

@@ -14,6 +14,9 @@ from rlm_integrations.repl.worker.policy import ALLOWED_MODULES
 
 __all__ = [
     "closing_request",
+    "direct_message",
+    "direct_request",
+    "direct_system",
     "first_message",
     "missing_code_message",
     "next_turn_message",
@@ -102,3 +105,21 @@ def repeated_code_note() -> str:
 def question_reminder(query: str) -> str:
     """The question again, at the end of each turn's feedback."""
     return f"Question: {query}"
+
+
+def direct_system() -> str:
+    """The system prompt of the direct route: read the text, answer in one line."""
+    return (
+        "You answer a question about a text, which is given in full. Read it carefully. "
+        "Reply with one line: FINAL( then the answer, then )."
+    )
+
+
+def direct_message(query: str, text: str) -> str:
+    """The direct route's user message: the whole text, then the question."""
+    return f"Text:\n{text}\n\nQuestion: {query}"
+
+
+def direct_request() -> str:
+    """The direct route's request, after the text and question."""
+    return "Answer from the text above. Reply with one line: FINAL( then the answer to the question, then )."

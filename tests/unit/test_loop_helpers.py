@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 from engine_helpers import block, config, conversation, make_rlm, run
+from pydantic import ValidationError
 
-from rlm_integrations import RLM
+from rlm_integrations import RLM, RLMConfig
 from rlm_integrations.core.events import SubCallFinished
 from rlm_integrations.core.question_shape import probe_question, question_shape, question_terms
 from rlm_integrations.core.repl_helpers import HelperNotes, find_lines, split_items
+from rlm_integrations.core.routing import choose_route
 from rlm_integrations.core.worked_examples import example_for
 from rlm_integrations.lm import Message, ScriptedLM
 
@@ -211,3 +213,55 @@ async def test_llm_filter_caps_replies_short_and_never_raises_the_configured_cap
     rlm2, _, _ = make_rlm([block(code)], sub2, sub_max_tokens=4)
     await run(rlm2, "How many are bad?", "a\nb")
     assert [p.get("max_tokens") for p in sub2.params] == [4, 4, 4]
+
+
+# --------------------------------------------------------------------------- routing
+
+
+class _Windowed(ScriptedLM):
+    """A scripted model that reports a context window (tokens: characters / 4)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.context_window = 4_000
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4
+
+
+def test_choose_route_rules() -> None:
+    model = _Windowed(["x"])
+    small, large = "word " * 100, "word " * 2_000  # 125 and 2,500 tokens
+    assert choose_route("rlm", "What is x?", small, model, "lookup") == "rlm"
+    assert choose_route("auto", "What is x?", small, model, "lookup") == "direct"
+    assert choose_route("auto", "How many?", small, model, "count") == "rlm"  # code counts exactly
+    assert choose_route("auto", "What is x?", large, model, "lookup") == "rlm"  # does not fit comfortably
+    assert choose_route("direct", "What is x?", "word " * 500, model, "count") == "direct"  # fits: as asked
+    assert choose_route("direct", "What is x?", "word " * 4_000, model, "lookup") == "rlm"  # would overflow
+    assert choose_route("direct", "What is x?", ["a", "b"], model, "lookup") == "rlm"  # not a str
+    assert choose_route("auto", "What is x?", small, ScriptedLM(["x"]), "lookup") == "rlm"  # no window known
+
+
+async def test_the_direct_route_makes_one_call_with_the_context_and_no_repl() -> None:
+    root = _Windowed(['FINAL("Lutz")'], name="root")
+    rlm = RLM(root, config=config(route="auto"))
+    result = await run(rlm, "What is the capital of Zubrowka?", "The capital of Zubrowka is Lutz.")
+    assert result.answer == "Lutz" and result.status == "completed"
+    assert len(root.calls) == 1
+    sent = "\n".join(m["content"] for m in root.calls[0])
+    assert "The capital of Zubrowka is Lutz." in sent and "```repl" not in sent
+    assert not any(e.kind.startswith("cell_") for e in result.trajectory.events)
+    assert result.usage.by_model["root"].calls == 1
+
+
+async def test_auto_keeps_counting_questions_in_the_loop() -> None:
+    root = _Windowed([block("FINAL(len(grep('oslo')))")], name="root")
+    rlm = RLM(root, config=config(route="auto"))
+    result = await run(rlm, "How many orders from oslo are unpaid?", RECORDS)
+    assert result.answer == 8
+    assert any(e.kind == "cell_end" for e in result.trajectory.events)
+
+
+def test_route_is_validated() -> None:
+    with pytest.raises(ValidationError, match="route"):
+        RLMConfig(route="sometimes")  # type: ignore[arg-type]
