@@ -152,8 +152,8 @@ class Session:
         Raises:
             UsageError: the session is closed, or `inputs` repeats a fixed input.
             ConfigError: ``history=`` is neither a `dspy.History` nor a list of dicts.
-            Anything the program raises (`ModelError`, `REPLError`, ...); the conversation
-            is then left as it was.
+            ModelError: the model failed (as the program raises it; so does `REPLError` for the
+                REPL); the conversation is then left as it was.
         """
         loop = self._loop()
         future = asyncio.run_coroutine_threadsafe(_in_context(self._ask(inputs)), loop.loop)
