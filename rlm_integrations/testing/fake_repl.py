@@ -12,13 +12,16 @@ import json
 import keyword
 import time
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from rlm_integrations.errors import ConfigError, REPLClosedError, UnsupportedContextError, UsageError
 from rlm_integrations.repl.host.sync_forms import SyncForms
 from rlm_integrations.repl.protocol import CellResult, FinalAnswer, HostCallback
 from rlm_integrations.repl.wire.codec import decode_value, encode_value
 from rlm_integrations.repl.worker.notebook import Notebook
+
+if TYPE_CHECKING:
+    from rlm_integrations.core.config import RLMConfig
 
 __all__ = ["FakeREPL"]
 
@@ -76,6 +79,11 @@ class FakeREPL(SyncForms):
         self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_cell = False
+
+    @classmethod
+    def from_config(cls, config: RLMConfig) -> FakeREPL:
+        """A REPL factory for `RLM(repl=...)`: ``RLM(model, repl=FakeREPL.from_config)`` runs each run in-process."""
+        return cls(max_output_chars=config.max_output_chars, cell_timeout_s=config.cell_timeout_s)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:

@@ -12,7 +12,7 @@ from wire_helpers import LITELLM_NOISE, ROOT, SUB, Wire, block, config, is_closi
 from rlm_integrations import RLM, RLMResult
 from rlm_integrations.core.config import ModelPrice
 from rlm_integrations.errors import BudgetConfigError
-from rlm_integrations.testing import FakeOpenAIServer
+from rlm_integrations.testing import FakeOpenAIServer, FakeREPL
 
 pytestmark = LITELLM_NOISE
 
@@ -58,7 +58,12 @@ async def run(rlm: RLM, **overrides: Any) -> RLMResult:
 
 async def test_max_llm_calls_holds_under_a_fan_out_of_children_and_their_closing_requests(serve: Any) -> None:
     server = serve(fan_out_replies("print(rlm_query_batched(['Child?'] * 8))"))
-    rlm = RLM(lite(server, ROOT), lite(server, SUB), config=config(max_llm_calls=10, sub_concurrency=4))
+    rlm = RLM(
+        lite(server, ROOT),
+        lite(server, SUB),
+        repl=FakeREPL.from_config,
+        config=config(max_llm_calls=10, sub_concurrency=4),
+    )
     result = await run(rlm)
     assert result.status == "budget_exhausted" and result.limit == "max_llm_calls"
     assert len(server.requests) <= 10  # the old engine made 11-19: closing requests were never counted
@@ -75,6 +80,7 @@ async def test_max_cost_usd_holds_under_a_fan_out(serve: Any) -> None:
     rlm = RLM(
         lite(server, ROOT, **prices),
         lite(server, SUB, **prices),
+        repl=FakeREPL.from_config,
         config=config(max_cost_usd=0.01, reply_reserve_tokens=256, sub_concurrency=16),
     )
     result = await run(rlm)
@@ -91,7 +97,12 @@ async def test_max_cost_usd_holds_under_a_fan_out(serve: Any) -> None:
 async def test_max_tokens_holds_under_a_fan_out(serve: Any) -> None:
     big = "x" * 2_000
     server = serve(fan_out_replies(f"print(llm_query_batched(['{big}'] * 30))"))
-    rlm = RLM(lite(server, ROOT), lite(server, SUB), config=config(max_tokens=8_000, sub_concurrency=16))
+    rlm = RLM(
+        lite(server, ROOT),
+        lite(server, SUB),
+        repl=FakeREPL.from_config,
+        config=config(max_tokens=8_000, sub_concurrency=16),
+    )
     result = await run(rlm)
     _, prompt, completion = server_usage(server)
     assert result.status == "budget_exhausted" and result.limit == "max_tokens"
@@ -103,11 +114,11 @@ async def test_max_tokens_holds_under_a_fan_out(serve: Any) -> None:
 async def test_an_unpriced_model_with_max_cost_is_refused_up_front(serve: Any) -> None:
     server = serve(fan_out_replies("FINAL(1)"))
     with pytest.raises(BudgetConfigError) as caught:
-        RLM(lite(server, ROOT), lite(server, SUB), config=config(max_cost_usd=1.0))
+        RLM(lite(server, ROOT), lite(server, SUB), repl=FakeREPL.from_config, config=config(max_cost_usd=1.0))
     assert caught.value.models == [f"openai/{ROOT}", f"openai/{SUB}"]
     assert "prices" in str(caught.value)
     # a per-call override is refused the same way, before any request
-    rlm = RLM(lite(server, ROOT), lite(server, SUB), config=config())
+    rlm = RLM(lite(server, ROOT), lite(server, SUB), repl=FakeREPL.from_config, config=config())
     with pytest.raises(BudgetConfigError):
         await run(rlm, max_cost_usd=1.0)
     assert server.requests == []
@@ -120,6 +131,7 @@ async def test_configured_prices_price_and_bound_an_unpriced_model(serve: Any) -
     rlm = RLM(
         lite(server, ROOT),
         lite(server, SUB),
+        repl=FakeREPL.from_config,
         config=config(max_cost_usd=0.005, prices=prices, reply_reserve_tokens=256),
     )
     result = await run(rlm)

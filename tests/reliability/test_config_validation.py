@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from wire_helpers import LITELLM_NOISE, ROOT, SUB, Wire, block, config, is_closing, lite
 
 from rlm_integrations import RLM, RLMConfig
-from rlm_integrations.testing import FakeOpenAIServer
+from rlm_integrations.testing import FakeOpenAIServer, FakeREPL
 
 pytestmark = LITELLM_NOISE
 
@@ -45,7 +45,7 @@ def server() -> Iterator[FakeOpenAIServer]:
 async def test_a_bad_per_call_override_is_refused_naming_the_field_before_any_call(
     server: FakeOpenAIServer, overrides: dict[str, Any]
 ) -> None:
-    rlm = RLM(lite(server, ROOT), lite(server, SUB), config=config())
+    rlm = RLM(lite(server, ROOT), lite(server, SUB), repl=FakeREPL.from_config, config=config())
     with pytest.raises(ValidationError) as caught:
         # bounded: on the old code `sub_concurrency=0` hung forever
         await asyncio.wait_for(rlm.acompletion("q", "ctx", **overrides), timeout=30)
@@ -54,7 +54,7 @@ async def test_a_bad_per_call_override_is_refused_naming_the_field_before_any_ca
 
 
 async def test_an_override_is_coerced_and_checked_like_the_constructor(server: FakeOpenAIServer) -> None:
-    rlm = RLM(lite(server, ROOT), lite(server, SUB), config=config())
+    rlm = RLM(lite(server, ROOT), lite(server, SUB), repl=FakeREPL.from_config, config=config())
     # "3" is what the constructor accepts as 3; the old per-call path kept the string and failed mid-run
     result = await asyncio.wait_for(rlm.acompletion("How long?", "abcd", max_iterations="3"), timeout=60)
     assert (result.status, result.answer) == ("completed", 4), result.error

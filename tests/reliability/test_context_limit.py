@@ -13,6 +13,7 @@ from rlm_integrations import RLM, RLMConfig
 from rlm_integrations.core.context_size import context_size
 from rlm_integrations.errors import ContextTooLargeError, UsageError
 from rlm_integrations.lm import ScriptedLM
+from rlm_integrations.testing import FakeREPL
 
 
 def block(code: str) -> str:
@@ -71,7 +72,7 @@ def test_the_default_refuses_a_context_over_one_gib_cheaply() -> None:
 def test_a_child_run_over_the_limit_gets_the_error_in_its_cell() -> None:
     code = "try:\n    rlm_query('sub', context='z' * 500)\nexcept Exception as e:\n    FINAL(str(e))"
     root = ScriptedLM([block(code)], name="root")
-    rlm = RLM(root, config=RLMConfig(max_context_bytes=100, cell_timeout_s=20))
+    rlm = RLM(root, repl=FakeREPL.from_config, config=RLMConfig(max_context_bytes=100, cell_timeout_s=20))
     result = asyncio.run(asyncio.wait_for(rlm.acompletion("q", context="small"), timeout=60))
     assert "max_context_bytes=100" in str(result.answer)
 

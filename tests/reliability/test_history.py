@@ -19,7 +19,7 @@ from rlm_integrations.core.history import Conversation, HistoryLimits
 from rlm_integrations.errors import ContextWindowExceededError
 from rlm_integrations.lm import LiteLLMModel, Message, ScriptedLM
 from rlm_integrations.lm._tokens import estimate_messages_tokens
-from rlm_integrations.testing import FakeOpenAIServer, Fault
+from rlm_integrations.testing import FakeOpenAIServer, FakeREPL, Fault
 
 CLOSING = "Do not write code"
 
@@ -60,7 +60,7 @@ def sub() -> ScriptedLM:
 async def test_a_5_mb_reply_is_not_re_sent_on_later_turns() -> None:
     huge = block("x = 41") + "\n" + "thinking out loud " * 300_000  # about 5.4 MB of text after the code
     root = ScriptedLM([huge, block("x = x + 1\nprint(x)"), block("FINAL(x)")], name="root")
-    result = await run(RLM(root, sub(), config=config()))
+    result = await run(RLM(root, sub(), repl=FakeREPL.from_config, config=config()))
     assert result.status == "completed" and result.answer == 42  # the huge reply's code still ran
     assert len(huge) > 5_000_000
     for later in root.calls[1:]:
@@ -74,7 +74,7 @@ async def test_reply_and_feedback_bounds_come_from_the_config() -> None:
     reply = block("print('y' * 9_000)") + "\n" + "z" * 9_000
     root = ScriptedLM([reply, block("FINAL(1)")], name="root")
     cfg = config(history_reply_chars=1_000, history_feedback_chars=1_500, feedback_chars=8_000)
-    await run(RLM(root, sub(), config=cfg))
+    await run(RLM(root, sub(), repl=FakeREPL.from_config, config=cfg))
     second = root.calls[1]
     assert second[-2]["role"] == "assistant" and len(second[-2]["content"]) <= 1_000 + 60
     assert second[-1]["role"] == "user" and len(second[-1]["content"]) <= 1_500 + 60
@@ -95,7 +95,7 @@ def _long_script(turns: int) -> Callable[[list[Message]], str]:
 async def test_a_long_run_is_compacted_below_the_window_and_keeps_its_variables() -> None:
     turns = 40
     root = ScriptedLM(_long_script(turns), name="root", context_window=6_000)
-    result = await run(RLM(root, sub(), config=config(max_iterations=turns + 2)))
+    result = await run(RLM(root, sub(), repl=FakeREPL.from_config, config=config(max_iterations=turns + 2)))
     assert result.status == "completed"
     assert result.answer == 0 + 1 + (turns - 1)  # variables of compacted turns are still in the REPL
     usable = 6_000 - 1_024
@@ -115,7 +115,7 @@ async def test_a_long_run_is_compacted_below_the_window_and_keeps_its_variables(
 async def test_compaction_happens_now_and_then_not_every_turn() -> None:
     turns = 60
     root = ScriptedLM(_long_script(turns), name="root", context_window=16_000)
-    await run(RLM(root, sub(), config=config(max_iterations=turns + 2)))
+    await run(RLM(root, sub(), repl=FakeREPL.from_config, config=config(max_iterations=turns + 2)))
     sizes = [estimate_messages_tokens(call) for call in root.calls]
     drops = sum(1 for a, b in itertools.pairwise(sizes) if b < a)
     assert 1 <= drops <= turns // 10, (drops, sizes)  # a prompt cache survives most turns
@@ -124,7 +124,11 @@ async def test_compaction_happens_now_and_then_not_every_turn() -> None:
 async def test_an_unknown_window_uses_the_configured_assumption() -> None:
     turns = 30
     root = ScriptedLM(_long_script(turns), name="root")  # reports no window
-    await run(RLM(root, sub(), config=config(max_iterations=turns + 2, history_window_tokens=5_000)))
+    await run(
+        RLM(
+            root, sub(), repl=FakeREPL.from_config, config=config(max_iterations=turns + 2, history_window_tokens=5_000)
+        )
+    )
     assert max(estimate_messages_tokens(call) for call in root.calls) <= 5_000
 
 
@@ -167,7 +171,7 @@ async def test_an_overflow_reported_on_the_wire_is_recovered_by_compacting() -> 
     served: list[int] = []
     with FakeOpenAIServer(reply) as server:
         root = LiteLLMModel("openai/tiny-window", api_base=server.api_base, api_key="sk-test", max_retries=0)
-        result = await run(RLM(root, sub(), config=config(max_iterations=turns + 3)))
+        result = await run(RLM(root, sub(), repl=FakeREPL.from_config, config=config(max_iterations=turns + 3)))
     assert refused, "the test must make the server refuse at least one prompt"
     assert result.status == "completed", (result.status, result.error)
     assert result.answer == 11
@@ -194,7 +198,7 @@ async def test_an_overflow_error_without_a_window_is_recovered_too() -> None:
         return block(f"FINAL(u0 + u{turns - 1})")
 
     root = ScriptedLM(reply, name="root")  # reports no window: 128K assumed until the first refusal
-    result = await run(RLM(root, sub(), config=config(max_iterations=turns + 3)))
+    result = await run(RLM(root, sub(), repl=FakeREPL.from_config, config=config(max_iterations=turns + 3)))
     assert refused, "the test must make the model refuse at least one prompt"
     assert result.status == "completed", (result.status, result.error)
     assert result.answer == turns - 1
@@ -208,7 +212,7 @@ async def test_a_window_that_overflows_every_turn_still_ends_with_a_closing_answ
         raise ContextWindowExceededError("prompt too long", model="root", prompt_tokens=9_999, max_tokens=9_000)
 
     root = ScriptedLM(reply, name="root")
-    result = await run(RLM(root, sub(), config=config(max_iterations=5)))
+    result = await run(RLM(root, sub(), repl=FakeREPL.from_config, config=config(max_iterations=5)))
     assert result.answer == "best effort"
     assert result.status == "budget_exhausted" and result.limit == "context_window"
     assert estimate_messages_tokens(root.calls[-1]) < 9_000

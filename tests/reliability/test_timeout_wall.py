@@ -12,7 +12,7 @@ from wire_helpers import LITELLM_NOISE, ROOT, SUB, Wire, assert_every_start_clos
 from rlm_integrations import RLM
 from rlm_integrations.core.events import LMCallFinished
 from rlm_integrations.core.limits import closing_slice_s
-from rlm_integrations.testing import FakeOpenAIServer, Fault
+from rlm_integrations.testing import FakeOpenAIServer, FakeREPL, Fault
 
 pytestmark = LITELLM_NOISE
 
@@ -24,7 +24,7 @@ async def test_a_hanging_model_ends_at_the_wall_with_status_timeout() -> None:
         return HANG  # every request hangs, the closing request too
 
     async with FakeOpenAIServer(Wire(reply)) as server:
-        rlm = RLM(lite(server, ROOT), lite(server, SUB), config=config(timeout_s=4))
+        rlm = RLM(lite(server, ROOT), lite(server, SUB), repl=FakeREPL.from_config, config=config(timeout_s=4))
         started = time.monotonic()
         result = await asyncio.wait_for(rlm.acompletion("q", "ctx"), timeout=60)
         elapsed = time.monotonic() - started
@@ -46,7 +46,7 @@ async def test_the_closing_request_gets_its_slice_and_its_answer_is_kept() -> No
         return block("print(llm_query('slow'))")
 
     async with FakeOpenAIServer(Wire(reply)) as server:
-        rlm = RLM(lite(server, ROOT), lite(server, SUB), config=config(timeout_s=2))
+        rlm = RLM(lite(server, ROOT), lite(server, SUB), repl=FakeREPL.from_config, config=config(timeout_s=2))
         started = time.monotonic()
         result = await asyncio.wait_for(rlm.acompletion("q", "ctx"), timeout=60)
         elapsed = time.monotonic() - started

@@ -10,6 +10,7 @@ import pytest
 from rlm_integrations import RLM, RLMConfig, RLMResult
 from rlm_integrations.errors import ConfigError, ReservedNameError
 from rlm_integrations.lm import Message, ScriptedLM
+from rlm_integrations.testing import FakeREPL
 
 
 def block(code: str) -> str:
@@ -68,7 +69,7 @@ async def test_a_failed_batch_item_is_a_call_error_that_code_can_test() -> None:
         "FINAL([[isinstance(r, CallError), getattr(r, 'error', None), str(r)] for r in items])"
     )
     root = ScriptedLM([block(code)], name="root")
-    result = await run(RLM(root, ScriptedLM(_flaky, name="sub"), config=config()))
+    result = await run(RLM(root, ScriptedLM(_flaky, name="sub"), repl=FakeREPL.from_config, config=config()))
     assert result.status == "completed", result.error
     ok, failed, lookalike = result.answer
     assert ok == [False, None, "A"]
@@ -89,7 +90,7 @@ async def test_failed_items_of_rlm_query_batched_are_call_errors_too() -> None:
         return block(code)
 
     root = ScriptedLM(root_reply, name="root")
-    result = await run(RLM(root, ScriptedLM(lambda m: "sub", name="sub"), config=config()))
+    result = await run(RLM(root, ScriptedLM(lambda m: "sub", name="sub"), repl=FakeREPL.from_config, config=config()))
     assert result.answer == [False, True]
 
 

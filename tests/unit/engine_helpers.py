@@ -8,9 +8,11 @@ from typing import Any
 
 from rlm_integrations import RLM, RLMConfig, RLMResult
 from rlm_integrations.core.events import Event
+from rlm_integrations.core.run import REPLFactory
 from rlm_integrations.core.worked_examples import example_for
 from rlm_integrations.lm import Message, ScriptedLM
 from rlm_integrations.repl import LocalREPL
+from rlm_integrations.testing import FakeREPL
 
 # Per-cell limit for tests that do not test timeouts: generous, so a loaded CI box never trips it.
 CELL_TIMEOUT_S = 20.0
@@ -84,6 +86,15 @@ def config(**fields: Any) -> RLMConfig:
     return RLMConfig(**fields)
 
 
+def fake_repls(cfg: RLMConfig) -> FakeREPL:
+    """The engine tests' default REPL backend: an in-process `FakeREPL` (no worker process to start).
+
+    Tests whose subject is the sandboxed worker itself (cell timeouts, restarts, memory limits,
+    killing a worker on cancel) pass ``repl="local"`` or a `RecordingREPLs` instead.
+    """
+    return FakeREPL.from_config(cfg)
+
+
 class RecordingREPLs:
     """A REPL factory that builds real LocalREPLs and keeps them, so tests can see their workers."""
 
@@ -103,12 +114,18 @@ class RecordingREPLs:
 def make_rlm(
     replies: Sequence[str | BaseException] | Callable[..., Any] | ScriptedLM,
     sub: ScriptedLM | None = None,
+    *,
+    repl: str | REPLFactory = fake_repls,
     **fields: Any,
 ) -> tuple[RLM, ScriptedLM, ScriptedLM]:
-    """An RLM over real LocalREPLs with a scripted root (and sub) model; returns (rlm, root, sub)."""
+    """An RLM with a scripted root (and sub) model; returns (rlm, root, sub).
+
+    Its REPL is an in-process `FakeREPL` unless `repl` says otherwise (``repl="local"`` for
+    the real sandboxed worker, where the test is about the worker).
+    """
     root = replies if isinstance(replies, ScriptedLM) else ScriptedLM(replies, name="root")
     sub_model = sub if sub is not None else ScriptedLM(lambda m: f"sub:{m[-1]['content']}", name="sub")
-    return RLM(root, sub_model, config=config(**fields)), root, sub_model
+    return RLM(root, sub_model, config=config(**fields), repl=repl), root, sub_model
 
 
 async def run(rlm: RLM, query: str = "What is it?", context: Any = "hello world", **kwargs: Any) -> RLMResult:

@@ -1,4 +1,8 @@
-"""End-to-end runs of the RLM loop: scripted models driving real LocalREPL workers."""
+"""End-to-end runs of the RLM loop: scripted models driving an in-process FakeREPL.
+
+Tests about the worker itself (cell timeouts, restarts, kills on cancel) use the real
+sandboxed `LocalREPL` (``repl="local"`` or `RecordingREPLs`) and are marked slow.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from engine_helpers import (
     block,
     config,
     conversation,
+    fake_repls,
     is_closing,
     kinds,
     last_user,
@@ -263,9 +268,12 @@ async def test_long_output_is_cut_in_the_feedback() -> None:
     assert "50,201 characters, cut to 1,000" in feedback  # the printed size includes the newline
 
 
+@pytest.mark.slow  # a real worker: its timeout, restart or kill is the subject
 async def test_cell_timeout_restarts_the_worker_and_the_model_is_told() -> None:
     rlm, root, _ = make_rlm(
-        [block("kept = 1"), block("n = 0\nwhile True:\n    n += 1"), block("FINAL(len(context))")], cell_timeout_s=1.0
+        [block("kept = 1"), block("n = 0\nwhile True:\n    n += 1"), block("FINAL(len(context))")],
+        cell_timeout_s=1.0,
+        repl="local",
     )
     started = time.monotonic()
     result = await run(rlm, context="abcd")
@@ -281,9 +289,10 @@ async def test_cell_timeout_restarts_the_worker_and_the_model_is_told() -> None:
     assert timed_out[0].lost_variables == ["kept"]
 
 
+@pytest.mark.slow  # a real worker: its timeout, restart or kill is the subject
 async def test_time_in_sub_calls_does_not_count_against_the_cell_timeout() -> None:
     sub = ScriptedLM(lambda m: "slow but fine", name="sub", latency_s=1.3)
-    rlm, _, _ = make_rlm([block("FINAL(llm_query('wait for me'))")], sub, cell_timeout_s=1.0)
+    rlm, _, _ = make_rlm([block("FINAL(llm_query('wait for me'))")], sub, cell_timeout_s=1.0, repl="local")
     result = await run(rlm)
     assert (result.status, result.answer) == ("completed", "slow but fine")
 
@@ -523,7 +532,7 @@ async def test_unsupported_context_is_refused_before_any_model_call(context: Any
 
 async def test_unsupported_item_past_the_sampled_prefix_is_still_refused_before_any_model_call() -> None:
     root = ScriptedLM(["FINAL(1)"], name="root")
-    rlm = RLM(root, config=config())
+    rlm = RLM(root, repl=fake_repls, config=config())
     with pytest.raises(UnsupportedContextError):
         await rlm.acompletion("q", ["ok"] * 60 + [object()])
     assert root.calls == []
@@ -601,7 +610,7 @@ async def test_user_tools_are_callable_from_cells_and_documented() -> None:
         return {"a": "apple"}.get(key, "?")
 
     root = ScriptedLM([block("FINAL(lookup('a'))")], name="root")
-    rlm = RLM(root, tools={"lookup": lookup}, config=config())
+    rlm = RLM(root, tools={"lookup": lookup}, repl=fake_repls, config=config())
     result = await run(rlm)
     assert result.answer == "apple"
     assert "`lookup(...)`: Look a key up in the host's table." in root.calls[0][0]["content"]
@@ -633,6 +642,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow  # a real worker: its timeout, restart or kill is the subject
 async def test_cancelling_mid_cell_kills_the_worker_and_raises_cancelled() -> None:
     started = asyncio.Event()
     events: list[Event] = []
@@ -651,6 +661,7 @@ async def test_cancelling_mid_cell_kills_the_worker_and_raises_cancelled() -> No
     assert isinstance(events[-1], RunFinished)  # the run's end is still recorded
 
 
+@pytest.mark.slow  # a real worker: its timeout, restart or kill is the subject
 async def test_cancelling_while_a_cell_waits_on_a_sub_call_kills_the_worker() -> None:
     started = asyncio.Event()
     sub = ScriptedLM(lambda m: "late", name="sub", latency_s=30)
@@ -679,7 +690,7 @@ async def test_concurrent_acompletions_on_one_rlm_do_not_share_state() -> None:
         return block("FINAL(mine)")
 
     root = ScriptedLM(reply, name="root", latency_s=0.01)
-    rlm = RLM(root, config=config())
+    rlm = RLM(root, repl=fake_repls, config=config())
     first, second = await asyncio.gather(rlm.acompletion("A", "x" * 3), rlm.acompletion("B", "y" * 7))
     assert (first.answer, second.answer) == ("A:3", "B:7")
     for result, query in ((first, "A"), (second, "B")):
@@ -710,7 +721,7 @@ async def test_completion_sync_inside_a_running_event_loop() -> None:
 async def test_observers_receive_typed_events_in_order() -> None:
     seen: list[Event] = []
     root = ScriptedLM([block("r = llm_query('hi')\nprint(r)"), block("FINAL(r)")], name="root")
-    rlm = RLM(root, ScriptedLM(["hello"], name="sub"), config=config(), observers=[seen.append])
+    rlm = RLM(root, ScriptedLM(["hello"], name="sub"), repl=fake_repls, config=config(), observers=[seen.append])
     result = await run(rlm)
     assert kinds(seen) == [
         "run_start",
@@ -763,7 +774,7 @@ async def test_per_call_observers_and_a_failing_observer(caplog: pytest.LogCaptu
         raise RuntimeError("observer bug")
 
     root = ScriptedLM([block("print(1)"), block("FINAL(2)")], name="root")
-    rlm = RLM(root, config=config(), observers=[broken, good.append])
+    rlm = RLM(root, repl=fake_repls, config=config(), observers=[broken, good.append])
     with caplog.at_level(logging.ERROR, logger="rlm_integrations"):
         result = await rlm.acompletion("q", "ctx", observers=[per_call.append])
     assert result.status == "completed" and result.answer == 2
@@ -800,7 +811,7 @@ async def test_jsonl_writer_observer_matches_save(tmp_path: Any) -> None:
     writer = JSONLWriter(streamed)
     root = ScriptedLM([block("print(1)"), block("FINAL(2)")], name="root")
     try:
-        result = await RLM(root, config=config(), observers=[writer]).acompletion("q", "ctx")
+        result = await RLM(root, repl=fake_repls, config=config(), observers=[writer]).acompletion("q", "ctx")
     finally:
         writer.close()
     assert Trajectory.load(streamed).events == result.trajectory.events
@@ -872,7 +883,7 @@ def without_example(model: Any) -> ChatPolicy:
 
 async def test_the_worked_example_is_sent_between_the_system_prompt_and_the_question() -> None:
     root = ScriptedLM([block("print(len(context))"), block("FINAL(len(context))")], name="root")
-    rlm = RLM(root, config=config(), policy=with_example)
+    rlm = RLM(root, repl=fake_repls, config=config(), policy=with_example)
     result = await run(rlm, "How long is it?", "abcd")
     assert (result.status, result.answer) == ("completed", 4)
 
@@ -897,7 +908,7 @@ async def test_child_runs_get_the_worked_example_too() -> None:
         router({"P?": [block("FINAL(rlm_query('C?', context='abc'))")], "C?": [block("FINAL(len(context))")]}),
         name="root",
     )
-    rlm = RLM(root, config=config(), policy=with_example)
+    rlm = RLM(root, repl=fake_repls, config=config(), policy=with_example)
     result = await run(rlm, "P?")
     assert result.answer == "3"
     example = example_for("lookup")
@@ -926,7 +937,7 @@ async def test_chat_policy_sends_the_example_only_when_asked() -> None:
 
 async def test_example_false_leaves_the_example_out_of_a_run() -> None:
     root = SmallScriptedLM([block("print(1)"), block("FINAL(2)")], name="root")
-    rlm = RLM(root, config=config(), policy=without_example)
+    rlm = RLM(root, repl=fake_repls, config=config(), policy=without_example)
     result = await run(rlm, "q?")
     assert result.answer == 2
     assert [m["role"] for m in root.calls[0]] == ["system", "user"]
@@ -935,7 +946,7 @@ async def test_example_false_leaves_the_example_out_of_a_run() -> None:
     assert not any("Zubrowka" in m["content"] for call in root.calls for m in call)
     # and a model that asks for the example gets it with the default policy
     small = SmallScriptedLM([block("FINAL(2)")], name="root")
-    await run(RLM(small, config=config()), "q?")
+    await run(RLM(small, repl=fake_repls, config=config()), "q?")
     assert small.calls[0][1:-1] == example_for("lookup")
 
 
@@ -984,7 +995,7 @@ async def test_code_repeated_by_another_run_is_not_a_repeat() -> None:
         ),
         name="root",
     )
-    rlm = RLM(root, config=config())
+    rlm = RLM(root, repl=fake_repls, config=config())
     result = await run(rlm, "P?")
     assert result.answer == 1
     child_feedback = [last_user(call) for call in root.calls if question_of(call) == "C?" and turn_of(call) == 1]
@@ -1021,7 +1032,7 @@ async def test_a_child_run_is_reminded_of_its_own_question() -> None:
         ),
         name="root",
     )
-    result = await run(RLM(root, config=config()), "Parent question?")
+    result = await run(RLM(root, repl=fake_repls, config=config()), "Parent question?")
     assert result.answer == "abc"
     (child_second,) = [call for call in root.calls if turn_of(call) == 1]
     feedback = last_user(child_second)
@@ -1091,9 +1102,12 @@ async def test_textual_final_forms_small_models_write(reply: str, answer: object
 # -- fixed engine bugs, kept as regression tests --
 
 
+@pytest.mark.slow  # a real worker: its timeout, restart or kill is the subject
 async def test_the_prelude_modules_survive_a_worker_restart() -> None:
     rlm, root, _ = make_rlm(
-        [block("while True:\n    pass"), block("print(re.escape('a.b'))"), block("FINAL(1)")], cell_timeout_s=1.0
+        [block("while True:\n    pass"), block("print(re.escape('a.b'))"), block("FINAL(1)")],
+        cell_timeout_s=1.0,
+        repl="local",
     )
     result = await run(rlm)
     assert result.answer == 1
@@ -1101,9 +1115,12 @@ async def test_the_prelude_modules_survive_a_worker_restart() -> None:
     assert last_user(root.calls[2]).startswith("Output (5 characters):\na\\.b\n")
 
 
+@pytest.mark.slow  # a real worker: its timeout, restart or kill is the subject
 async def test_a_worker_restart_does_not_report_the_prelude_modules_as_lost() -> None:
     rlm, root, _ = make_rlm(
-        [block("kept = 1"), block("n = 0\nwhile True:\n    n += 1"), block("FINAL(len(context))")], cell_timeout_s=1.0
+        [block("kept = 1"), block("n = 0\nwhile True:\n    n += 1"), block("FINAL(len(context))")],
+        cell_timeout_s=1.0,
+        repl="local",
     )
     result = await run(rlm, context="abcd")
     timed_out = [e for e in result.trajectory.events if isinstance(e, CellFinished) and e.timed_out]
@@ -1117,7 +1134,7 @@ async def test_the_prelude_does_not_shadow_a_tool_with_a_module_name() -> None:
         return 2 * x
 
     root = ScriptedLM([block("print(math(21))"), block("FINAL(1)")], name="root")
-    result = await run(RLM(root, config=config(), tools={"math": math}))
+    result = await run(RLM(root, repl=fake_repls, config=config(), tools={"math": math}))
     assert result.answer == 1
     assert "`math(...)`: Double a number." in root.calls[0][0]["content"]  # the model is told it is the tool
     assert last_user(root.calls[1]).startswith("Output (3 characters):\n42\n")
@@ -1136,11 +1153,12 @@ async def test_trimming_invented_output_keeps_every_code_block_that_ran() -> Non
 
 async def test_the_trajectory_records_the_whole_first_request_with_the_example() -> None:
     root = ScriptedLM([block("FINAL(1)")], name="root")
-    result = await run(RLM(root, config=config(), policy=with_example))
+    result = await run(RLM(root, repl=fake_repls, config=config(), policy=with_example))
     (started,) = [e for e in result.trajectory.events if isinstance(e, LMCallStarted)]
     assert started.new_messages == [dict(m) for m in root.calls[0]]
 
 
+@pytest.mark.slow  # a real worker: its timeout, restart or kill is the subject
 async def test_restart_report_names_lost_variables_whose_names_start_like_prelude_modules() -> None:
     # `rest` and `json_rows` must survive the removal of the prelude's `re`/`json` from the report.
     root = ScriptedLM(
@@ -1151,7 +1169,7 @@ async def test_restart_report_names_lost_variables_whose_names_start_like_prelud
         ],
         name="root",
     )
-    rlm = RLM(root, ScriptedLM(["unused"], name="sub"), config=RLMConfig(cell_timeout_s=1.0))
+    rlm = RLM(root, ScriptedLM(["unused"], name="sub"), config=RLMConfig(cell_timeout_s=1.0), repl="local")
     result = await rlm.acompletion("What is it?", context="abcd")
     assert result.answer == 4
     timed_out = [e for e in result.trajectory.events if isinstance(e, CellFinished) and e.timed_out]

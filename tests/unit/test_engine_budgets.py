@@ -10,6 +10,7 @@ from engine_helpers import (
     CLOSING_MARKER,
     block,
     config,
+    fake_repls,
     is_closing,
     last_user,
     make_rlm,
@@ -273,7 +274,7 @@ async def test_child_model_error_reaches_the_parent_cell_not_the_caller() -> Non
             )
         return block("FINAL(r)")
 
-    rlm = RLM(ScriptedLM(reply, name="root"), config=config())
+    rlm = RLM(ScriptedLM(reply, name="root"), config=config(), repl=fake_repls)
     result = await run(rlm, "Parent?")
     assert result.status == "completed"
     assert result.answer.startswith("child failed: ") and "child model broke" in result.answer

@@ -17,7 +17,7 @@ from rlm_integrations.core.events import LMCallFinished, SubCallFinished
 from rlm_integrations.core.policy import ChatPolicy
 from rlm_integrations.core.worked_examples import example_for
 from rlm_integrations.lm import LiteLLMModel
-from rlm_integrations.testing import FakeOpenAIServer, Fault
+from rlm_integrations.testing import FakeOpenAIServer, FakeREPL, Fault
 
 ROOT = "root-alias"
 SUB = "sub-alias"
@@ -82,7 +82,7 @@ def chat_requests(server: FakeOpenAIServer, alias: str) -> list[Any]:
 
 
 async def test_full_run_over_http_with_usage_from_the_server(server: FakeOpenAIServer) -> None:
-    rlm = RLM(model(server, ROOT), model(server, SUB), config=config())
+    rlm = RLM(model(server, ROOT), model(server, SUB), repl=FakeREPL.from_config, config=config())
     result = await run(rlm, "Say hello", "world, and more")
 
     assert result.status == "completed", result.error
@@ -113,7 +113,13 @@ async def test_full_run_over_http_with_usage_from_the_server(server: FakeOpenAIS
 
 
 async def test_full_run_over_http_with_the_worked_example(server: FakeOpenAIServer) -> None:
-    rlm = RLM(model(server, ROOT), model(server, SUB), config=config(), policy=lambda m: ChatPolicy(m, example=True))
+    rlm = RLM(
+        model(server, ROOT),
+        model(server, SUB),
+        repl=FakeREPL.from_config,
+        config=config(),
+        policy=lambda m: ChatPolicy(m, example=True),
+    )
     result = await run(rlm, "Say hello", "world, and more")
 
     assert result.status == "completed", result.error
@@ -138,7 +144,7 @@ async def test_full_run_over_http_with_the_worked_example(server: FakeOpenAIServ
 
 async def test_priced_root_and_unpriced_sub(server: FakeOpenAIServer) -> None:
     root = model(server, ROOT, input_cost_per_token=1e-6, output_cost_per_token=2e-6)
-    rlm = RLM(root, model(server, SUB), config=config())
+    rlm = RLM(root, model(server, SUB), repl=FakeREPL.from_config, config=config())
     result = await run(rlm, "Say hello", "world")
     expected = sum(
         r.usage["prompt_tokens"] * 1e-6 + r.usage["completion_tokens"] * 2e-6 for r in chat_requests(server, ROOT)
@@ -151,7 +157,7 @@ async def test_priced_root_and_unpriced_sub(server: FakeOpenAIServer) -> None:
 
 async def test_rate_limit_is_retried_inside_a_run(server: FakeOpenAIServer) -> None:
     server.inject(Fault.rate_limit(retry_after=0), Fault.server_error(503))
-    rlm = RLM(model(server, ROOT), model(server, SUB), config=config())
+    rlm = RLM(model(server, ROOT), model(server, SUB), repl=FakeREPL.from_config, config=config())
     result = await run(rlm, "Say hello", "world")
     assert result.status == "completed", result.error
     statuses = [r.status for r in server.requests]
@@ -166,7 +172,7 @@ async def test_root_model_rejection_ends_the_run_with_status_error() -> None:
         return Fault.error(400, "your request is invalid, friend")
 
     with FakeOpenAIServer(reply) as server:
-        rlm = RLM(model(server, ROOT), config=config())
+        rlm = RLM(model(server, ROOT), repl=FakeREPL.from_config, config=config())
         result = await run(rlm, "q", "ctx")
     assert result.status == "error"
     assert result.error is not None and "your request is invalid, friend" in result.error
@@ -179,7 +185,7 @@ async def test_failing_sub_call_over_http_does_not_sink_the_batch() -> None:
 
     script = [block("FINAL(llm_query_batched(['a', 'bad', 'c']))")]
     with serve(script, sub_reply) as server:
-        rlm = RLM(model(server, ROOT), model(server, SUB, max_retries=1), config=config())
+        rlm = RLM(model(server, ROOT), model(server, SUB, max_retries=1), repl=FakeREPL.from_config, config=config())
         result = await run(rlm, "q", "ctx")
     assert result.status == "completed"
     first, failed, last = result.answer
@@ -194,7 +200,7 @@ async def test_batched_sub_calls_reach_the_server_concurrently() -> None:
     script = [block("FINAL(llm_query_batched(['p' + str(i) for i in range(8)]))")]
     with serve(script) as server:
         server.latency_s = 0.5
-        rlm = RLM(model(server, ROOT), model(server, SUB), config=config(sub_concurrency=8))
+        rlm = RLM(model(server, ROOT), model(server, SUB), repl=FakeREPL.from_config, config=config(sub_concurrency=8))
         result = await run(rlm, "q", "ctx")
     assert result.answer == [f"SUB[p{i}]" for i in range(8)]
     arrivals = [r.received_at for r in chat_requests(server, SUB)]
@@ -208,7 +214,7 @@ async def test_sub_window_from_the_model_refuses_an_oversized_prompt_before_any_
     )
     with serve([block(code)]) as server:
         sub = model(server, SUB, context_window=4_000)
-        rlm = RLM(model(server, ROOT), sub, config=config())
+        rlm = RLM(model(server, ROOT), sub, repl=FakeREPL.from_config, config=config())
         result = await run(rlm, "q", "z" * 4_000)
     assert "nothing was sent" in result.answer
     assert chat_requests(server, SUB) == []
@@ -216,14 +222,14 @@ async def test_sub_window_from_the_model_refuses_an_oversized_prompt_before_any_
 
 def test_sync_completion_over_http() -> None:
     with serve([block("FINAL(llm_query('ping'))")]) as server:
-        rlm = RLM(model(server, ROOT), model(server, SUB), config=config())
+        rlm = RLM(model(server, ROOT), model(server, SUB), repl=FakeREPL.from_config, config=config())
         result = rlm.completion("q", context="ctx")
     assert (result.status, result.answer) == ("completed", "SUB[ping]")
 
 
 async def test_sub_max_tokens_reaches_the_sub_model_request() -> None:
     with serve([block("FINAL(llm_query('short please'))")]) as server:
-        rlm = RLM(model(server, ROOT), model(server, SUB), config=config(sub_max_tokens=77))
+        rlm = RLM(model(server, ROOT), model(server, SUB), repl=FakeREPL.from_config, config=config(sub_max_tokens=77))
         result = await run(rlm, "q", "ctx")
     assert result.answer == "SUB[short please]"
     (sub_request,) = chat_requests(server, SUB)

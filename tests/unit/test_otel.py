@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
+from engine_helpers import block, config, make_rlm, router, run
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -26,7 +27,6 @@ from rlm_integrations.core.events import CellStarted, Event, RunStarted
 from rlm_integrations.errors import ModelError, RunCancelled
 from rlm_integrations.lm import ScriptedLM
 from rlm_integrations.otel import HANDLED_EVENTS, OpenTelemetryObserver
-from tests.unit.engine_helpers import block, config, make_rlm, router, run
 
 
 class Started(SpanProcessor):
@@ -209,9 +209,10 @@ async def test_a_failing_model_is_an_error_span_with_the_exception_recorded() ->
     assert traced.shape(root) == ("invoke_agent rlm", ("rlm.iteration", ("chat m",)))
 
 
+@pytest.mark.slow  # a real worker times out and restarts
 async def test_a_timed_out_cell_is_recorded_but_not_a_span_error() -> None:
     traced = Traced()
-    rlm, _, _ = make_rlm([block("n = 0\nwhile True:\n    n += 1"), block("FINAL(1)")], cell_timeout_s=1.0)
+    rlm, _, _ = make_rlm([block("n = 0\nwhile True:\n    n += 1"), block("FINAL(1)")], cell_timeout_s=1.0, repl="local")
     result = await run(rlm, observers=[traced.observer])
     assert result.status == "completed"
     first, second = sorted(named(traced.spans, "rlm.cell"), key=start)
