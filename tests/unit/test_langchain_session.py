@@ -182,3 +182,17 @@ def test_mistakes_and_failures_are_named() -> None:
             rlm.invoke({"query": "?"}, thread("x"))
     finally:
         rlm.close()
+
+
+def test_an_async_graph_keeps_the_session_across_separate_event_loops() -> None:
+    class State(MessagesState):
+        context: NotRequired[str]
+
+    rlm = RLMSessionRunnable(model=orders_model(), context=ORDERS)
+    graph = StateGraph(State).add_node("rlm", rlm).add_edge(START, "rlm").compile(checkpointer=InMemorySaver())
+    try:
+        asyncio.run(graph.ainvoke({"messages": [HumanMessage("How many orders were late?")]}, thread("t")))
+        state = asyncio.run(graph.ainvoke({"messages": [HumanMessage("Which were the first three?")]}, thread("t")))
+    finally:
+        rlm.close()
+    assert state["messages"][-1].text == "order 0, order 3, order 6"
