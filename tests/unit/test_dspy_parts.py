@@ -224,6 +224,7 @@ def test_the_public_surface_is_frozen():
         "DSPyLanguageModel",
         "OutputError",
         "RLM",
+        "Session",
         "default_status_message",
     ]
     assert sorted(rlm_integrations.dspy.testing.__all__) == [

@@ -318,6 +318,7 @@ def test_exports_are_frozen():
         "RLMOutput",
         "RLMProgress",
         "RLMRunnable",
+        "RLMSessionRunnable",
         "RLMTool",
         "RLMToolInput",
         "RunFailedError",
