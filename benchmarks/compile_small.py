@@ -86,10 +86,8 @@ def gepa_metric(tasks: dict[str, Task]) -> Metric:
     """The scorer with textual feedback, in the form GEPA asks for."""
 
     def metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
-        task = tasks[gold.task_id]
-        answer = getattr(pred, "answer", None)
-        value = task.score(answer)
-        status = getattr(pred, "status", "?")
+        task, answer = tasks[gold.task_id], getattr(pred, "answer", None)
+        value, status = task.score(answer), getattr(pred, "status", "?")
         feedback = f"score {value:.2f} (run {status}); expected {task.gold!r}, got {str(answer)[:200]!r}"
         return dspy.Prediction(score=value, feedback=feedback)
 
@@ -161,10 +159,8 @@ def scripted_lm(tasks: Sequence[Task]) -> dspy.LM:
     labels = {text: label for task in tasks for text, label in task.meta.get("labels", {}).items()}
 
     def turn(request: str, number: int) -> str:
-        for task in tasks:
-            if task.question in request:
-                return task.reference_code
-        return "FINAL('no task matches this question')"
+        found = (task.reference_code for task in tasks if task.question in request)
+        return next(found, "FINAL('no task matches this question')")
 
     def sub(prompt: str) -> str:
         text = prompt.split(SUB_PROMPT, 1)[-1].strip()
@@ -323,9 +319,15 @@ def experiment(
             compiled.save(str(settings.program))
         save()
     programs = {"baseline": make_program(settings), "compiled": compiled, "core": None}
+    unchanged = "compile" in report and not report["compile"]["demos"] and not report["compile"]["instructions_changed"]
     for task in heldout:
+        done: dict[str, dict[str, Any]] = {}
         for row in settings.rows:
-            record = run_row(row, task, settings, programs[row], lm, core_model)
+            if row == "compiled" and unchanged and "baseline" in done:  # the same program: do not run it twice
+                record = {**done["baseline"], "row": row, "same_as": "baseline"}
+            else:
+                record = run_row(row, task, settings, programs[row], lm, core_model)
+            done[row] = record
             report["results"].append(record)
             save()
             print(

@@ -87,3 +87,17 @@ def test_scripted_pipeline_end_to_end(tmp_path, capsys):
     task = suite.make_task("single_needle", "8K", "heldout", 1)  # not one the run saw
     with dspy.context(lm=compile_small.scripted_lm([task])):
         assert task.score(loaded(context=task.context, question=task.question).answer) == 1.0
+
+
+def test_a_compile_that_changed_nothing_is_not_run_twice(tmp_path):
+    train = [suite.make_task("single_needle", "8K", "train", 0)]
+    heldout = [suite.make_task("single_needle", "8K", "heldout", 0)]
+    lm = ScriptedDSPyLM(rlm_replies(["FINAL('not found')"]))  # never right: nothing to bootstrap
+    settings = compile_small.Settings(scripted=True, rows=("baseline", "compiled"), json=tmp_path / "r.json")
+    report = compile_small.experiment(settings, train, heldout, lm, lm, None)
+    assert report["compile"]["demos"] == 0
+    baseline, compiled = report["results"]
+    assert compiled["same_as"] == "baseline" and compiled["score"] == baseline["score"] == 0.0
+    root_calls = [c for c in lm.calls if "[[ ## iteration ## ]]" in c[-1]["content"]]
+    assert len(root_calls) == 2  # one train run, one held-out run: the compiled row reused the baseline's
+    assert json.loads((tmp_path / "r.json").read_text())["verdict"].startswith("keep the hand-written default")
