@@ -25,10 +25,12 @@ from rlm_integrations.repl.worker.notebook import CALL_ERROR_KEY
 
 __all__ = ["HELPER_DOCS", "HelperNotes", "ReplHelpers", "find_lines", "split_items"]
 
+
 class SubCall(Protocol):
     """The engine's sub-call, with budgets and recording: ``(function name, prompt, max_tokens) -> reply``."""
 
     def __call__(self, function: str, prompt: str, max_tokens: int | None = None) -> Awaitable[str]: ...
+
 
 LONG_LINE_CHARS = 400
 """A matching line longer than this is returned as a window around the match."""
@@ -36,6 +38,10 @@ WINDOW_CHARS = 160
 """Characters kept on each side of a match inside a long line."""
 FILTER_ANSWER_TOKENS = 8
 """`llm_filter` needs a yes or a no: its replies are capped here (small models otherwise explain at length)."""
+PACK_ABOVE = 32
+"""`llm_filter` makes one sub-call per item up to this many items; beyond, items share calls."""
+MAX_PACKED_CALLS = 32
+"""About how many sub-calls a long `llm_filter` makes (more only if the items do not fit the prompts)."""
 MAX_ITEM_CHARS = 4_000
 """`llm_map` sends at most this much of one item (the rest is cut, and the prompt says so)."""
 
@@ -50,7 +56,7 @@ HELPER_DOCS: dict[str, str] = {
     ),
     "llm_filter": (
         "`llm_filter(items, question)`: the items for which the helper model answers yes to `question`; "
-        "use it when a condition needs reading, not matching."
+        "use it when a condition needs reading, not matching (long lists share sub-calls)."
     ),
 }
 """One line per function for the system prompt."""
@@ -193,11 +199,64 @@ class ReplHelpers:
         return await self._ask_each("llm_map", texts, question)
 
     async def llm_filter(self, items: Any, question: Any) -> list[str]:
-        """The items the helper model says yes to; see `HELPER_DOCS`."""
+        """The items the helper model says yes to; see `HELPER_DOCS`.
+
+        Up to `PACK_ABOVE` items, one sub-call per item. Beyond, items share sub-calls
+        (numbered, the reply names the numbers that match) so that a long list takes at most
+        about `MAX_PACKED_CALLS` calls of the run's budget. An item whose call failed is left
+        out and said in the next feedback.
+        """
         texts, asked = _check_map_args("llm_filter", items, question)
-        prompt = f"{asked.rstrip()} Answer yes or no."
-        replies = await self._ask_each("llm_filter", texts, prompt, max_tokens=FILTER_ANSWER_TOKENS)
-        return [text for text, reply in zip(texts, replies, strict=True) if _is_yes(reply)]
+        if len([text for text in texts if text.strip()]) <= PACK_ABOVE:
+            prompt = f"{asked.rstrip()} Answer yes or no."
+            replies = await self._ask_each("llm_filter", texts, prompt, max_tokens=FILTER_ANSWER_TOKENS)
+            failed = sum(1 for reply in replies if isinstance(reply, dict))
+            kept = [text for text, reply in zip(texts, replies, strict=True) if _is_yes(reply)]
+        else:
+            kept, failed = await self._filter_packed(texts, asked)
+        if failed:
+            self.notes.pending.append(
+                f"Note: llm_filter could not judge {failed} of {len(texts)} items (their sub-calls failed); "
+                "they are not in its result."
+            )
+        return kept
+
+    async def _filter_packed(self, texts: list[str], question: str) -> tuple[list[str], int]:
+        chosen = [(index, text) for index, text in enumerate(texts) if text.strip()]
+        room = max(500, self.max_prompt_chars - len(question) - 300)
+        per_call = max(1, -(-len(chosen) // MAX_PACKED_CALLS))
+        groups: list[list[tuple[int, str]]] = []
+        for index, text in chosen:
+            body = text[:MAX_ITEM_CHARS]
+            current = groups[-1] if groups else None
+            size = sum(len(t) + 8 for _, t in current) if current else 0
+            if current is None or len(current) >= per_call or size + len(body) + 8 > room:
+                groups.append([(index, body)])
+            else:
+                current.append((index, body))
+
+        async def one(group: list[tuple[int, str]]) -> set[int] | None:
+            listing = "\n".join(f"{number}. {text}" for number, (_, text) in enumerate(group, 1))
+            prompt = (
+                f"{question}\nBelow are {len(group)} numbered texts. Reply with the numbers of the texts for "
+                f"which the answer is yes, separated by commas, or the word none.\n\n{listing}"
+            )
+            try:
+                reply = await self.sub_call("llm_filter", prompt, 4 * len(group) + 8)
+            except Exception:  # the group is reported as not judged
+                return None
+            numbers = {int(found) for found in re.findall(r"\d+", reply)}
+            return {group[n - 1][0] for n in numbers if 1 <= n <= len(group)}
+
+        results = await asyncio.gather(*(one(group) for group in groups))
+        matched: set[int] = set()
+        failed = 0
+        for group, result in zip(groups, results, strict=True):
+            if result is None:
+                failed += len(group)
+            else:
+                matched |= result
+        return [texts[index] for index in sorted(matched)], failed
 
     async def _ask_each(
         self, function: str, texts: list[str], instruction: str, *, max_tokens: int | None = None

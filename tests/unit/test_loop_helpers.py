@@ -3,6 +3,7 @@ the worked example chosen by shape, and the check of an empty answer after an em
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -265,3 +266,35 @@ async def test_auto_keeps_counting_questions_in_the_loop() -> None:
 def test_route_is_validated() -> None:
     with pytest.raises(ValidationError, match="route"):
         RLMConfig(route="sometimes")  # type: ignore[arg-type]
+
+
+async def test_a_long_llm_filter_packs_items_into_about_32_calls() -> None:
+    def judge(messages: list[Message]) -> str:
+        prompt = messages[-1]["content"]
+        numbered = re.findall(r"^(\d+)\. (.*)$", prompt, re.M)
+        yes = [number for number, text in numbered if "broke" in text]
+        return ", ".join(yes) if yes else "none"
+
+    sub = ScriptedLM(judge, name="sub")
+    lines = [f"Review {n}: it broke." if n % 3 == 0 else f"Review {n}: fine." for n in range(200)]
+    code = "bad = llm_filter(context.splitlines(), 'Is the writer unhappy?')\nFINAL(bad)"
+    rlm, _, _ = make_rlm([block(code)], sub)
+    result = await run(rlm, "Which reviews are unhappy?", "\n".join(lines))
+    assert result.answer == [line for line in lines if "broke" in line]  # all 67, in order
+    assert len(sub.calls) == 29  # ceil(200 / 7) groups of 7: within MAX_PACKED_CALLS
+    assert all("Reply with the numbers" in call[-1]["content"] for call in sub.calls)
+
+
+async def test_items_whose_packed_call_failed_are_reported_not_silently_dropped() -> None:
+    def flaky(messages: list[Message]) -> str:
+        if "Review 0:" in messages[-1]["content"]:
+            raise RuntimeError("provider down")
+        return "1"
+
+    sub = ScriptedLM(flaky, name="sub")
+    lines = [f"Review {n}: text" for n in range(64)]
+    replies = [block("bad = llm_filter(context.splitlines(), 'Bad?')\nprint(len(bad))"), block("FINAL(1)")]
+    rlm, root, _ = make_rlm(replies, sub)
+    await run(rlm, "Which reviews are bad?", "\n".join(lines))
+    feedback = [m["content"] for m in root.calls[1] if m["role"] == "user"][-1]
+    assert "llm_filter could not judge 2 of 64 items" in feedback
