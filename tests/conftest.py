@@ -4,16 +4,33 @@ Network: pytest-socket (configured in pyproject.toml's pytest addopts) refuses e
 connection from the test process except to 127.0.0.1, localhost and ::1 (and Unix
 sockets), so no test can reach the internet by accident; worker processes, servers and
 browsers the tests start are separate processes and keep their own walls.
+
+Speed: engine tests run on the in-process `FakeREPL`. Tests marked ``slow`` (the suites of
+the sandboxed worker and the Modal stand-in, which start real worker processes, the browser
+tests, and single tests marked by hand) still run by default; ``pytest -m "not slow"`` is the
+quick loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from rlm_integrations.repl import registry
 from rlm_integrations.testing import FakeOpenAIServer, FakeREPL
+
+_SLOW_MODULES = ("test_repl_", "test_modal_standin", "test_concurrency", "test_cancellation")
+"""Test modules whose every test starts real sandboxed workers (by file-name prefix)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the worker, stand-in and browser suites ``slow`` (``-m "not slow"`` leaves them out)."""
+    for item in items:
+        path = Path(str(item.path))
+        if path.name.startswith(_SLOW_MODULES) or path.parent.name == "browser":
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

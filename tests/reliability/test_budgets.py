@@ -56,6 +56,7 @@ async def run(rlm: RLM, **overrides: Any) -> RLMResult:
     return await asyncio.wait_for(rlm.acompletion("Parent?", "some context", **overrides), timeout=120)
 
 
+@pytest.mark.slow  # a fan-out of child runs over HTTP
 async def test_max_llm_calls_holds_under_a_fan_out_of_children_and_their_closing_requests(serve: Any) -> None:
     server = serve(fan_out_replies("print(rlm_query_batched(['Child?'] * 8))"))
     rlm = RLM(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from rlm_integrations import RLM, RLMConfig, RLMResult
@@ -54,7 +54,7 @@ def is_closing(messages: Sequence[Message]) -> bool:
     return CLOSING_MARKER in messages[-1]["content"]
 
 
-def router(scripts: dict[str, Sequence[str]], *, closing: str = "FINAL('closing answer')") -> Callable[..., str]:
+def router(scripts: Mapping[str, Sequence[str]], *, closing: str = "FINAL('closing answer')") -> Callable[..., str]:
     """A reply function for a root model shared by several runs (parent, children, concurrent runs).
 
     Each run is told apart by its question; its n-th root call gets `scripts[question][n]`

@@ -26,6 +26,7 @@ def test_the_guide_has_examples_and_skips_only_marked_ones():
     assert text.count("```python") == len(examples()) + text.count("<!-- not executed")
 
 
+@pytest.mark.slow  # runs every example of the DSPy guide
 def test_guide_examples_run(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     module = types.ModuleType("dspy_guide_examples")

@@ -187,6 +187,7 @@ def test_local_model_loads_the_chosen_model_from_the_cache(tmp_path, monkeypatch
 # --------------------------------------------------------------------------- the embedded model
 
 
+@pytest.mark.slow  # loads the real local model
 def test_local_model_answers_with_usage(local_model):
     completion = local_model.complete([{"role": "user", "content": "Reply with the single word: yes"}], max_tokens=8)
     assert completion.text.strip()

@@ -343,6 +343,7 @@ def test_rlm_view_help(capfd):
 # -- size and speed on a long run ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # renders two large trajectories
 def test_five_thousand_steps_render_quickly_and_linearly():
     small = synthetic_events(500, child_every=100)
     large = synthetic_events(5_000, child_every=500)
