@@ -1322,10 +1322,11 @@ def fanout_table(
                     "value_s": wall,
                     "passed": passed,
                 }
-            if key == "ours_openai" and sdk16:
+            if key in ("ours_openai", "bare_openai_model") and sdk16:
                 passed = wall <= FANOUT_SDK_TARGET * sdk16
                 target = f"≤ {FANOUT_SDK_TARGET:.2f}× bare SDK ({wall / sdk16:.3f}×): {_verdict(passed)}"
-                targets["fanout_sdk_16"] = {
+                name_of_target = "fanout_sdk_16" if key == "ours_openai" else "adapter_sdk_16"
+                targets[name_of_target] = {
                     "target": f"<= {FANOUT_SDK_TARGET} x the bare openai SDK ({sdk16:.3f} s)",
                     "value_s": wall,
                     "passed": passed,
@@ -1532,6 +1533,7 @@ def report(
         f"overhead_{_label(plan.sizes[-1])}": f"overhead per iteration at {_label(plan.sizes[-1])} < 3 ms",
         "fanout_16": f"fan-out, sub_concurrency=16: ≤ {FANOUT_TARGET:.2f} × {ideal16:g} s",
         "fanout_sdk_16": f"fan-out on OpenAICompatibleModel, 16: ≤ {FANOUT_SDK_TARGET:.2f} × bare AsyncOpenAI",
+        "adapter_sdk_16": f"OpenAICompatibleModel alone, 16: ≤ {FANOUT_SDK_TARGET:.2f} × bare AsyncOpenAI",
         "log_size": "JSONL < 1 MB + cells' output",
         "host_memory": "host peak memory < 3 × context",
     }
