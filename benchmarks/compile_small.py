@@ -244,27 +244,28 @@ def compile_program(settings: Settings, train: list[Task], lm: dspy.LM, reflecti
 
 
 def run_row(row: str, task: Task, settings: Settings, program: RLM | None, lm: dspy.LM, core: Any) -> dict[str, Any]:
-    """One held-out task through a DSPy program, or through the core loop (``core``: hand-written
-    worked examples and helpers; the scripted models of the suite when `core` is None)."""
+    """One held-out task through a DSPy program, or with `program` None through the core loop."""
     from longctx_suite.scripted import scripted_models
 
     from rlm_integrations import RLM as CoreRLM
 
-    started = time.monotonic()
+    started, cells = time.monotonic(), []
     try:
         if program is None:
-            result = CoreRLM(*(scripted_models(task) if core is None else (core,)), config=run_config(settings))
-            outcome = result.completion(task.question, task.context)
-            answer, tokens, status, error = outcome.answer, outcome.usage.total_tokens, outcome.status, outcome.error
+            rlm = CoreRLM(*(scripted_models(task) if core is None else (core,)), config=run_config(settings))
+            result = rlm.completion(task.question, task.context)
+            answer, error = result.answer, result.error
         else:
             with dspy.context(lm=lm):
                 pred = program(context=task.context, question=task.question)
-            answer, tokens, status, error = pred.answer, pred.usage.total_tokens, pred.status, None
+            answer, result, error = pred.answer, pred.rlm_result, None
+        tokens, status = result.usage.total_tokens, result.status
+        cells = [str(getattr(e, "code", ""))[:300] for e in result.trajectory.iter_events("cell_start")]
     except Exception as exc:
         answer, tokens, status, error = None, 0, "error", f"{type(exc).__name__}: {exc}"
     wall, text = time.monotonic() - started, "" if answer is None else str(answer)
     return {"row": row, **task.summary(), "answer": text[:400], "score": task.score(answer), "wall_s": wall,
-            "tokens": tokens, "status": status, "error": error}  # fmt: skip
+            "tokens": tokens, "status": status, "error": error, "cells": cells}  # fmt: skip
 
 
 def table(results: list[dict[str, Any]]) -> str:

@@ -75,6 +75,9 @@ def test_scripted_pipeline_end_to_end(tmp_path, capsys):
     )
     assert all(r["score"] == 1.0 and r["status"] == "completed" for r in report["results"])  # reference programs
     assert all(r["tokens"] > 0 for r in report["results"])
+    for r in report["results"]:  # each record keeps the code its run ran (cut to 300 characters)
+        reference = suite.make_task(r["family"], r["size"], r["split"], r["index"]).reference_code.strip()
+        assert len(r["cells"]) == 1 and reference.startswith(r["cells"][0][:300].strip())
     assert report["compile"]["demos"] == 2
     assert report["verdict"].startswith("keep the hand-written default")  # a tie does not ship
     out = capsys.readouterr().out
