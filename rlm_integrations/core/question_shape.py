@@ -8,7 +8,8 @@ Two cheap facts change what a good first program is:
   are dissatisfied?") needs reading. The counts go into the first message for every model,
   so none has to guess (small models otherwise search for the question's words, find
   nothing, and answer 0).
-- **The question's shape**: look one thing up, list every match, or count. With a model
+- **The question's shape**: look one thing up, list every match, count, or find records
+  that share a value. With a model
   that asks for a worked example, the example shown is the one for this shape
   (`rlm_integrations.core.worked_examples`).
 
@@ -25,7 +26,7 @@ from rlm_integrations.core.repl_helpers import split_items
 
 __all__ = ["Probe", "Shape", "probe_question", "question_shape", "question_terms"]
 
-Shape = Literal["lookup", "list", "count", "count_reading"]
+Shape = Literal["lookup", "list", "count", "count_reading", "group"]
 
 MAX_TERMS = 8
 """At most this many of the question's words are counted."""
@@ -43,6 +44,7 @@ _STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_'-]*[A-Za-z0-9]|[A-Za-z0-9]")
 _COUNT = re.compile(r"\bhow\s+many\b|\bhow\s+often\b|\bnumber\s+of\b|\bcount\b|\bhow\s+much\b", re.IGNORECASE)
+_GROUP = re.compile(r"\bthe\s+same\b|\bshare\b|\bin\s+common\b|\bidentical\b", re.IGNORECASE)
 _LIST = re.compile(r"\blist\b|\bevery\b|\ball\b|\beach\b|\bboth\b", re.IGNORECASE)
 
 
@@ -118,7 +120,9 @@ def probe_question(query: str, context: Any) -> Probe:
 
 
 def question_shape(query: str, probe: Probe | None) -> Shape:
-    """Count (by matching or by reading), list every match, or look one thing up."""
+    """Group records by a shared value, count (by matching or by reading), list every match, or look one thing up."""
+    if _GROUP.search(query):
+        return "group"
     if _COUNT.search(query):
         return "count" if probe is None or probe.literal() else "count_reading"
     if _LIST.search(query):

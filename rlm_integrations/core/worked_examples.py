@@ -2,9 +2,10 @@
 
 A small model copies the exchange it was shown more than it follows a description, so
 the exchange should be the right *kind* of program for the question at hand: look one
-thing up, list every match, count matching records with code, or count by reading each
-item with sub-calls. `rlm_integrations.core.question_shape` picks the shape; models that
-do not ask for a worked example (`prefers_worked_example` false) never see these.
+thing up, list every match, count matching records with code, count by reading each
+item with sub-calls, or group records by a value they share.
+`rlm_integrations.core.question_shape` picks the shape; models that do not ask for a
+worked example (`prefers_worked_example` false) never see these.
 
 Every question, text and number below is invented, so nothing in an example can be
 copied as an answer to a real question.
@@ -101,7 +102,33 @@ def _count_reading() -> list[dict[str, str]]:
     )
 
 
-_BY_SHAPE = {"lookup": _lookup, "list": _list, "count": _count, "count_reading": _count_reading}
+def _group() -> list[dict[str, str]]:
+    code = (
+        "groups = collections.defaultdict(list)\n"
+        "for line in context.splitlines():\n"
+        '    m = re.search(r"room (\\d+)", line)\n'
+        "    if m:\n"
+        "        groups[m.group(1)].append(line)\n"
+        "same = [g for g in groups.values() if len(g) > 1]\n"
+        "print(len(same))\n"
+        "for g in same:\n"
+        "    print(g)"
+    )
+    output = (
+        "2\n['ana.silva12 (floor 2) checked in to room 214.', 'tom.berg7 (floor 2) checked in to room 214.']\n"
+        "['li.wong30 (floor 5) checked in to room 508.', 'eva.roth4 (floor 5) checked in to room 508.']"
+    )
+    return _dialogue(
+        "Which guests stayed in the same room? List each pair.",
+        ContextInfo(type="str", chars=152_880, preview="ana.silva12 (floor 2) checked in to room 214."),
+        "`context` has 2,410 non-empty lines. Lines containing the question's words: 'room' in 2,410. "
+        "Not in the text: 'guests', 'stayed', 'pair'.",
+        [(code, output)],
+        'FINAL([["ana.silva12", "tom.berg7"], ["li.wong30", "eva.roth4"]])',
+    )
+
+
+_BY_SHAPE = {"lookup": _lookup, "list": _list, "count": _count, "count_reading": _count_reading, "group": _group}
 
 
 def example_for(shape: Shape) -> list[dict[str, str]]:

@@ -29,7 +29,7 @@ def block(code: str, language: str = "repl") -> str:
 def conversation(messages: Sequence[Message]) -> list[Message]:
     """The messages of the real run: without the worked example that the chat policy puts first."""
     rest = list(messages[1:])
-    for shape in ("lookup", "list", "count", "count_reading"):
+    for shape in ("lookup", "list", "count", "count_reading", "group"):
         example = example_for(shape)
         if [dict(m) for m in rest[: len(example)]] == example:
             return rest[len(example) :]

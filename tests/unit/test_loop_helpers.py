@@ -89,6 +89,8 @@ def test_probe_of_a_judgement_question_is_not_literal() -> None:
         ("What are all the codes for oslo?", "list"),
         ("Which code is assigned to oslo?", "lookup"),
         ("What status does order 3 have?", "lookup"),
+        ("Which two orders share the same city? List each pair.", "group"),
+        ("Find every two people whose badge PIN is the same.", "group"),
     ],
 )
 def test_question_shape(question: str, shape: str) -> None:
@@ -100,8 +102,8 @@ def test_question_terms_drop_stopwords_and_repeats() -> None:
 
 
 def test_each_shape_has_its_own_worked_example_ending_in_final() -> None:
-    examples = {shape: example_for(shape) for shape in ("lookup", "list", "count", "count_reading")}
-    assert len({str(example) for example in examples.values()}) == 4
+    examples = {shape: example_for(shape) for shape in ("lookup", "list", "count", "count_reading", "group")}
+    assert len({str(example) for example in examples.values()}) == 5
     for example in examples.values():
         assert [m["role"] for m in example][:2] == ["user", "assistant"]
         assert example[-1]["role"] == "assistant" and example[-1]["content"].startswith("FINAL(")
