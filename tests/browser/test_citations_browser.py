@@ -81,7 +81,7 @@ def test_the_citations_panel_lists_each_verified_quote(browser: Any, tmp_path: P
     errors: list[str] = []
     requests: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("request", lambda request: requests.append(request.url))
     page.goto(path.as_uri())
     page.wait_for_selector("html[data-ready=true]", timeout=30_000)

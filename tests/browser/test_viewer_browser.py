@@ -67,7 +67,7 @@ class Watched:
         self.dialogs: list[str] = []
         page.on("request", lambda request: self.requests.append(request.url))
         page.on("pageerror", lambda error: self.errors.append(str(error)))
-        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
         page.on("dialog", self._dialog)
 
     def _dialog(self, dialog: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import time
+from typing import cast
 
 import pytest
 
@@ -83,7 +84,7 @@ async def test_close_terminates_the_sandbox() -> None:
     await repl.start()
     sandbox_id = repl.sandbox_id
     await repl.close()
-    handle = await modal.Sandbox.from_id.aio(sandbox_id)
+    handle = await modal.Sandbox.from_id.aio(cast(str, sandbox_id))
     for _ in range(60):
         if await handle.poll.aio() is not None:
             break

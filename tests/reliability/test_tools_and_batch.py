@@ -51,7 +51,7 @@ def test_a_tool_named_like_a_keyword_is_refused(name: str) -> None:
 
 def test_a_tool_that_is_not_callable_is_refused() -> None:
     with pytest.raises(ConfigError, match="must be a callable"):
-        RLM(ScriptedLM([block("FINAL(1)")]), tools={"lookup": 42})  # type: ignore[dict-item]
+        RLM(ScriptedLM([block("FINAL(1)")]), tools={"lookup": 42})
 
 
 def _flaky(messages: list[Message]) -> str:

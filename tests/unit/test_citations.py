@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from engine_helpers import block, make_rlm, router
@@ -15,6 +15,12 @@ from rlm_integrations.cli import main
 from rlm_integrations.core.citations import MAX_CITATION_CHARS, MAX_CITATIONS, CiteLog, find_citations
 from rlm_integrations.core.events import CellFinished
 from rlm_integrations.viewer import render_html
+
+
+def _search(pattern: str, text: str, flags: int = 0) -> re.Match[str]:
+    """`re.search` for a match the test relies on (None fails the test at `.group`, as before)."""
+    return cast(re.Match[str], re.search(pattern, text, flags))
+
 
 FILLER = "The weather was mild and the market was busy that day. "
 NEEDLE = "the vault access code is 7401-XQ, written on the back of the map"
@@ -88,8 +94,9 @@ def test_a_child_run_cites_quotes_into_the_top_level_context() -> None:
 
 def test_a_bad_cite_argument_is_an_error_the_model_sees() -> None:
     result = run([block("cite(3.5)"), block("FINAL('done')")], haystack(5), question="q?")
-    errors = [e.error for e in result.trajectory.iter_events("cell_end") if getattr(e, "error", None)]
-    assert errors and "cite() takes the quoted text" in errors[0]
+    ends = cast(list[CellFinished], list(result.trajectory.iter_events("cell_end")))
+    errors = [e.error for e in ends if getattr(e, "error", None)]
+    assert errors and "cite() takes the quoted text" in str(errors[0])
     assert result.answer == "done" and result.citations == []
 
 
@@ -209,12 +216,12 @@ def test_the_viewer_shows_a_citations_panel() -> None:
     context = haystack()
     result = run([block("i = context.find('access code')\nprint(context[i - 60 : i + 80])\nFINAL('7401-XQ')")], context)
     page = render_html(result)
-    data = json.loads(re.search(r'<script id="rlm-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    data = json.loads(_search(r'<script id="rlm-data" type="application/json">(.*?)</script>', page, re.S).group(1))
     assert [c["text"] for c in data["citations"]] == [c.text for c in result.citations]
     assert data["citations"][0]["start"] == result.citations[0].start
     assert "sum-citations" in page and "renderCitations" in page
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
-    assert "sum-citations" in result._repr_html_()  # the notebook frame carries them too
+    assert "sum-citations" in str(result._repr_html_())  # the notebook frame carries them too
 
 
 def test_the_result_json_round_trip_keeps_citations() -> None:
@@ -232,7 +239,7 @@ def test_rlm_run_prints_sources_after_the_answer(tmp_path, capfd) -> None:
     out, err = capfd.readouterr()
     assert code == 0 and "123456" in out
     assert "Sources:" in err
-    start, end = (int(n.replace(",", "")) for n in re.search(r"\[1\] chars ([\d,]+)-([\d,]+):", err).groups())
+    start, end = (int(n.replace(",", "")) for n in _search(r"\[1\] chars ([\d,]+)-([\d,]+):", err).groups())
     assert "The secret code is 123456" in path.read_text()[start:end]
 
 

@@ -7,14 +7,14 @@ import typing
 
 import pytest
 
-dspy = pytest.importorskip("dspy")
+pytest.importorskip("dspy")
+import dspy
+from dspy.streaming import StatusMessage, StreamListener, StreamResponse
 
-from dspy.streaming import StatusMessage, StreamListener, StreamResponse  # noqa: E402
-
-from rlm_integrations import RLMConfig  # noqa: E402
-from rlm_integrations.dspy import RLM  # noqa: E402
-from rlm_integrations.dspy.bridge import STREAM_CHUNK_CHARS  # noqa: E402
-from rlm_integrations.dspy.testing import ScriptedDSPyLM, chat_reply, rlm_replies, signature_reply  # noqa: E402
+from rlm_integrations import RLMConfig
+from rlm_integrations.dspy import RLM
+from rlm_integrations.dspy.bridge import STREAM_CHUNK_CHARS
+from rlm_integrations.dspy.testing import ScriptedDSPyLM, chat_reply, rlm_replies, signature_reply
 
 CONFIG = RLMConfig(cell_timeout_s=20.0)
 

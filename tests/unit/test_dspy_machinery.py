@@ -9,14 +9,14 @@ import typing
 
 import pytest
 
-dspy = pytest.importorskip("dspy")
+pytest.importorskip("dspy")
+import dspy
+from dspy.streaming import StatusMessage, StatusMessageProvider
+from dspy.utils.callback import BaseCallback
 
-from dspy.streaming import StatusMessage, StatusMessageProvider  # noqa: E402
-from dspy.utils.callback import BaseCallback  # noqa: E402
-
-from rlm_integrations import RLMConfig  # noqa: E402
-from rlm_integrations.dspy import RLM  # noqa: E402
-from rlm_integrations.dspy.testing import ScriptedDSPyLM, rlm_replies  # noqa: E402
+from rlm_integrations import RLMConfig
+from rlm_integrations.dspy import RLM
+from rlm_integrations.dspy.testing import ScriptedDSPyLM, rlm_replies
 
 CONFIG = RLMConfig(cell_timeout_s=20.0)
 
@@ -116,8 +116,9 @@ def test_save_and_load_keep_predictor_state_and_module_settings(tmp_path):
     assert (loaded.history_chars, loaded.demo_chars) == (5_000, 1_000)
     assert loaded.optimize_extract
     assert [name for name, _ in loaded.named_predictors()] == ["generate_code", "extract"]
-    assert loaded.sub_lm.model == "openai/gpt-4o-mini"
-    assert loaded.sub_lm.kwargs["temperature"] == 0.3
+    sub_lm = typing.cast(typing.Any, loaded.sub_lm)
+    assert sub_lm.model == "openai/gpt-4o-mini"
+    assert sub_lm.kwargs["temperature"] == 0.3
     assert loaded.generate_code.signature.instructions == "Tuned instructions."
     assert loaded.generate_code.demos[0]["code"] == "print(1)"
 

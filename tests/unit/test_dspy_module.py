@@ -9,14 +9,15 @@ import typing
 import pydantic
 import pytest
 
-dspy = pytest.importorskip("dspy")
+pytest.importorskip("dspy")
+import dspy
 
-from rlm_integrations import RLMConfig  # noqa: E402
-from rlm_integrations.core.config import ModelPrice  # noqa: E402
-from rlm_integrations.dspy import RLM, OutputError  # noqa: E402
-from rlm_integrations.dspy.testing import ScriptedDSPyLM, chat_reply, rlm_replies  # noqa: E402
-from rlm_integrations.errors import BudgetConfigError, ConfigError, MissingExtraError, UsageError  # noqa: E402
-from rlm_integrations.repl import LocalREPL  # noqa: E402
+from rlm_integrations import RLMConfig
+from rlm_integrations.core.config import ModelPrice
+from rlm_integrations.dspy import RLM, OutputError
+from rlm_integrations.dspy.testing import ScriptedDSPyLM, chat_reply, rlm_replies
+from rlm_integrations.errors import BudgetConfigError, ConfigError, MissingExtraError, UsageError
+from rlm_integrations.repl import LocalREPL
 
 CELL_TIMEOUT_S = 20.0
 

@@ -7,14 +7,14 @@ import typing
 
 import pytest
 
-dspy = pytest.importorskip("dspy")
+pytest.importorskip("dspy")
+import dspy
+from dspy.teleprompt import GEPA, BootstrapFewShot
 
-from dspy.teleprompt import GEPA, BootstrapFewShot  # noqa: E402
-
-from rlm_integrations import RLMConfig  # noqa: E402
-from rlm_integrations.dspy import RLM  # noqa: E402
-from rlm_integrations.dspy.signatures import GUIDE_PLACEHOLDER  # noqa: E402
-from rlm_integrations.dspy.testing import ScriptedDSPyLM, rlm_replies  # noqa: E402
+from rlm_integrations import RLMConfig
+from rlm_integrations.dspy import RLM
+from rlm_integrations.dspy.signatures import GUIDE_PLACEHOLDER
+from rlm_integrations.dspy.testing import ScriptedDSPyLM, rlm_replies
 
 CONFIG = RLMConfig(cell_timeout_s=20.0)
 TUNED = "TUNED: the answer is the first word of the context."
@@ -78,7 +78,7 @@ def test_bootstrap_fewshot_compiles_with_bounded_demos(tmp_path):
     lm = first_word_lm()
 
     def metric(example: typing.Any, pred: typing.Any, trace: typing.Any = None) -> bool:
-        return pred.answer.startswith("alpha")
+        return bool(pred.answer.startswith("alpha"))
 
     with dspy.context(lm=lm):
         compiled = BootstrapFewShot(metric=metric, max_bootstrapped_demos=2, max_labeled_demos=0).compile(

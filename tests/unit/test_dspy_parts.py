@@ -8,16 +8,18 @@ import typing
 import pydantic
 import pytest
 
-dspy = pytest.importorskip("dspy")
+pytest.importorskip("dspy")
+import dspy
 
-from rlm_integrations.dspy import DSPyLanguageModel, OutputError  # noqa: E402
-from rlm_integrations.dspy.inputs import describe_variables, to_repl_value  # noqa: E402
-from rlm_integrations.dspy.outputs import coerce, describe_type, outputs_from_final  # noqa: E402
-from rlm_integrations.dspy.policy import Step, render_history, strip_fences  # noqa: E402
-from rlm_integrations.dspy.signatures import instructions_for, repl_guide  # noqa: E402
-from rlm_integrations.dspy.testing import ScriptedDSPyLM  # noqa: E402
-from rlm_integrations.errors import ModelError  # noqa: E402
-from rlm_integrations.repl import FinalAnswer  # noqa: E402
+from rlm_integrations.dspy import DSPyLanguageModel, OutputError
+from rlm_integrations.dspy.inputs import describe_variables, to_repl_value
+from rlm_integrations.dspy.outputs import coerce, describe_type, outputs_from_final
+from rlm_integrations.dspy.policy import Step, render_history, strip_fences
+from rlm_integrations.dspy.signatures import instructions_for, repl_guide
+from rlm_integrations.dspy.testing import ScriptedDSPyLM
+from rlm_integrations.errors import ModelError
+from rlm_integrations.lm import Message
+from rlm_integrations.repl import FinalAnswer
 
 
 class Point(pydantic.BaseModel):
@@ -25,7 +27,9 @@ class Point(pydantic.BaseModel):
     y: int
 
 
-def outputs(signature: str | type, value: typing.Any, *, named: bool = True, exact: bool = True) -> dict:
+def outputs(
+    signature: str | type, value: typing.Any, *, named: bool = True, exact: bool = True
+) -> dict[str, typing.Any]:
     fields = dspy.ensure_signature(signature).output_fields
     return outputs_from_final(fields, FinalAnswer(value=value, named=named, exact=exact))
 
@@ -183,7 +187,7 @@ def test_adapter_sends_a_conversation_with_the_lm_defaults():
     lm = Recording(["ok"])
     lm.kwargs["temperature"] = 0.2
     model = DSPyLanguageModel(lm)
-    messages = [
+    messages: list[Message] = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "q1"},
         {"role": "assistant", "content": "a1"},

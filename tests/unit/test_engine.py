@@ -637,7 +637,7 @@ def _gone(pid: int) -> bool:
     if not psutil.pid_exists(pid):
         return True
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 

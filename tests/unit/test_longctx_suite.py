@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -108,13 +109,13 @@ def test_filler_words_never_occur_in_keys_so_needles_are_counted_exactly():
 # --------------------------------------------------------------------------- gold answers derivable from the context
 
 
-def _solve_independently(task):
+def _solve_independently(task: Any) -> Any:
     """Recompute the gold answer from the context with this test's own parsing (not the generator's)."""
     context = task.context
     if task.family in ("single_needle", "multikey_needle", "multi_value"):
         key = task.meta["key"]
         sentences = [s for s in re.split(r"(?<=\.) ", context) if re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", s)]
-        values = [re.search(r"\d{7}", s).group(0) for s in sentences]
+        values = [cast(re.Match[str], re.search(r"\d{7}", s)).group(0) for s in sentences]
         return values[0] if task.family != "multi_value" else values
     if task.family == "variable_tracking":
         edges = {}
@@ -122,7 +123,7 @@ def _solve_independently(task):
             edges[name] = source
         value = task.meta["value"]
 
-        def resolve(name):
+        def resolve(name: str) -> str:
             while name in edges:
                 name = edges[name]
             return name
@@ -138,7 +139,10 @@ def _solve_independently(task):
     if task.family == "count_reading":
         labels = task.meta["labels"]
         lines = [line for line in context.splitlines() if not line.startswith("=")]
-        found = [re.fullmatch(r"(?:\[msg \d+\] \S+: |Review #\d+ by \S+ - )(.*)", line).group(1) for line in lines]
+        found = [
+            cast(re.Match[str], re.fullmatch(r"(?:\[msg \d+\] \S+: |Review #\d+ by \S+ - )(.*)", line)).group(1)
+            for line in lines
+        ]
         assert len(found) == task.meta["messages"]
         return sum(labels[t] == "complaint" for t in found)
     if task.family == "pairs":
@@ -235,7 +239,7 @@ def test_exact_scorer():
     assert scoring.score_exact(None, "4821930", scoring_pattern()) == 0.0
 
 
-def scoring_pattern():
+def scoring_pattern() -> str:
     return r"(?<!\d)\d{7}(?!\d)"
 
 

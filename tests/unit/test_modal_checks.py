@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,7 +236,7 @@ except MissingAPIKeyError:
 
 class _Recorder:
     def __init__(self, result=None) -> None:
-        self.calls: list[tuple[tuple, dict]] = []
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         self.result = result
 
     def __call__(self, *args, **kwargs):
@@ -247,7 +248,7 @@ class _FakeSandbox:
     object_id = "sb-fake"
 
     def __init__(self) -> None:
-        self.exec_calls: list[tuple[tuple, dict]] = []
+        self.exec_calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
     def exec(self, *args, **kwargs):
         self.exec_calls.append((args, kwargs))

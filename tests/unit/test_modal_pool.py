@@ -41,7 +41,7 @@ async def wait_until(predicate, within: float = 5.0) -> bool:
         if predicate():
             return True
         await asyncio.sleep(0.02)
-    return predicate()
+    return bool(predicate())
 
 
 class Peak:

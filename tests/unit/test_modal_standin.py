@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -70,7 +71,7 @@ async def wait_until(predicate, within: float = 5.0) -> bool:
         if predicate():
             return True
         await asyncio.sleep(0.02)
-    return predicate()
+    return bool(predicate())
 
 
 # -- start, upload, cells ---------------------------------------------------------------------------
@@ -162,7 +163,7 @@ async def test_callbacks_are_answered_on_the_host(backend, pool) -> None:
         repl.register("failing", failing)
         assert (await run_ok(repl, "llm_query('q1')")).value == "'answer to q1'"
         cell = await repl.execute("failing(3)")
-        assert cell.error_type == "ValueError" and "bad 3" in cell.error
+        assert cell.error_type == "ValueError" and "bad 3" in (cell.error or "")
         cell = await repl.execute("try:\n    failing(4)\nexcept ValueError as e:\n    r = str(e)\nr")
         assert cell.value == "'failing() failed: bad 4'"
         # registered after the worker started: defined lazily on the next request
@@ -195,7 +196,7 @@ async def test_timeout_is_enforced_inside_the_sandbox(backend, pool) -> None:
         assert time.monotonic() - started < 5.0
         assert cell.timed_out and cell.restarted and cell.error_type == "TimeoutError"
         assert cell.lost_variables == ["x"]
-        assert "reloaded: context" in cell.error
+        assert "reloaded: context" in (cell.error or "")
         # The same sandbox, a fresh worker: the supervisor killed the old one.
         assert len(backend.created) == 1
         assert repl.info["generation"] == 2
@@ -228,7 +229,7 @@ async def test_a_worker_crash_restarts_it_in_the_same_sandbox(backend, pool) -> 
         await run_ok(repl, "y = 2")
         cell = await repl.execute("import os\nos._exit(3)")
         assert cell.restarted and not cell.timed_out and cell.error_type == "WorkerCrashed"
-        assert "exited with code 3" in cell.error
+        assert "exited with code 3" in (cell.error or "")
         assert cell.lost_variables == ["y"]
         assert len(backend.created) == 1
         assert (await run_ok(repl, "context")).value == "'kept'"
@@ -238,7 +239,7 @@ async def test_a_dead_sandbox_is_replaced_between_cells(backend, pool) -> None:
     async with make(backend, pool) as repl:
         await repl.load("context", "kept")
         backend.created[0].terminate()
-        assert await wait_until(lambda: repl.sandbox_id is None or not repl._channel.alive)
+        assert await wait_until(lambda: repl.sandbox_id is None or not cast(Any, repl._channel).alive)
         assert (await run_ok(repl, "context")).value == "'kept'"
         assert len(backend.created) == 2
     assert pool.live == 0
@@ -252,7 +253,7 @@ async def test_a_sandbox_that_dies_mid_cell_is_replaced(backend, pool) -> None:
         backend.created[0].terminate()
         cell = await asyncio.wait_for(running, 10)
         assert cell.restarted and not cell.timed_out and cell.error_type == "WorkerCrashed"
-        assert "supervisor stopped" in cell.error and "code 137" in cell.error
+        assert "supervisor stopped" in (cell.error or "") and "code 137" in (cell.error or "")
         assert len(backend.created) == 2
         assert (await run_ok(repl, "context")).value == "'kept'"
     assert pool.live == 0
@@ -277,7 +278,7 @@ async def test_a_different_worker_version_is_refused(backend, pool, tmp_path, mo
     assert backend.running == [] and pool.live == 0
 
 
-def _init_with_root(original, root):
+def _init_with_root(original: Any, root: str) -> Any:
     def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
         self.worker_root = root
@@ -370,7 +371,7 @@ async def test_attach_to_a_missing_sandbox(backend, pool) -> None:
 
 
 def _spec(**fields) -> SandboxSpec:
-    base = {
+    base: dict[str, Any] = {
         "app_name": "t",
         "python_version": "3.11",
         "packages": (),
@@ -413,6 +414,7 @@ def test_supervisor_exits_when_the_host_stays_away(tmp_path) -> None:
         stdout=subprocess.PIPE,
         env={"TMPDIR": str(tmp_path)},
     )
+    assert process.stdin is not None and process.stdout is not None  # both are pipes
     ready = json.loads(process.stdout.readline())
     assert ready["op"] == "ready"
     started = time.monotonic()

@@ -8,11 +8,13 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 from pydantic import ValidationError
 
 from rlm_integrations import RLM, RLMSession
+from rlm_integrations.core.events import CellFinished
 from rlm_integrations.errors import CheckpointError, UsageError
 from rlm_integrations.lm import ScriptedLM
 
@@ -80,7 +82,7 @@ def test_a_worker_restart_in_a_session_is_reported_and_the_digest_says_what_was_
         session.ask("Sum?")
         second = session.ask("Spin.")
         session.ask("Anything?")
-    ends = list(second.trajectory.iter_events("cell_end"))
+    ends = cast(list[CellFinished], list(second.trajectory.iter_events("cell_end")))
     assert ends[0].restarted and {"total", "values"} <= set(ends[0].lost_variables)
     assert "variables it created that no longer exist: " in first_prompt(lm, 3)
 

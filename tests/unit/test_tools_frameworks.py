@@ -157,7 +157,7 @@ def test_bad_tools_get_clear_errors():
     with pytest.raises(ConfigError, match=r"must be a callable, a LangChain tool or a dspy\.Tool"):
         check_tools({"thing": 42})
     with pytest.raises(ConfigError, match="must be a list of tools or a dict"):
-        check_tools("shout")  # type: ignore[arg-type]
+        check_tools("shout")
     assert set(check_tools({"yell": shout, "words": count_words})) == {"yell", "words"}  # a dict renames
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from importlib import resources
+from typing import Any, cast
 
 import pytest
 
@@ -20,6 +21,11 @@ from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.viewer import build_view, notebook_html, read_events, render_html, to_html, write_html
 from rlm_integrations.viewer._render import embed_json
 from rlm_integrations.viewer._sample import QUESTION, depth2_result, synthetic_events
+
+
+def _search(pattern: str, text: str, flags: int = 0) -> re.Match[str]:
+    """`re.search` for a match the test relies on (None fails the test at `.group`, as before)."""
+    return cast(re.Match[str], re.search(pattern, text, flags))
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +38,11 @@ def view(result):
     return build_view(result.trajectory.events)
 
 
-def embedded_data(page: str) -> dict:
+def embedded_data(page: str) -> dict[str, Any]:
     match = re.search(r'<script id="rlm-data" type="application/json">(.*?)</script>', page, re.S)
     assert match is not None
-    return json.loads(match.group(1))
+    data: dict[str, Any] = json.loads(match.group(1))
+    return data
 
 
 # -- the data the page draws -----------------------------------------------------------------------
@@ -159,10 +166,10 @@ def test_page_is_self_contained(result):
 
 def test_csp_allows_exactly_the_inline_script_and_style(result):
     page = to_html(result)
-    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    csp = _search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
     assert "default-src 'none'" in csp and "connect-src" not in csp
-    script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
-    style = re.search(r"<style>(.*)</style>", page, re.S).group(1)
+    script = _search(r"<script>(.*)</script>", page, re.S).group(1)
+    style = _search(r"<style>(.*)</style>", page, re.S).group(1)
     for text in (script, style):
         digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
         assert f"'sha256-{digest}'" in csp
@@ -183,8 +190,8 @@ def test_a_cancelled_run_has_its_own_badge(result):
     ]
     page = render_html(events)
     assert embedded_data(page)["summary"]["status"] == "cancelled"
-    style = re.search(r"<style>(.*)</style>", page, re.S).group(1)
-    script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
+    style = _search(r"<style>(.*)</style>", page, re.S).group(1)
+    script = _search(r"<script>(.*)</script>", page, re.S).group(1)
     rule = re.search(r"\.status\.cancelled\s*\{([^}]*)\}", style)
     assert rule is not None and "color: var(--cancel)" in rule.group(1)
     for scheme in _css_variables(style):  # a colour of its own in both schemes
@@ -212,8 +219,8 @@ def test_cached_calls_are_marked(tmp_path):
         assert [c["cached"] for c in calls + subs] == [hit] * 3
         totals = embedded_data(page)["summary"]["usage"]  # a replayed call is marked, not counted
         assert totals["calls"] == run_result.usage.total.calls == (0 if hit else 3)
-    style = re.search(r"<style>(.*)</style>", page, re.S).group(1)
-    script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
+    style = _search(r"<style>(.*)</style>", page, re.S).group(1)
+    script = _search(r"<script>(.*)</script>", page, re.S).group(1)
     assert re.search(r"\.tag\.cached\s*\{[^}]*var\(--cached\)", style)
     assert all("--cached" in scheme for scheme in _css_variables(style))
     assert script.count("cachedTag()") == 3  # defined once, used on model calls and on sub-calls
@@ -246,7 +253,7 @@ def test_notebook_display_is_a_sandboxed_frame(result):
     shown = result._repr_html_()
     assert shown.startswith("<iframe srcdoc=") and 'sandbox="allow-scripts"' in shown
     assert "<script" not in shown  # all of it is inside the escaped srcdoc attribute
-    srcdoc = html.unescape(re.search(r'srcdoc="([^"]*)"', shown).group(1))
+    srcdoc = html.unescape(_search(r'srcdoc="([^"]*)"', shown).group(1))
     assert srcdoc == to_html(result)
     assert notebook_html(result, height=300).count("height: 300px") == 1
 
