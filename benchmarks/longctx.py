@@ -65,7 +65,8 @@ def local_model(name: str) -> Any:
         from rlm_integrations.lm import LocalModel
 
         started = time.monotonic()
-        _MODELS[name] = LocalModel(model=name)
+        threads = int(os.environ.get("RLM_BENCH_THREADS", "0")) or None  # 1 on a loaded machine (llama.cpp spins)
+        _MODELS[name] = LocalModel(model=name, n_threads=threads)
         print(f"loaded {name} in {time.monotonic() - started:.1f}s", flush=True)
     return _MODELS[name]
 

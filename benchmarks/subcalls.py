@@ -1,0 +1,145 @@
+"""Sub-call throughput on the CPU: hundreds of short classification sub-calls, as a reading task makes them.
+
+The root model is scripted (so only the sub-calls are timed); the sub-model is the embedded
+0.5B model (or ``--model qwen2.5-coder-1.5b``). Items are the messages of the long-context
+suite's reading family, so the accuracy column is real. Rows, all through a real RLM run:
+
+- ``llm_filter (items share calls)``: our helper; beyond 32 items, numbered items share a
+  sub-call and the reply names the matches (about 32 calls for any number of items).
+- ``per item, instruction first, capped``: one prompt per item, instruction first (the
+  model's prefix cache reuses it from one prompt to the next), replies capped at 8 tokens:
+  what `llm_filter` does for up to 32 items.
+- ``per item, item first, capped``: the same with the item first (no shared prefix).
+- ``per item, as a model writes it``: ``llm_query_batched`` with no reply cap.
+
+Goal (issue #13): 300 short classification sub-calls in under 2 minutes on 2 cores with the
+0.5B model (the per-item rows are 300 sub-calls; the llm_filter row classifies the same 300 items).
+
+    python benchmarks/subcalls.py --items 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import machine_info, print_table, write_json  # noqa: E402
+from longctx_suite import make_task  # noqa: E402
+
+QUESTION = "Is the writer unhappy with the product or the service?"
+
+_PER_ITEM = (
+    "replies = llm_query_batched([{prompt} for item in items])\n"
+    "FINAL([str(r).strip().lower().startswith('yes') for r in replies])"
+)
+_INSTRUCTION_FIRST = "{q!r} + ' Answer yes or no.\\n\\nText: ' + item"
+_ITEM_FIRST = "'Text: ' + item + '\\n\\n' + {q!r} + ' Answer yes or no.'"
+
+_FILTER = "hits = llm_filter(items, {q!r})\nFINAL([item in hits for item in items])"
+
+ROWS: dict[str, tuple[str, int | None]] = {
+    "llm_filter (items share calls)": (
+        "hits = llm_filter(items, {q!r})\nFINAL([item in hits for item in items])",
+        None,
+    ),
+    "per item, instruction first, capped": (_PER_ITEM.replace("{prompt}", _INSTRUCTION_FIRST), 8),
+    "per item, item first, capped": (_PER_ITEM.replace("{prompt}", _ITEM_FIRST), 8),
+    "per item, as a model writes it": (_PER_ITEM.replace("{prompt}", _INSTRUCTION_FIRST), None),
+}
+"""Row name -> (the cell the scripted root runs, `sub_max_tokens` for the row)."""
+
+
+def reading_items(count: int) -> tuple[list[str], list[bool]]:
+    """`count` messages of the reading family (train split) and whether each is a complaint."""
+    items: list[str] = []
+    truth: list[bool] = []
+    index = 0
+    while len(items) < count:
+        task = make_task("count_reading", "32K", "train", index)
+        labels = task.meta["labels"]
+        for line in task.context.splitlines():
+            body = line.split(": ", 1)[1] if ": " in line else line
+            if body in labels and len(items) < count:
+                items.append(line)
+                truth.append(labels[body] == "complaint")
+        index += 1
+    return items, truth
+
+
+async def run_row(
+    name: str, items: list[str], truth: list[bool], sub_model: Any, max_tokens: int | None
+) -> dict[str, Any]:
+    from rlm_integrations import RLM, RLMConfig
+    from rlm_integrations.lm import ScriptedLM
+
+    code = "items = context\n" + ROWS[name][0].format(q=QUESTION)
+    root = ScriptedLM([f"```repl\n{code}\n```"], name="scripted-root")
+    config = RLMConfig(max_llm_calls=len(items) + 10, max_iterations=2, cell_timeout_s=3_600, timeout_s=3_600)
+    config = config.with_overrides(sub_max_tokens=max_tokens) if max_tokens else config
+    rlm = RLM(root, sub_model, config=config)
+    started = time.monotonic()
+    result = await rlm.acompletion("Which messages are complaints?", items)
+    wall = time.monotonic() - started
+    answer = result.answer if isinstance(result.answer, list) else []
+    correct = sum(1 for got, want in zip(answer, truth, strict=False) if bool(got) == want)
+    sub = result.usage.by_model.get(sub_model.name)
+    return {
+        "row": name,
+        "status": result.status,
+        "items": len(items),
+        "calls": sub.calls if sub else 0,
+        "tokens": sub.total_tokens if sub else 0,
+        "wall_s": round(wall, 1),
+        "per_call_ms": round(1000 * wall / max(1, len(items)), 1),
+        "accuracy": round(correct / len(truth), 3) if answer else None,
+        "said_yes": sum(1 for got in answer if got),
+        "truly_yes": sum(truth),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=300)
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma list of: {', '.join(ROWS)}")
+    parser.add_argument("--json", type=Path, default=Path("subcalls-results.json"))
+    args = parser.parse_args()
+
+    from rlm_integrations.lm import LocalModel
+
+    sub_model = LocalModel(model=args.model)
+    items, truth = reading_items(args.items)
+    results = []
+    for name in args.rows.split(","):
+        row = asyncio.run(run_row(name, items, truth, sub_model, ROWS[name][1]))
+        print(row, flush=True)
+        results.append(row)
+        write_json(args.json, {"machine": machine_info(["llama-cpp-python"]), "model": args.model, "rows": results})
+    print_table(
+        f"{len(items)} classification sub-calls, sub-model {args.model}",
+        ["row", "items", "calls", "wall s", "ms/call", "tokens", "accuracy", "said yes / truly yes"],
+        [
+            [
+                str(r["row"]),
+                str(r["items"]),
+                str(r["calls"]),
+                str(r["wall_s"]),
+                str(r["per_call_ms"]),
+                str(r["tokens"]),
+                str(r["accuracy"]),
+                f"{r['said_yes']} / {r['truly_yes']}",
+            ]
+            for r in results
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
