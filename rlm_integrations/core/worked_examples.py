@@ -53,18 +53,19 @@ def _lookup() -> list[dict[str, str]]:
 
 def _list() -> list[dict[str, str]]:
     return _dialogue(
-        "List every ship that docked at Port Vell.",
+        "List every departure time of the ferry from Port Vell.",
         ContextInfo(type="str", chars=860_410, preview="Harbour log, spring season. Wind from the west"),
-        "`context` has 9,012 non-empty lines. Lines containing the question's words: 'ship' in 4,010, "
-        "'docked' in 95, 'port' in 310, 'vell' in 3.",
+        "`context` has 9,012 non-empty lines. Lines containing the question's words: 'departure' in 41, "
+        "'time' in 388, 'ferry' in 95, 'port' in 310, 'vell' in 3.",
         [
             (
-                'hits = grep("docked", "Vell")\nprint(len(hits))\nfor h in hits:\n    print(h)',
-                "3\nAt dawn the Albatross docked at Port Vell with salt.\nThe harbour master saw the Meridian "
-                "docked at Port Vell for repairs.\nThe Corsair docked at Port Vell after the storm.",
+                'hits = grep("ferry", "Vell")\nprint(len(hits))\nfor h in hits:\n    print(h)',
+                "3\n...gulls over the quay. The ferry from Port Vell leaves at 07:15 on weekdays. Nets dried...\n"
+                "...A later ferry from Port Vell leaves at 11:40 in summer. The wind turned...\n"
+                "...The last ferry from Port Vell leaves at 16:05. Lamps were lit...",
             )
         ],
-        'FINAL(["Albatross", "Meridian", "Corsair"])',
+        'FINAL(["07:15", "11:40", "16:05"])',
     )
 
 
