@@ -35,7 +35,7 @@ from rlm_integrations.repl.worker.output import truncate_middle
 if TYPE_CHECKING:
     from rlm_integrations.core.rlm import RLM
 
-__all__ = ["LoopThread", "RLMSession", "SessionTurn", "user_names"]
+__all__ = ["LoopThread", "RLMSession", "SessionTurn", "plain_variables", "user_names"]
 
 T = TypeVar("T")
 
@@ -282,7 +282,7 @@ class RLMSession:
         """
         if self._repl is not None:
             async with self._claim_loop():
-                variables, unsaved = await _plain_variables(self._repl)
+                variables, unsaved = await plain_variables(self._repl)
         else:
             variables, unsaved = dict(self._restore), {}
         unsaved = {**self.not_restored, **unsaved}
@@ -333,8 +333,12 @@ async def user_names(repl: REPL) -> list[str]:
     return [name for name in names if name != "context" and name not in _PRELUDE_MODULES]
 
 
-async def _plain_variables(repl: REPL) -> tuple[dict[str, Any], dict[str, str]]:
-    """The variables that can be saved and loaded back exactly, and why each other one cannot."""
+async def plain_variables(repl: REPL) -> tuple[dict[str, Any], dict[str, str]]:
+    """The variables of `repl` that can be saved and loaded back exactly, and why each other one cannot.
+
+    Returns:
+        the saved values by name, and the reason for each variable left out.
+    """
     names = [name for name in await user_names(repl) if name.isidentifier()]
     if not names:
         return {}, {}
@@ -403,3 +407,4 @@ class LoopThread:
 
 _LoopThread = LoopThread  # earlier names, kept for importers that used them
 _user_names = user_names
+_plain_variables = plain_variables
