@@ -17,12 +17,14 @@ from typing import IO, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from rlm_integrations.core.citations import Citation
 from rlm_integrations.lm.protocol import TokenUsage
 
 __all__ = [
     "EVENT_TYPES",
     "CellFinished",
     "CellStarted",
+    "CitationsFound",
     "ContextInfo",
     "Event",
     "EventAdapter",
@@ -191,6 +193,17 @@ class SubCallFinished(_Event):
     """True when the call cache replayed the response (no model call, nothing spent)."""
 
 
+class CitationsFound(_Event):
+    """The verified citations of a top-level run's answer, found after its `run_end` (see `core.citations`).
+
+    Written to the trajectory so that a saved run keeps them: `Trajectory.citations`
+    reads them back. A run with no citations (or `RLMConfig(citations=False)`) emits none.
+    """
+
+    kind: Literal["citations"] = "citations"
+    citations: list[Citation]
+
+
 Event = Annotated[
     RunStarted
     | RunFinished
@@ -201,7 +214,8 @@ Event = Annotated[
     | CellStarted
     | CellFinished
     | SubCallStarted
-    | SubCallFinished,
+    | SubCallFinished
+    | CitationsFound,
     Field(discriminator="kind"),
 ]
 """The closed union of every event, tagged by `kind`.

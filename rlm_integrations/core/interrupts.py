@@ -14,6 +14,7 @@ from typing import assert_never
 from rlm_integrations.core.events import (
     CellFinished,
     CellStarted,
+    CitationsFound,
     Event,
     EventBus,
     IterationFinished,
@@ -70,7 +71,7 @@ def _key(event: Event) -> str | None:
             return f"cell:{event.cell_id}"
         case SubCallStarted() | SubCallFinished():
             return f"sub:{event.call_id}"
-        case RunStarted() | RunFinished():
+        case RunStarted() | RunFinished() | CitationsFound():
             return None
         case _:
             assert_never(event)

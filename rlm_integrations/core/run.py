@@ -29,7 +29,7 @@ from rlm_integrations.core.cache import cache_for
 from rlm_integrations.core.citations import citations_for
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.engine import Engine, PolicyFactory, REPLFactory
-from rlm_integrations.core.events import Event, EventBus, Observer
+from rlm_integrations.core.events import CitationsFound, Event, EventBus, Observer
 from rlm_integrations.core.policy import Policy
 from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.run_state import AnswerCheck
@@ -155,6 +155,8 @@ class Run:
         except asyncio.CancelledError:
             raise RunCancelled(self._partial(time.monotonic() - started)) from None
         cited = citations_for(self.config, context, outcome.answer, self.events, engine.cites) if citations else []
+        if cited:  # into the trajectory too, so that a saved run keeps them
+            engine.bus.emit(CitationsFound(run_id=outcome.run_id, citations=cited))
         return RLMResult(
             answer=outcome.answer,
             status=outcome.status,

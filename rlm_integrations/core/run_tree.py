@@ -33,6 +33,7 @@ from typing import assert_never
 from rlm_integrations.core.events import (
     CellFinished,
     CellStarted,
+    CitationsFound,
     Event,
     IterationFinished,
     IterationStarted,
@@ -402,6 +403,8 @@ class RunTree:
                     child = self.runs.get(event.child_run_id)
                     if child is not None:
                         self._link_call(child)
+            case CitationsFound():
+                pass  # the answer's sources, after the run: no step of the tree
             case _:
                 assert_never(event)
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlm_integrations.core.events import Event, EventAdapter, RunFinished, RunStarted
+from rlm_integrations.core.citations import Citation
+from rlm_integrations.core.events import CitationsFound, Event, EventAdapter, RunFinished, RunStarted
 from rlm_integrations.core.run_tree import RunTree
 from rlm_integrations.errors import TrajectoryError, TruncatedTrajectoryWarning
 
@@ -75,6 +76,15 @@ class Trajectory(BaseModel):
     def children(self, run_id: str) -> list[RunView]:
         """Runs started by `rlm_query` from run `run_id`."""
         return [run for run in self.runs() if run.start.parent_id == run_id]
+
+    @property
+    def citations(self) -> list[Citation]:
+        """The top-level run's verified citations, as recorded (the last `citations` event; none if absent)."""
+        found: list[Citation] = []
+        for event in self.events:
+            if isinstance(event, CitationsFound):
+                found = list(event.citations)
+        return found
 
     def iter_events(self, kind: str | None = None) -> Iterator[Event]:
         """Events, optionally only those of one `kind`."""

@@ -26,6 +26,7 @@ from dspy.streaming.messages import StatusMessage, StatusStreamingCallback, Stre
 from rlm_integrations.core.events import (
     CellFinished,
     CellStarted,
+    CitationsFound,
     Event,
     IterationFinished,
     IterationStarted,
@@ -69,6 +70,7 @@ def default_status_message(event: Event, max_iterations: int) -> str | None:
             | CellStarted()
             | SubCallStarted()
             | SubCallFinished()
+            | CitationsFound()
         ):
             return None
         case _:

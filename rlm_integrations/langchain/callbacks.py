@@ -47,6 +47,7 @@ from rlm_integrations.core.calls import ModelCall
 from rlm_integrations.core.events import (
     CellFinished,
     CellStarted,
+    CitationsFound,
     Event,
     IterationFinished,
     IterationStarted,
@@ -135,6 +136,8 @@ class RunTreeTracer:
                 self._cell_finished(event)
             case SubCallStarted() | SubCallFinished():
                 self._custom(event)
+            case CitationsFound():
+                pass  # found after the run: on the output's `citations`
             case _:
                 assert_never(event)
         self._schedule()

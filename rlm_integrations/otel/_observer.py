@@ -37,6 +37,7 @@ from rlm_integrations.core.events import (
     EVENT_TYPES,
     CellFinished,
     CellStarted,
+    CitationsFound,
     Event,
     IterationFinished,
     IterationStarted,
@@ -170,6 +171,8 @@ class OpenTelemetryObserver:
                     self._sub_started(event)
                 case SubCallFinished():
                     self._sub_finished(event)
+                case CitationsFound():
+                    pass  # found after the run ended: no span
                 case _:
                     self._skip(event)
 

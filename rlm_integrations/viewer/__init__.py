@@ -67,7 +67,7 @@ def render_html(
             --trajectory` or `JSONLWriter`), a `Trajectory`, an `RLMResult`, or events.
         title: the page title (default: the top-level run's query).
         citations: the citations to list in the "Citations" panel (default: an `RLMResult`'s
-            own `citations`; a trajectory file holds none).
+            own `citations`, else those the trajectory recorded).
 
     Raises:
         OSError: the file cannot be read.
@@ -75,7 +75,7 @@ def render_html(
     """
     events, problems = _events(source)
     if citations is None:
-        citations = getattr(source, "citations", None) or []
+        citations = getattr(source, "citations", None) or Trajectory(events=events).citations
     return page(build_view(events, title=title, problems=problems, citations=citations))
 
 

@@ -14,6 +14,7 @@ from rlm_integrations import Citation, RLMResult
 from rlm_integrations.cli import main
 from rlm_integrations.core.citations import MAX_CITATION_CHARS, MAX_CITATIONS, CiteLog, find_citations
 from rlm_integrations.core.events import CellFinished
+from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.viewer import render_html
 
 
@@ -179,6 +180,25 @@ def test_citations_can_be_switched_off() -> None:
     context = haystack()
     result = run([block(f"cite({NEEDLE!r})\nFINAL({NEEDLE!r})")], context, citations=False)
     assert result.citations == []
+    assert not list(result.trajectory.iter_events("citations"))
+
+
+def test_a_saved_trajectory_keeps_the_citations(tmp_path) -> None:
+    context = haystack()
+    code = "i = context.find('access code')\nprint(context[i - 60 : i + 80])\ncite(i, i + 11)\nFINAL('7401-XQ')"
+    result = run([block(code)], context)
+    assert len(result.citations) == 2
+    result.save(tmp_path / "run.jsonl")
+    loaded = Trajectory.load(tmp_path / "run.jsonl")
+    assert loaded.citations == result.citations == result.trajectory.citations
+    for citation in loaded.citations:
+        assert quotes(context, citation) == citation.text
+    (event,) = loaded.iter_events("citations")
+    assert event.run_id == loaded.root.run_id and loaded.events[-1] is event  # after the root's run_end
+    # `rlm view run.jsonl` lists them, from the file alone
+    page = render_html(tmp_path / "run.jsonl")
+    data = json.loads(re.search(r'<script id="rlm-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert [c["text"] for c in data["citations"]] == [c.text for c in result.citations]
 
 
 def test_a_ten_million_character_context_stays_fast_and_bounded() -> None:
