@@ -43,6 +43,18 @@ def _restore_repl_backends() -> Iterator[None]:
         registry._backends.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def _restore_providers() -> Iterator[None]:
+    """LM providers a test (or a docs example) registers do not leak into the next test."""
+    from rlm_integrations.lm import registry as providers
+
+    saved = dict(providers._providers)
+    yield
+    with providers._lock:
+        providers._providers.clear()
+        providers._providers.update(saved)
+
+
 @pytest.fixture
 def fake_openai_server() -> Iterator[FakeOpenAIServer]:
     """A running OpenAI-compatible fake server on 127.0.0.1."""

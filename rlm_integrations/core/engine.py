@@ -63,12 +63,13 @@ from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer
 from rlm_integrations.repl.worker.notebook import CALL_ERROR_KEY
 from rlm_integrations.repl.worker.output import truncate_middle
 
-__all__ = ["Engine", "RunOutcome"]
+__all__ = ["PRELUDE_MODULES", "Engine", "RunOutcome"]
 
 REPLFactory = Callable[[RLMConfig], REPL]
 PolicyFactory = Callable[[LanguageModel], Policy]
 
-_PRELUDE_MODULES = ("re", "json", "math", "collections")
+PRELUDE_MODULES = ("re", "json", "math", "collections")
+"""Modules imported before the first cell: models often use them without importing them."""
 
 _REJECTED = "FINAL was not accepted:"
 _OUTPUT_RESERVE_TOKENS = 1_024
@@ -574,7 +575,7 @@ class Engine:
 
     def _prelude_names(self, state: RunState) -> list[str]:
         taken = set(self.tools) | set(state.variables or {})
-        return [name for name in _PRELUDE_MODULES if name not in taken]
+        return [name for name in PRELUDE_MODULES if name not in taken]
 
     async def _run_prelude(self, repl: REPL, state: RunState) -> None:
         """Import the modules models often use without importing (a tool or input of the same name wins)."""

@@ -170,12 +170,12 @@ class RLM:
 
 def _resolve_model(model: str | LanguageModel) -> LanguageModel:
     if isinstance(model, str):
-        from rlm_integrations.lm.litellm import LiteLLMModel
+        from rlm_integrations.lm import resolve_model  # the provider registry: prefix -> adapter
 
-        return LiteLLMModel(model)
+        return resolve_model(model)
     for attribute in ("acomplete", "name", "count_tokens"):
         if not hasattr(model, attribute):
             raise UsageError(
-                f"model must be a LiteLLM model string or a LanguageModel; {type(model).__name__} has no {attribute!r}"
+                f"model must be a model string or a LanguageModel; {type(model).__name__} has no {attribute!r}"
             )
     return model

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from rlm_integrations.core.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from rlm_integrations.core.config import RLMConfig
-from rlm_integrations.core.engine import _PRELUDE_MODULES
+from rlm_integrations.core.engine import PRELUDE_MODULES
 from rlm_integrations.core.events import Event, Observer
 from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.run import check_context, check_query
@@ -330,7 +330,7 @@ async def user_names(repl: REPL) -> list[str]:
     if listing is None:
         return []
     names: list[str] = await listing()
-    return [name for name in names if name != "context" and name not in _PRELUDE_MODULES]
+    return [name for name in names if name != "context" and name not in PRELUDE_MODULES]
 
 
 async def plain_variables(repl: REPL) -> tuple[dict[str, Any], dict[str, str]]:

@@ -43,6 +43,9 @@ class DSPyLanguageModel:
     raised as `ModelError` (the original exception is its `__cause__`).
     """
 
+    prefers_worked_example = False
+    """DSPy drives the prompt itself; the chat policy's worked example does not apply."""
+
     def __init__(self, lm: dspy.BaseLM, *, context_window: int | None = None) -> None:
         self.lm = lm
         self.name: str = str(getattr(lm, "model", type(lm).__name__))

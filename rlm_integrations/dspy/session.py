@@ -33,7 +33,7 @@ from pydantic_core import to_jsonable_python
 
 from rlm_integrations.core.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from rlm_integrations.core.events import Event
-from rlm_integrations.core.session import LoopThread, _plain_variables, user_names
+from rlm_integrations.core.session import LoopThread, plain_variables, user_names
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.dspy._support import repl_factory
 from rlm_integrations.dspy.module import RLM
@@ -212,7 +212,7 @@ class Session:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._shared is not None:
-                variables, unsaved = await _plain_variables(self._shared)
+                variables, unsaved = await plain_variables(self._shared)
             else:
                 variables, unsaved = dict(self._restore), {}
             inputs = set(self._program.signature.input_fields)

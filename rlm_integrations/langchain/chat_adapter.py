@@ -51,6 +51,9 @@ class RunnableLM:
         nostream: tag every call `nostream`, hiding it from LangGraph's "messages" stream.
     """
 
+    prefers_worked_example = False
+    """A framework chat model gets the general prompt (no worked example)."""
+
     def __init__(
         self,
         runnable: Runnable[Any, Any],

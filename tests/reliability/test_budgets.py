@@ -177,8 +177,8 @@ def test_a_langchain_chat_model_needs_a_price_for_a_cost_limit() -> None:
     with pytest.raises(BudgetConfigError, match="scripted-chat"):  # the old engine ran on, never counting a cent
         RLMRunnable(model=explore, max_cost_usd=0.01).invoke("q")
     price = ModelPrice(input_usd_per_token=1e-5, output_usd_per_token=1e-5)
-    priced = RLMRunnable(model=explore, max_cost_usd=0.05, rlm_config=config(prices={"scripted-chat": price}))
+    priced = RLMRunnable(model=explore, max_cost_usd=0.15, rlm_config=config(prices={"scripted-chat": price}))
     out = priced.invoke("q")
     assert (out.status, out.limit) == ("budget_exhausted", "max_cost_usd")
     assert out.usage.cost_complete and out.usage.cost_usd is not None
-    assert 0 < out.usage.cost_usd <= 0.05
+    assert 0 < out.usage.cost_usd <= 0.15

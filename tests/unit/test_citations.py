@@ -194,10 +194,13 @@ def test_a_saved_trajectory_keeps_the_citations(tmp_path) -> None:
     for citation in loaded.citations:
         assert quotes(context, citation) == citation.text
     (event,) = loaded.iter_events("citations")
+    assert loaded.root is not None
     assert event.run_id == loaded.root.run_id and loaded.events[-1] is event  # after the root's run_end
     # `rlm view run.jsonl` lists them, from the file alone
     page = render_html(tmp_path / "run.jsonl")
-    data = json.loads(re.search(r'<script id="rlm-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    found = re.search(r'<script id="rlm-data" type="application/json">(.*?)</script>', page, re.S)
+    assert found is not None
+    data = json.loads(found.group(1))
     assert [c["text"] for c in data["citations"]] == [c.text for c in result.citations]
 
 
