@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,14 +17,15 @@ from rich.table import Table
 from rlm_integrations._sync import run_sync
 from rlm_integrations.cli._context import read_context
 from rlm_integrations.cli._models import choose_model, choose_sub_model
+from rlm_integrations.cli._shared import Progress, config_from_options, describe_validation_error, notice
 from rlm_integrations.core.citations import sources_lines
 from rlm_integrations.core.config import RLMConfig
-from rlm_integrations.core.events import Event, JSONLWriter
+from rlm_integrations.core.events import JSONLWriter
 from rlm_integrations.core.result import RLMResult
 from rlm_integrations.core.rlm import RLM
-from rlm_integrations.errors import ConfigError, RLMError, UsageError
+from rlm_integrations.errors import RLMError, UsageError
 
-__all__ = ["app", "config_from_options", "describe_validation_error", "notice"]
+__all__ = ["app", "config_from_options", "describe_validation_error", "notice"]  # re-exported from _shared
 
 app = typer.Typer(
     name="rlm",
@@ -34,92 +34,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-class Progress:
-    """An observer that keeps live counters of a run tree and renders them as one line."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.iteration = 0
-        self.depth = 0
-        self.max_depth_seen = 0
-        self.calls = 0
-        self.tokens = 0
-        self.cost: float | None = 0.0
-        self.cells = 0
-        self.last = "starting"
-
-    def __call__(self, event: Event) -> None:
-        kind = event.kind
-        if kind == "run_start":
-            self.max_depth_seen = max(self.max_depth_seen, event.depth)  # type: ignore[union-attr]
-        elif kind == "iteration_start" and event.run_id.endswith("-1"):
-            self.iteration = event.iteration  # type: ignore[union-attr]
-        elif kind in ("lm_call_end", "sub_call_end"):
-            usage = getattr(event, "usage", None)
-            if usage is not None:
-                self.calls += 1
-                self.tokens += usage.total_tokens
-                self.cost = None if self.cost is None or usage.cost_usd is None else self.cost + usage.cost_usd
-        elif kind == "cell_end":
-            self.cells += 1
-        self.last = kind.replace("_", " ")
-
-    def render(self) -> Table:
-        table = Table.grid(padding=(0, 2))
-        cost = "unknown" if self.cost is None else f"${self.cost:.4f}"
-        table.add_row(
-            f"[bold]iteration[/] {self.iteration}",
-            f"[bold]depth[/] {self.max_depth_seen}",
-            f"[bold]LM calls[/] {self.calls}",
-            f"[bold]tokens[/] {self.tokens:,}",
-            f"[bold]cost[/] {cost}",
-            f"[bold]cells[/] {self.cells}",
-            f"[bold]elapsed[/] {time.monotonic() - self.started:.1f}s",
-            f"[dim]{self.last}[/]",
-        )
-        return table
-
-
-_OPTIONS = {
-    "max_iterations": "--max-iterations",
-    "max_depth": "--max-depth",
-    "max_llm_calls": "--max-llm-calls",
-    "max_tokens": "--max-tokens",
-    "max_cost_usd": "--max-cost",
-    "timeout_s": "--timeout",
-    "cell_timeout_s": "--cell-timeout",
-    "cache": "--cache",
-}
-"""The `rlm run` option behind each `RLMConfig` field it sets."""
-
-
-def config_from_options(**fields: Any) -> RLMConfig:
-    """The run's config: `RLMConfig`'s defaults with the options given (None: not given).
-
-    Raises:
-        ConfigError: a bad value, naming the option (``--max-cost``, ...) and what it must be.
-    """
-    try:
-        return RLMConfig().with_overrides(**{name: value for name, value in fields.items() if value is not None})
-    except ValidationError as error:
-        raise ConfigError(describe_validation_error(error)) from None
-
-
-_config = config_from_options  # the name earlier code imported
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One line for a pydantic error: each bad option (or field), its value and what it must be."""
-    parts = []
-    for problem in error.errors():
-        field = ".".join(str(part) for part in problem.get("loc", ())) or "value"
-        name = _OPTIONS.get(field, field)
-        shown = f" {problem['input']!r}" if "input" in problem and not isinstance(problem["input"], dict) else ""
-        message = str(problem.get("msg", "is invalid"))
-        parts.append(f"{name}{shown}: {message[:1].lower()}{message[1:]}")
-    return "; ".join(parts)
 
 
 def _execute(
@@ -161,11 +75,6 @@ def _summary(console: Console, result: RLMResult, model_description: str, trajec
     if result.error:
         table.add_row("error", result.error)
     console.print(table)
-
-
-def notice(text: str) -> None:
-    """One line on stderr (kept off stdout, which carries the answer)."""
-    print(text, file=sys.stderr)
 
 
 def _check_trajectory(path: Path | None) -> None:
@@ -210,6 +119,10 @@ def run(
     cache: Annotated[
         str | None, typer.Option(help="Replay identical model calls: 'memory' or a directory (kept across runs).")
     ] = None,
+    route: Annotated[
+        str | None,
+        typer.Option(help="'rlm' (the loop, default), 'direct' (one call with the whole context) or 'auto'."),
+    ] = None,
 ) -> int:
     """Answer QUERY over the given context with an RLM."""
     console = Console(stderr=True)
@@ -226,6 +139,7 @@ def run(
         timeout_s=timeout,
         cell_timeout_s=cell_timeout,
         cache=cache,
+        route=route,
     )
     root, description = choose_model(model)
     sub = choose_sub_model(sub_model, root)

@@ -39,7 +39,7 @@ def chat(
     """Ask questions over the context, one per line of stdin, until EOF or /exit; each reuses earlier work."""
     from rlm_integrations.cli._context import read_context
     from rlm_integrations.cli._models import choose_model, choose_sub_model
-    from rlm_integrations.cli.app import config_from_options, notice
+    from rlm_integrations.cli._shared import config_from_options, notice
 
     if context and "-" in context:
         raise UsageError("rlm chat reads questions from stdin, so the context cannot be '-'; give a file")
@@ -88,7 +88,7 @@ def _questions(console: Console, interactive: bool) -> Any:
 
 
 def _ask(console: Console, session: RLMSession, question: str) -> RLMResult:
-    from rlm_integrations.cli.app import Progress
+    from rlm_integrations.cli._shared import Progress
 
     progress = Progress()
     with Live(progress.render(), console=console, refresh_per_second=4, transient=True) as live:

@@ -26,6 +26,7 @@ def _one_error_line(err: str) -> str:
         ("--timeout", "0", "greater than 0"),
         ("--max-llm-calls", "0", "greater than or equal to 1"),
         ("--cell-timeout", "-2.5", "greater than 0"),
+        ("--route", "sometimes", "'rlm', 'direct' or 'auto'"),
     ],
 )
 def test_a_bad_budget_is_one_line_naming_the_option_and_exit_2(
@@ -134,3 +135,21 @@ def test_a_demo_size_too_small_is_one_line(capfd: pytest.CaptureFixture[str]) ->
     code = main(["demo", "--size", "-5", "--model", "scripted-demo"])
     line = _one_error_line(capfd.readouterr().err)
     assert code == 2 and "--size" in line
+
+
+def test_the_progress_line_counts_from_the_run_tree() -> None:
+    from rlm_integrations import RLM, RLMConfig
+    from rlm_integrations.cli._shared import Progress
+    from rlm_integrations.lm import ScriptedLM
+    from rlm_integrations.testing import FakeREPL
+
+    progress = Progress()
+    root = ScriptedLM(["```repl\nprint(llm_query('hi'))\n```", "```repl\nFINAL(1)\n```"], name="root")
+    rlm = RLM(root, ScriptedLM(lambda m: "ok", name="sub"), repl=FakeREPL.from_config, config=RLMConfig())
+    rlm.completion("q?", "text", observers=[progress])
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(progress.render())
+    line = console.export_text()
+    assert "iteration 2" in line and "LM calls 3" in line and "cells 2" in line and "run end" in line

@@ -275,7 +275,7 @@ def test_a_dspy_lm_with_its_own_cache_is_not_cached_twice() -> None:
 
 
 def test_cli_cache_option(tmp_path: Path) -> None:
-    from rlm_integrations.cli.app import _config
+    from rlm_integrations.cli.app import config_from_options as _config
 
     assert _config(cache=str(tmp_path)).cache == str(tmp_path)
     file = tmp_path / "f"
