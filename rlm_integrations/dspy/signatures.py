@@ -16,6 +16,7 @@ from typing import Any
 
 import dspy
 
+from rlm_integrations.core.repl_helpers import HELPER_DOCS
 from rlm_integrations.dspy.outputs import describe_type, submit_hint
 from rlm_integrations.repl.worker.policy import ALLOWED_MODULES
 
@@ -57,7 +58,7 @@ the text it should read into the prompt (at most about {sub_prompt_chars:,} char
 - `llm_query_batched(prompts)`: a list of prompts at once; replies in the same order. Much faster than a loop.
 - `rlm_query(prompt, context=None)`: give a sub-question and a piece of data to a helper that works like you, with \
 its own REPL; returns its answer as a str. `rlm_query_batched(prompts, contexts=None)`: several at once.
-- `print(...)`: the only way to see values; long output is cut in the middle, so print summaries.
+{helpers}- `print(...)`: the only way to see values; long output is cut in the middle, so print summaries.
 - modules you may import: {modules}.
 {tools}- `FINAL(...)`: submit the outputs and stop. {submit} Values must have the types listed above; a value of \
 the wrong type comes back to you as an error to fix."""
@@ -65,8 +66,9 @@ the wrong type comes back to you as an error to fix."""
 _STRATEGY = """Work in the Python REPL described in `repl_guide`, one small cell per turn:
 1. Look first: print the sizes and short samples of the inputs.
 2. One small step per cell; check each result before building on it.
-3. Find facts with code (`re`, slicing, counting). Use `llm_query` on chunks when the answer needs reading, not \
-matching.
+3. Find facts with code (`grep`, `re`, slicing, counting). Use `llm_filter` / `llm_map` on items, or `llm_query` on \
+chunks, when the answer needs reading, not matching. An empty search means the words differ, not that the answer \
+is none.
 4. Compute outputs in code and submit them from variables instead of retyping long values.
 5. Submit only after you have seen the evidence printed in an earlier turn."""
 
@@ -88,7 +90,9 @@ def repl_guide(signature: type[dspy.Signature], *, sub_prompt_chars: int, tools:
     inputs = ", ".join(f"`{name}`" for name in signature.input_fields) or "(none)"
     outputs = "\n".join(_output_line(name, field) for name, field in signature.output_fields.items())
     tool_lines = "".join(f"- `{name}(...)`: {doc}\n" for name, doc in tools.items())
+    helper_lines = "".join(f"- {doc}\n" for name, doc in HELPER_DOCS.items() if name not in tools)
     return _GUIDE.format(
+        helpers=helper_lines.replace("`context`", "the `context` input"),
         inputs=inputs,
         outputs=outputs,
         sub_prompt_chars=sub_prompt_chars,
