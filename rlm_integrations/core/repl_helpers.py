@@ -78,10 +78,12 @@ def split_items(text: Any) -> list[str]:
 
 
 def _word_pattern(word: str) -> re.Pattern[str]:
-    escaped = re.escape(word.strip())
-    before = r"(?<![\w-])" if re.match(r"[\w-]", word.strip()[:1]) else ""
-    after = r"(?![\w-])" if re.search(r"[\w-]$", word.strip()) else ""
-    return re.compile(before + escaped + after, re.IGNORECASE)
+    """Whole-word, case-insensitive; the literal comes first so the engine's fast substring search finds it."""
+    text = word.strip()
+    escaped = re.escape(text)
+    before = rf"(?<![\w-]{escaped})" if re.match(r"[\w-]", text[:1]) else ""
+    after = r"(?![\w-])" if re.search(r"[\w-]$", text) else ""
+    return re.compile(escaped + before + after, re.IGNORECASE)
 
 
 def find_lines(items: Sequence[str], words: Sequence[str]) -> list[str]:

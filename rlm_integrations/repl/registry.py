@@ -62,11 +62,7 @@ class UnknownBackendError(ConfigError):
 def _local(config: RLMConfig) -> REPL:
     from rlm_integrations.repl.local import LocalREPL
 
-    return LocalREPL(
-        cell_timeout_s=config.cell_timeout_s,
-        memory_limit_mb=config.memory_limit_mb,
-        max_output_chars=config.max_output_chars,
-    )
+    return LocalREPL(**config.repl_options())
 
 
 def _modal(config: RLMConfig) -> REPL:
@@ -74,11 +70,7 @@ def _modal(config: RLMConfig) -> REPL:
         from rlm_integrations.repl.modal import ModalREPL
     except ImportError as error:
         raise MissingExtraError("modal", "repl='modal'") from error
-    return ModalREPL(
-        cell_timeout_s=config.cell_timeout_s,
-        max_output_chars=config.max_output_chars,
-        memory_limit_mb=config.memory_limit_mb,
-    )
+    return ModalREPL(**config.repl_options())
 
 
 _lock = threading.Lock()

@@ -300,3 +300,18 @@ async def test_items_whose_packed_call_failed_are_reported_not_silently_dropped(
     await run(rlm, "Which reviews are bad?", "\n".join(lines))
     feedback = [m["content"] for m in root.calls[1] if m["role"] == "user"][-1]
     assert "llm_filter could not judge 2 of 64 items" in feedback
+
+
+def test_a_very_large_context_is_probed_on_its_beginning_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlm_integrations.core import question_shape
+
+    monkeypatch.setattr(question_shape, "PROBE_CHARS", 200)
+    probe = probe_question("How many orders from oslo are unpaid?", RECORDS)
+    assert probe.sampled_chars is not None and probe.sampled_chars <= 200
+    assert probe.lines < 20 and RECORDS[: probe.sampled_chars].count("\n") == probe.lines
+    assert probe.describe().startswith(f"The first {probe.sampled_chars:,} characters of `context` have")
+
+
+def test_probe_counts_a_line_once_and_the_first_line_too() -> None:
+    probe = probe_question("Where is oslo?", "oslo oslo oslo\nlima\noslo")
+    assert probe.found == {"oslo": 2} and probe.lines == 3
