@@ -128,7 +128,7 @@ async def test_grep_counts_records_in_the_repl_and_the_probe_is_in_the_first_mes
 
 async def test_small_models_see_the_worked_example_for_the_question_shape() -> None:
     root = ScriptedLM([block("FINAL(len(grep('oslo')))")], name="root")
-    root.prefers_worked_example = True  # type: ignore[attr-defined]
+    root.prefers_worked_example = True
     rlm, _, _ = make_rlm(root)
     await run(rlm, "How many orders from oslo are unpaid?", RECORDS)
     sent = root.calls[0]
@@ -267,7 +267,7 @@ async def test_auto_keeps_counting_questions_in_the_loop() -> None:
 
 def test_route_is_validated() -> None:
     with pytest.raises(ValidationError, match="route"):
-        RLMConfig(route="sometimes")  # type: ignore[arg-type]
+        RLMConfig(route="sometimes")
 
 
 async def test_a_long_llm_filter_packs_items_into_about_32_calls() -> None:
