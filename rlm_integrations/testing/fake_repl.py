@@ -11,8 +11,7 @@ import asyncio
 import json
 import keyword
 import time
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from rlm_integrations.errors import ConfigError, REPLClosedError, UnsupportedContextError, UsageError
 from rlm_integrations.repl.host.sync_forms import SyncForms
@@ -95,24 +94,6 @@ class FakeREPL(SyncForms):
         """Drop the namespace (idempotent); every other method then raises `REPLClosedError`."""
         self._closed = True
         self._notebook = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def __enter__(self) -> Self:
-        self.start_sync()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close_sync()
 
     # -- the namespace ----------------------------------------------------------------------
     def register(self, name: str, function: HostCallback) -> None:

@@ -26,8 +26,7 @@ import asyncio
 import itertools
 import keyword
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
 from rlm_integrations.errors import (
     ConfigError,
@@ -171,24 +170,6 @@ class WorkerREPL(CellLoop, SyncForms):
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.release(reusable=self._in_flight == 0)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def __enter__(self) -> Self:
-        self.start_sync()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close_sync()
 
     # -- the namespace ----------------------------------------------------------------------
     def register(self, name: str, function: HostCallback) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.repl.protocol import CellResult
@@ -19,10 +20,29 @@ class _AsyncREPL(Protocol):
 
 
 class SyncForms:
-    """Mixin: `start_sync`, `load_sync`, `execute_sync`, `get_sync` and `close_sync`.
+    """Mixin: `start_sync`, `load_sync`, `execute_sync`, `get_sync` and `close_sync`, and both context managers.
 
     Each runs its async twin to completion (also inside a running event loop, see `run_sync`).
+    ``async with repl`` starts and closes it; ``with repl`` does the same with the blocking forms.
     """
+
+    async def __aenter__(self) -> Self:
+        await self.start()  # type: ignore[attr-defined]
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Self:
+        self.start_sync()  # type: ignore[misc]
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close_sync()  # type: ignore[misc]
 
     def start_sync(self: _AsyncREPL) -> None:
         """Blocking `start`."""
