@@ -4,13 +4,13 @@ The root model is scripted (so only the sub-calls are timed); the sub-model is t
 0.5B model (or ``--model qwen2.5-coder-1.5b``). Items are the messages of the long-context
 suite's reading family, so the accuracy column is real. Rows, all through a real RLM run:
 
-- ``llm_filter (items share calls)``: our helper; beyond 32 items, numbered items share a
+- ``llm_filter``: our helper; beyond 32 items, numbered items share a
   sub-call and the reply names the matches (about 32 calls for any number of items).
-- ``per item, instruction first, capped``: one prompt per item, instruction first (the
+- ``per-item instruction-first capped``: one prompt per item, instruction first (the
   model's prefix cache reuses it from one prompt to the next), replies capped at 8 tokens:
   what `llm_filter` does for up to 32 items.
-- ``per item, item first, capped``: the same with the item first (no shared prefix).
-- ``per item, as a model writes it``: ``llm_query_batched`` with no reply cap.
+- ``per-item item-first capped``: the same with the item first (no shared prefix).
+- ``per-item uncapped``: ``llm_query_batched`` with no reply cap.
 
 Goal (issue #13): 300 short classification sub-calls in under 2 minutes on 2 cores with the
 0.5B model (the per-item rows are 300 sub-calls; the llm_filter row classifies the same 300 items).
@@ -45,13 +45,13 @@ _ITEM_FIRST = "'Text: ' + item + '\\n\\n' + {q!r} + ' Answer yes or no.'"
 _FILTER = "hits = llm_filter(items, {q!r})\nFINAL([item in hits for item in items])"
 
 ROWS: dict[str, tuple[str, int | None]] = {
-    "llm_filter (items share calls)": (
+    "llm_filter": (
         "hits = llm_filter(items, {q!r})\nFINAL([item in hits for item in items])",
         None,
     ),
-    "per item, instruction first, capped": (_PER_ITEM.replace("{prompt}", _INSTRUCTION_FIRST), 8),
-    "per item, item first, capped": (_PER_ITEM.replace("{prompt}", _ITEM_FIRST), 8),
-    "per item, as a model writes it": (_PER_ITEM.replace("{prompt}", _INSTRUCTION_FIRST), None),
+    "per-item instruction-first capped": (_PER_ITEM.replace("{prompt}", _INSTRUCTION_FIRST), 8),
+    "per-item item-first capped": (_PER_ITEM.replace("{prompt}", _ITEM_FIRST), 8),
+    "per-item uncapped": (_PER_ITEM.replace("{prompt}", _INSTRUCTION_FIRST), None),
 }
 """Row name -> (the cell the scripted root runs, `sub_max_tokens` for the row)."""
 
