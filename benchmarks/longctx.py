@@ -263,7 +263,7 @@ def _start_server(row: str, model_name: str, args: argparse.Namespace) -> Any:
     """llama.cpp's server for the rlms / dspy rows (niah.py's), or None with a printed reason."""
     import niah
 
-    from rlm_integrations.lm._model_store import ensure_model, model_spec
+    from rlm_integrations.lm.model_store import ensure_model, model_spec
 
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"longctx-llama-server-{row}-{os.getpid()}.log"
     try:

@@ -526,7 +526,7 @@ def run_row(row: str, sizes: list[str], args: argparse.Namespace, record: Any) -
     server = None
     if row in ("rlms", "dspy"):
         try:
-            from rlm_integrations.lm._model_store import QWEN_CODER_05B, ensure_model
+            from rlm_integrations.lm.model_store import QWEN_CODER_05B, ensure_model
 
             log = Path(os.environ.get("TMPDIR", "/tmp")) / f"niah-llama-server-{row}-{os.getpid()}.log"
             server = Server(args.bench_python, str(ensure_model(QWEN_CODER_05B)), log)

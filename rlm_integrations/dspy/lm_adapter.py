@@ -17,9 +17,9 @@ from dspy.utils.callback import BaseCallback
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.errors import ModelError
-from rlm_integrations.lm._tokens import estimate_tokens
 from rlm_integrations.lm.protocol import Completion, TokenUsage
 from rlm_integrations.lm.protocol import Message as ChatMessage
+from rlm_integrations.lm.tokens import estimate_tokens
 
 __all__ = ["CostProbe", "DSPyLanguageModel", "usage_from_tracker"]
 

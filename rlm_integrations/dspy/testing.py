@@ -26,7 +26,7 @@ import dspy
 from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_events
 
 from rlm_integrations.errors import ConfigError
-from rlm_integrations.lm._tokens import estimate_tokens
+from rlm_integrations.lm.tokens import estimate_tokens
 
 __all__ = ["ScriptedDSPyLM", "chat_reply", "request_text", "rlm_replies", "signature_reply"]
 

@@ -14,8 +14,8 @@ from langchain_core.runnables.config import ensure_config, patch_config, set_con
 from rlm_integrations._sync import run_sync
 from rlm_integrations.core.calls import ModelCall, current_model_call
 from rlm_integrations.errors import ModelError
-from rlm_integrations.lm._tokens import estimate_messages_tokens, estimate_tokens
 from rlm_integrations.lm.protocol import Completion, Message, TokenUsage
+from rlm_integrations.lm.tokens import estimate_messages_tokens, estimate_tokens
 
 __all__ = ["CallRouter", "RunnableLM", "runnable_model_name"]
 

@@ -15,7 +15,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
-from rlm_integrations.lm._tokens import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
+from rlm_integrations.lm.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 
 __all__ = ["ScriptedChatModel"]
 

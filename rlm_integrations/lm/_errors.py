@@ -16,8 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
 from rlm_integrations.errors import ContextWindowExceededError, ModelError
-from rlm_integrations.lm._tokens import estimate_messages_tokens
 from rlm_integrations.lm.protocol import Message
+from rlm_integrations.lm.tokens import estimate_messages_tokens
 
 __all__ = [
     "ErrorKind",

@@ -44,8 +44,8 @@ from rlm_integrations._sync import run_sync
 from rlm_integrations.errors import ConfigError
 from rlm_integrations.lm._errors import RETRIED, ErrorKind, MalformedReplyError, classify, describe, retry_after_s
 from rlm_integrations.lm._errors import translate as _translate
-from rlm_integrations.lm._tokens import estimate_messages_tokens, estimate_tokens
 from rlm_integrations.lm.protocol import Completion, Message, TokenUsage
+from rlm_integrations.lm.tokens import estimate_messages_tokens, estimate_tokens
 
 __all__ = ["MalformedReplyError", "ProviderModel", "Reply", "reply_from_chat_completion"]
 

@@ -2,7 +2,7 @@
 
 Needs the ``[local]`` extra (``llama-cpp-python``). With no `model_path`, the verified
 Qwen2.5-Coder-0.5B-Instruct file (or, with ``model="qwen2.5-coder-1.5b"``, the 1.5B one) is
-fetched into the cache on first use (see `rlm_integrations.lm._model_store`). The chat
+fetched into the cache on first use (see `rlm_integrations.lm.model_store`). The chat
 template comes from the GGUF file itself.
 
 Prefix caching: llama.cpp keeps the evaluated tokens of the previous prompt and only
@@ -21,9 +21,9 @@ from typing import Any
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.errors import ConfigError, ContextWindowExceededError, MissingExtraError, ModelError
-from rlm_integrations.lm._model_store import DEFAULT_MODEL, ensure_model, model_spec
-from rlm_integrations.lm._tokens import estimate_tokens
+from rlm_integrations.lm.model_store import DEFAULT_MODEL, ensure_model, model_spec
 from rlm_integrations.lm.protocol import Completion, Message, TokenUsage
+from rlm_integrations.lm.tokens import estimate_tokens
 
 __all__ = ["LocalModel"]
 

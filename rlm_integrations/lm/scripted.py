@@ -10,8 +10,8 @@ from typing import Any, cast
 
 from rlm_integrations._sync import run_sync
 from rlm_integrations.errors import ConfigError, ModelError
-from rlm_integrations.lm._tokens import estimate_messages_tokens, estimate_tokens
 from rlm_integrations.lm.protocol import Completion, Message, TokenUsage
+from rlm_integrations.lm.tokens import estimate_messages_tokens, estimate_tokens
 
 __all__ = ["ReplyFunction", "ScriptedLM"]
 

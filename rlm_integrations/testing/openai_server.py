@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from rlm_integrations.lm._tokens import estimate_messages_tokens, estimate_tokens
+from rlm_integrations.lm.tokens import estimate_messages_tokens, estimate_tokens
 
 __all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "ReplySource"]
 

@@ -18,7 +18,7 @@ from rlm_integrations import RLM, RLMConfig, RLMResult
 from rlm_integrations.core.history import Conversation, HistoryLimits
 from rlm_integrations.errors import ContextWindowExceededError
 from rlm_integrations.lm import LiteLLMModel, Message, ScriptedLM
-from rlm_integrations.lm._tokens import estimate_messages_tokens
+from rlm_integrations.lm.tokens import estimate_messages_tokens
 from rlm_integrations.testing import FakeOpenAIServer, FakeREPL, Fault
 
 CLOSING = "Do not write code"

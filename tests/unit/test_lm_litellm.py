@@ -22,8 +22,8 @@ from rlm_integrations.errors import (
 )
 from rlm_integrations.lm import LanguageModel, LiteLLMModel, Message
 from rlm_integrations.lm._errors import retry_after_s
-from rlm_integrations.lm._tokens import estimate_tokens
 from rlm_integrations.lm.litellm._session import sessions
+from rlm_integrations.lm.tokens import estimate_tokens
 from rlm_integrations.testing import FakeOpenAIServer, Fault
 
 PROVIDER_KEYS = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GROQ_API_KEY"]

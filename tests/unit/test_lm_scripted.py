@@ -12,7 +12,7 @@ import pytest
 import rlm_integrations.lm as lm_package
 from rlm_integrations.errors import ConfigError, ModelError
 from rlm_integrations.lm import Completion, LanguageModel, Message, ScriptedLM, TokenUsage
-from rlm_integrations.lm._tokens import MESSAGE_OVERHEAD_TOKENS, estimate_messages_tokens, estimate_tokens
+from rlm_integrations.lm.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_messages_tokens, estimate_tokens
 
 
 def user(text: str) -> list[Message]:

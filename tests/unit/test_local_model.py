@@ -18,7 +18,7 @@ from rlm_integrations.core.events import CellStarted
 from rlm_integrations.demo import build_haystack
 from rlm_integrations.errors import ConfigError
 from rlm_integrations.lm import LocalModel
-from rlm_integrations.lm._model_store import (
+from rlm_integrations.lm.model_store import (
     DEFAULT_MODEL,
     MODELS,
     QWEN_CODER_05B,
