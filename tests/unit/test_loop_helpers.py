@@ -226,7 +226,7 @@ class _Windowed(ScriptedLM):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.context_window = 4_000
+        self.context_window = 40_000
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 4
@@ -240,7 +240,7 @@ def test_choose_route_rules() -> None:
     assert choose_route("auto", "How many?", small, model, "count") == "rlm"  # code counts exactly
     assert choose_route("auto", "What is x?", large, model, "lookup") == "rlm"  # does not fit comfortably
     assert choose_route("direct", "What is x?", "word " * 500, model, "count") == "direct"  # fits: as asked
-    assert choose_route("direct", "What is x?", "word " * 4_000, model, "lookup") == "rlm"  # would overflow
+    assert choose_route("direct", "What is x?", "word " * 40_000, model, "lookup") == "rlm"  # would overflow
     assert choose_route("direct", "What is x?", ["a", "b"], model, "lookup") == "rlm"  # not a str
     assert choose_route("auto", "What is x?", small, ScriptedLM(["x"]), "lookup") == "rlm"  # no window known
 
