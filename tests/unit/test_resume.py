@@ -22,7 +22,6 @@ from engine_helpers import block, turn_of
 
 from rlm_integrations import RLM, RLMConfig
 from rlm_integrations.core.resume import (
-    LOCK,
     ResumableRun,
     ResumeMismatchError,
     RunDirBusyError,
@@ -31,6 +30,7 @@ from rlm_integrations.core.resume import (
     read_journal,
     resumable,
 )
+from rlm_integrations.core.run_journal import LOCK
 from rlm_integrations.errors import ModelError, RunCancelled, UsageError
 from rlm_integrations.lm import Message, OpenAICompatibleModel, ScriptedLM
 from rlm_integrations.testing import FakeOpenAIServer, Fault
