@@ -32,12 +32,22 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict
 
-if TYPE_CHECKING:  # a leaf module at run time, so that `core.events` can use `Citation`
-    from rlm_integrations.core.events import Event
+
+class _Event(Protocol):
+    """What citation finding reads of an event (`core.events` is not imported: it carries `Citation`)."""
+
+    @property
+    def kind(self) -> str: ...
+
+
+class _CellOutput(_Event, Protocol):
+    @property
+    def stdout(self) -> str: ...
+
 
 __all__ = ["Citation", "CiteLog", "citations_for", "find_citations", "sources_lines"]
 
@@ -198,7 +208,7 @@ class _Corpus:
         return found
 
 
-def citations_for(config: Any, context: Any, answer: Any, events: Iterable[Event], cites: CiteLog) -> list[Citation]:
+def citations_for(config: Any, context: Any, answer: Any, events: Iterable[_Event], cites: CiteLog) -> list[Citation]:
     """`find_citations` when `config.citations` is on; a failure is logged and gives none (the run stands)."""
     if not getattr(config, "citations", True) or answer is None:
         return []
@@ -209,7 +219,7 @@ def citations_for(config: Any, context: Any, answer: Any, events: Iterable[Event
         return []
 
 
-def find_citations(context: Any, answer: Any, events: Iterable[Event], cites: CiteLog | None = None) -> list[Citation]:
+def find_citations(context: Any, answer: Any, events: Iterable[_Event], cites: CiteLog | None = None) -> list[Citation]:
     """The verified citations for `answer` over `context` (see the module docstring for the method)."""
     corpus = _Corpus(context)
     if not corpus.text:
@@ -222,7 +232,8 @@ def find_citations(context: Any, answer: Any, events: Iterable[Event], cites: Ci
         at = corpus.text.find(fragment)
         if at >= 0:
             found.add(corpus.locate(at, at + len(fragment), "answer"))
-    lines_by_cell = [_printed_lines(event.stdout) for event in events if event.kind == "cell_end"]
+    cells = [cast(_CellOutput, event) for event in events if event.kind == "cell_end"]
+    lines_by_cell = [_printed_lines(cell.stdout) for cell in cells]
     matched = False
     for line, present in _lines_with(lines_by_cell, _key_tokens(answer_text)):
         for token in present:  # the most distinctive token first

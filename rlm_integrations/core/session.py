@@ -14,28 +14,50 @@ from __future__ import annotations
 import ast
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from rlm_integrations.core.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.engine import PRELUDE_MODULES
 from rlm_integrations.core.events import Event, Observer
 from rlm_integrations.core.result import RLMResult
-from rlm_integrations.core.run import check_context, check_query
+from rlm_integrations.core.run import REPLFactory, Run, check_context, check_query
 from rlm_integrations.core.run_state import as_text
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.errors import RunCancelled, UnsupportedContextError, UsageError
 from rlm_integrations.repl.protocol import REPL
 from rlm_integrations.repl.worker.output import truncate_middle
 
-if TYPE_CHECKING:
-    from rlm_integrations.core.rlm import RLM
 
-__all__ = ["LoopThread", "RLMSession", "SessionTurn", "plain_variables", "user_names"]
+class SessionOwner(Protocol):
+    """What a session uses of its `RLM` (core/rlm.py, not imported here: `RLM.session` builds sessions)."""
+
+    @property
+    def config(self) -> RLMConfig:
+        """The RLM's config; a session applies its overrides on top."""
+        ...
+
+    @property
+    def repl_factory(self) -> REPLFactory:
+        """Builds the session's REPL."""
+        ...
+
+    def prepare(
+        self,
+        *,
+        config: RLMConfig | None = None,
+        observers: Sequence[Observer] = (),
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """A run over this RLM's models and tools (see `RLM.prepare`)."""
+        ...
+
+
+__all__ = ["LoopThread", "RLMSession", "SessionOwner", "SessionTurn", "plain_variables", "user_names"]
 
 T = TypeVar("T")
 
@@ -93,7 +115,7 @@ class RLMSession:
         ```
     """
 
-    def __init__(self, rlm: RLM, context: Any = None, **overrides: Any) -> None:
+    def __init__(self, rlm: SessionOwner, context: Any = None, **overrides: Any) -> None:
         check_context(context)
         self.rlm = rlm
         self.context = context
@@ -298,7 +320,7 @@ class RLMSession:
         return unsaved
 
     @classmethod
-    def load(cls, path: str | Path, rlm: RLM, **overrides: Any) -> RLMSession:
+    def load(cls, path: str | Path, rlm: SessionOwner, **overrides: Any) -> RLMSession:
         """Rebuild a session from a checkpoint written by `save`.
 
         The session keeps its saved config (`overrides` apply on top), its digest and its
