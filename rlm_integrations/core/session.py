@@ -57,7 +57,7 @@ class SessionOwner(Protocol):
         ...
 
 
-__all__ = ["LoopThread", "RLMSession", "SessionOwner", "SessionTurn", "plain_variables", "user_names"]
+__all__ = ["ClosesOnExit", "LoopThread", "RLMSession", "SessionOwner", "SessionTurn", "plain_variables", "user_names"]
 
 T = TypeVar("T")
 
@@ -96,7 +96,35 @@ class SessionTurn:
     variables: list[str] = field(default_factory=list)
 
 
-class RLMSession:
+class ClosesOnExit:
+    """Mixin: ``with`` closes with `close`, ``async with`` with `aclose` (a session's REPL stops)."""
+
+    def close(self) -> None:
+        """Stop what the object holds (subclasses implement it)."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Async `close` (subclasses implement it)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class RLMSession(ClosesOnExit):
     r"""Follow-up questions over one context, sharing one live REPL.
 
     Made by `RLM.session(context, **overrides)` or `RLMSession.load(path, rlm)`. Use it
@@ -262,22 +290,6 @@ class RLMSession:
         repl, self._repl = self._repl, None
         if repl is not None:
             await repl.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> dict[str, str]:

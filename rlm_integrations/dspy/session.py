@@ -26,14 +26,14 @@ import copy
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import dspy
 from pydantic_core import to_jsonable_python
 
 from rlm_integrations.core.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from rlm_integrations.core.events import Event
-from rlm_integrations.core.session import LoopThread, plain_variables, user_names
+from rlm_integrations.core.session import ClosesOnExit, LoopThread, plain_variables, user_names
 from rlm_integrations.core.trajectory import Trajectory
 from rlm_integrations.dspy._support import repl_factory
 from rlm_integrations.dspy.module import RLM
@@ -50,7 +50,7 @@ VARIABLES_KEY = "repl_variables"
 _MARKER = "dspy_session"  # the manifest entry that marks a DSPy session's checkpoint
 
 
-class Session:
+class Session(ClosesOnExit):
     r"""Follow-up calls of one `RLM` program over fixed inputs, with one live REPL and a `dspy.History`.
 
     Args:
@@ -310,22 +310,6 @@ class Session:
         repl, self._shared = self._shared, None
         if repl is not None:
             await repl.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
 
 class _Lent:
