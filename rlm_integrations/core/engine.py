@@ -358,13 +358,12 @@ class Engine(ModelCalls):
             return RunOutcome(status=status, limit=limit, run_id=state.run_id, error=str(error) or "no answer")
         parsed = parse_reply(reply)
         answer: Any = reply.strip()
-        if parsed.has_final:
-            if repl is None or parsed.final_variable is None:
-                answer = parsed.final_text if parsed.final_variable is None else answer
-            else:
-                found, value, _ = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
-                if found:
-                    answer = value
+        if parsed.has_final and parsed.final_variable is None:
+            answer = parsed.final_text
+        elif parsed.has_final and repl is not None:  # FINAL_VAR: read from the REPL (the direct route has none)
+            found, value, _ = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
+            if found:
+                answer = value
         return RunOutcome(answer=answer, status=status, limit=limit, run_id=state.run_id)
 
     def _open_meter(self, policy: Policy, state: RunState, prompt_tokens: int) -> None:

@@ -10,8 +10,9 @@
   model's window, and the question is a lookup (one fact). Counting and listing always go through the loop, where code
   counts exactly (see benchmarks/README.md, "Routing", for the numbers behind both constants).
 
-The decision needs the model's window (`context_window`) and a token count (`count_tokens`,
-else an estimate); a model that reports no window is never routed direct by ``"auto"``.
+The decision needs the model's window (`context_window`) and the budget's token estimate
+(`core.limits.estimate_tokens`: `count_tokens` where the model has it, with a quarter's
+margin); a model that reports no window is never routed direct by ``"auto"``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from rlm_integrations.core.config import Route
+from rlm_integrations.core.limits import estimate_tokens
 from rlm_integrations.core.question_shape import Shape
 from rlm_integrations.lm.protocol import LanguageModel
 
@@ -37,13 +39,6 @@ DIRECT_REPLY_TOKENS = 256
 """Room kept for the reply of a direct answer."""
 
 
-def _tokens(model: LanguageModel, text: str) -> int:
-    counter = getattr(model, "count_tokens", None)
-    if callable(counter):
-        return int(counter(text))
-    return len(text) // 3 + 1
-
-
 def choose_route(
     route: Route, query: str, context: Any, model: LanguageModel, shape: Shape
 ) -> Literal["rlm", "direct"]:
@@ -53,7 +48,7 @@ def choose_route(
     window = getattr(model, "context_window", None)
     if not isinstance(window, int) or window <= 0:
         return "direct" if route == "direct" else "rlm"
-    needed = _tokens(model, context) + _tokens(model, query) + DIRECT_REPLY_TOKENS + 200
+    needed = estimate_tokens(model, context) + estimate_tokens(model, query) + DIRECT_REPLY_TOKENS + 200
     if route == "direct":
         return "direct" if needed <= window else "rlm"
     return "direct" if needed <= DIRECT_SHARE * window and shape in DIRECT_SHAPES else "rlm"
