@@ -124,11 +124,15 @@ class HelperNotes:
         """Note a search that found nothing (said in the next feedback)."""
         label = ", ".join(repr(word) for word in words)
         self.empty_searches.append(label)
-        self.pending.append(
+        self.add(
             f"Note: grep({label}) found no line. The question's words often do not appear in the text as "
             "written: print a few lines (e.g. `print(context[:600])`) to see how the text words things, then "
             "search for those words; if the condition needs judgement, use `llm_filter(items, question)`."
         )
+
+    def add(self, note: str) -> None:
+        """A note for the next feedback."""
+        self.pending.append(note)
 
     def take(self) -> list[str]:
         """The notes for this turn's feedback (each said once)."""
@@ -217,7 +221,7 @@ class ReplHelpers:
         else:
             kept, failed = await self._filter_packed(texts, asked)
         if failed:
-            self.notes.pending.append(
+            self.notes.add(
                 f"Note: llm_filter could not judge {failed} of {len(texts)} items (their sub-calls failed); "
                 "they are not in its result."
             )
