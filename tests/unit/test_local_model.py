@@ -219,3 +219,19 @@ def test_local_model_finds_a_needle_in_200k_characters_through_the_repl(local_mo
     cells = [e.code for e in cast(list[CellStarted], list(result.trajectory.iter_events("cell_start")))]
     assert cells, "the model wrote no code"
     assert secret in str(result.answer), (result.status, result.answer, cells)
+
+
+def test_local_model_uses_every_usable_cpu_unless_told_otherwise(local_model):
+    import os
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # llama.cpp's own default is half the cores for generation; ours is all of them.
+    assert local_model._llama.context_params.n_threads == usable
+    assert local_model._llama.context_params.n_threads_batch == usable
+
+
+def test_local_model_thread_count_can_be_lowered():
+    pytest.importorskip("llama_cpp", reason="the [local] extra (llama-cpp-python) is not installed")
+    model = LocalModel(n_threads=1, n_ctx=512)
+    assert model._llama.context_params.n_threads == 1
+    assert model._llama.context_params.n_threads_batch == 1
