@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import copy
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast, overload
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
+from typing import Any, cast, overload
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, model_validator
 
 from rlm_integrations._sync import run_sync
@@ -31,12 +32,11 @@ from rlm_integrations.langchain.schema import (
     LIMIT_STATUSES,
     RLMInput,
     RLMProgress,
+    RunnableInput,
     input_from,
     trace_view,
 )
-
-if TYPE_CHECKING:
-    from langchain_core.tools import BaseTool
+from rlm_integrations.langchain.tool import RLMTool
 
 __all__ = ["RLMBudgetExhaustedError", "RLMRunnable", "RunFailedError", "should_retry"]
 
@@ -80,7 +80,7 @@ def should_retry(error: BaseException) -> bool:
     return not isinstance(error, BudgetExhaustedError | UsageError)
 
 
-class RLMRunnable(RunnableSerializable[RLMInput, RLMResult]):
+class RLMRunnable(RunnableSerializable[RunnableInput, RLMResult]):
     r"""A Recursive Language Model as a LangChain `Runnable`.
 
     The context is loaded into a sandboxed REPL; the root chat model writes code over
@@ -230,10 +230,15 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMResult]):
         return {"messages": [output_message(output, model_name, name=self.name)]}
 
     # -- streaming ----------------------------------------------------------------------------
+    # The four stream methods yield progress chunks before the output, more than `Runnable`'s
+    # Iterator[Output] declares: hence their narrow `override` ignores.
     def stream(  # type: ignore[override]
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[StreamChunk]:
-        """Yield `RLMProgress` chunks while the run goes, then the `RLMResult` (for a messages state: the update)."""
+    ) -> Generator[StreamChunk, None, None]:
+        """Yield `RLMProgress` chunks while the run goes, then the `RLMResult` (for a messages state: the update).
+
+        Closing the generator early (`close()`) cancels the run and closes its REPL.
+        """
         request, as_state = self._read(input)
         transformer: Any = functools.partial(self._stream_transformer, request, as_state)
         traced: Any = self._traced_input(request)
@@ -241,8 +246,11 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMResult]):
 
     async def astream(  # type: ignore[override]
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AsyncIterator[StreamChunk]:
-        """Yield `RLMProgress` chunks while the run goes, then the `RLMResult` (for a messages state: the update)."""
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """Yield `RLMProgress` chunks while the run goes, then the `RLMResult` (for a messages state: the update).
+
+        Closing the generator early (`aclose()`) cancels the run and closes its REPL.
+        """
         request, as_state = self._read(input)
         transformer: Any = functools.partial(self._astream_transformer, request, as_state)
         traced: Any = self._traced_input(request)
@@ -403,7 +411,7 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMResult]):
         wait_exponential_jitter: bool = True,
         exponential_jitter_params: Any = None,
         stop_after_attempt: int = 3,
-    ) -> Runnable[RLMInput, RLMResult]:
+    ) -> Runnable[RunnableInput, RLMResult]:
         """`Runnable.with_retry`, except that exhausted budgets and usage errors are never retried."""
         return super().with_retry(
             retry_if_exception_type=_retry_predicate(retry_if_exception_type),
@@ -423,8 +431,6 @@ class RLMRunnable(RunnableSerializable[RLMInput, RLMResult]):
         """This RLM as an `RLMTool` (with `args_schema` or `arg_types`: LangChain's generic tool)."""
         if args_schema is not None or arg_types is not None:
             return super().as_tool(args_schema, name=name, description=description, arg_types=arg_types)
-        from rlm_integrations.langchain.tool import RLMTool
-
         options: dict[str, Any] = {}
         if name:
             options["name"] = name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
@@ -31,6 +31,7 @@ __all__ = [
     "RLMInput",
     "RLMOutput",
     "RLMProgress",
+    "RunnableInput",
     "input_from",
     "summarize",
     "trace_view",
@@ -71,6 +72,11 @@ class RLMInput(BaseModel):
     def overrides(self) -> dict[str, Any]:
         """The per-call budget overrides that were given (None means: use the runnable's)."""
         return {name: getattr(self, name) for name in BUDGET_FIELDS if getattr(self, name) is not None}
+
+
+RunnableInput: TypeAlias = RLMInput | str | dict[str, Any] | PromptValue | BaseMessage
+"""What `RLMRunnable` accepts: a `RLMInput`, a dict of its fields or a ``{"messages": [...]}`` state,
+a query string, a prompt value or a message (read by `input_from` / `RLMRunnable.coerce_input`)."""
 
 
 RLMOutput = RLMResult

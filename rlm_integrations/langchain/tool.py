@@ -6,11 +6,11 @@ import json
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlm_integrations.core.result import RLMResult
-from rlm_integrations.langchain.runnable import RLMRunnable
 from rlm_integrations.langchain.schema import RLMInput
 
 __all__ = ["RLMTool", "RLMToolInput"]
@@ -54,8 +54,11 @@ class RLMTool(BaseTool):
     description: str = _DESCRIPTION
     args_schema: type[BaseModel] = RLMToolInput
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
-    rlm: RLMRunnable
-    """The RLM that answers."""
+    rlm: Runnable[RLMInput, RLMResult]
+    """The RLM that answers: an `RLMRunnable`, or one wrapped by `with_retry` / `with_fallbacks` / `with_config`.
+
+    Typed as the `Runnable` it is used as, so that this module does not import
+    `RLMRunnable` (whose `as_tool` builds this tool)."""
     context: Any = None
     """Data bound to the tool, used when a call gives no `context`."""
 

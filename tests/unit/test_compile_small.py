@@ -52,7 +52,8 @@ def test_bootstrap_keeps_demos_only_from_runs_that_scored():
     def turn(request: str, number: int) -> str:
         if count.question in request:
             return "FINAL('0')"  # a wrong count: partial credit, below the threshold
-        return next(t.reference_code for t in needles if t.question in request)
+        code: str = next(t.reference_code for t in needles if t.question in request)  # suite is imported untyped
+        return code
 
     lm = ScriptedDSPyLM(rlm_replies(turn))
     settings = compile_small.Settings(max_demos=3, scripted=True)

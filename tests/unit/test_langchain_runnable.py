@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
@@ -14,10 +16,12 @@ pytest.importorskip("langchain_core")
 
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import ConfigurableField, RunnableLambda
+from langchain_core.runnables import ConfigurableField, Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables.retry import RunnableRetry
 
 import rlm_integrations.langchain as lc
 from rlm_integrations import RLMConfig
+from rlm_integrations.core.events import CellFinished
 from rlm_integrations.errors import BudgetExhaustedError, UsageError
 from rlm_integrations.langchain import (
     RLMBudgetExhaustedError,
@@ -28,6 +32,7 @@ from rlm_integrations.langchain import (
     ScriptedChatModel,
     should_retry,
 )
+from rlm_integrations.langchain.schema import RunnableInput
 
 
 def message(text: str, prompt: int = 10, completion: int = 5, model: str = "fake-model") -> AIMessage:
@@ -42,8 +47,8 @@ def block(code: str) -> str:
     return f"```repl\n{code}\n```"
 
 
-def fake(*replies: str, **usage: int) -> FakeMessagesListChatModel:
-    return FakeMessagesListChatModel(responses=[message(r, **usage) for r in replies])
+def fake(*replies: str, prompt: int = 10, completion: int = 5, model: str = "fake-model") -> FakeMessagesListChatModel:
+    return FakeMessagesListChatModel(responses=[message(r, prompt, completion, model) for r in replies])
 
 
 def counting_reply(messages: list[BaseMessage]) -> str:
@@ -76,7 +81,7 @@ async def test_ainvoke_with_a_separate_sub_model():
     assert out.answer == "done"
     assert out.usage.by_model["sub"].prompt_tokens == 3
     assert out.usage.by_model["root"].calls == 2
-    cell_outputs = [e.stdout for e in out.trajectory.iter_events("cell_end")]
+    cell_outputs = [e.stdout for e in out.trajectory.iter_events("cell_end") if isinstance(e, CellFinished)]
     assert cell_outputs[0].strip() == "from the sub-model"
 
 
@@ -101,7 +106,14 @@ def test_schemas_are_the_pydantic_models():
 
 def test_lcel_chain_invoke_and_stream():
     rlm = RLMRunnable(model=ScriptedChatModel(replies=counting_reply))
-    chain = RunnableLambda(lambda text: {"query": "How long?", "context": text}) | rlm | (lambda out: out.answer)
+
+    def request(text: str) -> RunnableInput:
+        return {"query": "How long?", "context": text}
+
+    def answer(out: RLMOutput) -> Any:
+        return out.answer
+
+    chain = RunnableLambda(request) | rlm | answer
     assert chain.invoke("hello") == 5
     assert list(chain.stream("hello!"))[-1] == 6
 
@@ -127,7 +139,7 @@ def test_configurable_model_receives_the_callers_configurable():
     )
     rlm = RLMRunnable(model=model)
     assert rlm.invoke("q").answer == "default"
-    configured = {"configurable": {"replies": [message(block("FINAL('configured')"))]}}
+    configured: RunnableConfig = {"configurable": {"replies": [message(block("FINAL('configured')"))]}}
     assert rlm.invoke("q", configured).answer == "configured"
 
 
@@ -194,14 +206,22 @@ def test_with_retry_still_retries_other_errors():
     # rare (a failing callback handler set to raise, an interrupted worker pool); the rule is
     # in the predicate the retry wrapper gets.
     rlm = RLMRunnable(model=ScriptedChatModel(replies=counting_reply))
-    retry = rlm.with_retry(stop_after_attempt=2).retry_exception_types  # type: ignore[attr-defined]
+    retry = retry_rule(rlm.with_retry(stop_after_attempt=2))
     assert retry(ConnectionError("flaky")) and retry(OSError("no worker"))
     assert not retry(RLMBudgetExhaustedError(RLMOutput(status="max_iterations", limit="max_iterations")))
     assert not retry(UsageError("bad input"))
-    narrow = rlm.with_retry(retry_if_exception_type=(ConnectionError,)).retry_exception_types  # type: ignore[attr-defined]
+    narrow = retry_rule(rlm.with_retry(retry_if_exception_type=(ConnectionError,)))
     assert narrow(ConnectionError("x")) and not narrow(OSError("y"))
-    custom = rlm.with_retry(retry_if_exception_type=lambda e: "retry me" in str(e)).retry_exception_types  # type: ignore[attr-defined]
+    custom = retry_rule(rlm.with_retry(retry_if_exception_type=lambda e: "retry me" in str(e)))
     assert custom(RuntimeError("retry me")) and not custom(RuntimeError("no"))
+
+
+def retry_rule(retried: Runnable[Any, Any]) -> Callable[[BaseException], bool]:
+    """The predicate a `with_retry` wrapper decides by (RLMRunnable always hands it a predicate)."""
+    assert isinstance(retried, RunnableRetry)
+    rule = retried.retry_exception_types
+    assert callable(rule)
+    return rule
 
 
 # -- batch -----------------------------------------------------------------------------------------
@@ -226,7 +246,7 @@ class InFlight:
 async def test_abatch_honours_max_concurrency_and_keeps_runs_apart():
     meter = InFlight()
     rlm = RLMRunnable(model=RunnableLambda(lambda messages: message(meter(messages))))
-    inputs = [{"query": "How long?", "context": "x" * n} for n in range(6)]
+    inputs: list[RunnableInput] = [{"query": "How long?", "context": "x" * n} for n in range(6)]
     outs = await rlm.abatch(inputs, {"max_concurrency": 2})
     assert [o.answer for o in outs] == list(range(6))
     assert meter.peak == 2
@@ -239,7 +259,8 @@ async def test_abatch_honours_max_concurrency_and_keeps_runs_apart():
 def test_batch_in_threads():
     meter = InFlight()
     rlm = RLMRunnable(model=RunnableLambda(lambda messages: message(meter(messages))))
-    outs = rlm.batch([{"query": "q", "context": "y" * n} for n in range(4)], {"max_concurrency": 2})
+    inputs: list[RunnableInput] = [{"query": "q", "context": "y" * n} for n in range(4)]
+    outs = rlm.batch(inputs, {"max_concurrency": 2})
     assert [o.answer for o in outs] == [0, 1, 2, 3]
     assert meter.peak <= 2
 
@@ -255,31 +276,34 @@ def subcalling_reply(messages: list[BaseMessage]) -> str:
 
 def test_stream_yields_progress_then_the_output():
     rlm = RLMRunnable(model=ScriptedChatModel(replies=subcalling_reply))
-    chunks = list(rlm.stream({"query": "q", "context": "abcd"}))
-    assert all(isinstance(c, RLMProgress) for c in chunks[:-1])
-    assert isinstance(chunks[-1], RLMOutput) and chunks[-1].answer == 4
-    kinds = [c.kind for c in chunks[:-1]]
+    *chunks, output = rlm.stream({"query": "q", "context": "abcd"})
+    progress = [c for c in chunks if isinstance(c, RLMProgress)]
+    assert progress == chunks
+    assert isinstance(output, RLMOutput) and output.answer == 4
+    kinds = [c.kind for c in progress]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end"
     for kind in ("iteration_start", "cell_start", "sub_call_start", "sub_call_end", "cell_end", "iteration_end"):
         assert kind in kinds
-    assert chunks[0] + chunks[-1] is chunks[-1]  # accumulation ends on the output
+    assert progress[0] + output is output  # accumulation ends on the output
 
 
 async def test_astream_and_early_close():
     rlm = RLMRunnable(model=ScriptedChatModel(replies=subcalling_reply))
     chunks = [c async for c in rlm.astream({"query": "q", "context": "abc"})]
-    assert chunks[-1].answer == 3
+    output = chunks[-1]
+    assert isinstance(output, RLMOutput) and output.answer == 3
     assert sum(isinstance(c, RLMProgress) for c in chunks) >= 10
     stream = rlm.astream({"query": "q", "context": "abc"})
     first = await anext(stream)
-    assert first.kind == "run_start"
+    assert isinstance(first, RLMProgress) and first.kind == "run_start"
     await stream.aclose()  # cancels the run and closes its REPL
 
 
 def test_sync_stream_early_close_does_not_hang():
     rlm = RLMRunnable(model=ScriptedChatModel(replies=subcalling_reply, latency_s=0.05))
     stream = rlm.stream({"query": "q", "context": "abc"})
-    assert next(stream).kind == "run_start"
+    first = next(stream)
+    assert isinstance(first, RLMProgress) and first.kind == "run_start"
     began = time.monotonic()
     stream.close()
     assert time.monotonic() - began < 5
@@ -301,8 +325,9 @@ async def test_astream_events_v2_carries_custom_events():
         "rlm_run_end",
     ):
         assert name in names
-    cell = next(e for e in custom if e["name"] == "rlm_cell_start")
-    assert "llm_query" in cell["data"]["code"] and cell["data"]["depth"] == 0
+    # a custom event's data is the payload it was dispatched with (not LangChain's run EventData)
+    cell: Mapping[str, Any] = next(e for e in custom if e["name"] == "rlm_cell_start")["data"]
+    assert "llm_query" in cell["code"] and cell["depth"] == 0
     kinds = {e["event"] for e in events}
     assert {"on_chat_model_start", "on_tool_start", "on_tool_end", "on_chain_stream"} <= kinds
     assert events[-1]["event"] == "on_chain_end" and events[-1]["data"]["output"].answer == 4

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from rlm_integrations.errors import WorkerCrashedError
-from rlm_integrations.repl import LocalREPL
+from rlm_integrations.repl import CellResult, LocalREPL
 
 SECRET_VAR = "RLM_ABUSE_TEST_SECRET"
 SECRET = "secret-" + secrets.token_hex(12)
@@ -127,6 +127,7 @@ async def test_timeout_reports_lost_variables_and_keeps_context(fast: LocalREPL)
     assert cell.timed_out
     assert cell.lost_variables == ["a", "b"]
     assert "context" not in cell.lost_variables
+    assert cell.error is not None
     assert "a" in cell.error and "b" in cell.error  # the model is told what it lost
     gone = await fast.execute("a")
     assert gone.error_type == "NameError"
@@ -268,7 +269,7 @@ async def test_file_writes_fail_even_unrestricted(plain: LocalREPL, tmp_path) ->
 
 async def test_worker_runs_in_a_scratch_directory(plain: LocalREPL) -> None:
     cell = await plain.execute("import os\nos.getcwd()")
-    assert cell.ok, cell.error
+    assert cell.ok and cell.value is not None, cell.error
     scratch = ast.literal_eval(cell.value)
     assert _real(scratch) != _real(os.getcwd())
     assert _is_dir(scratch)
@@ -484,7 +485,7 @@ async def test_pathological_source_is_a_cell_error(fast: LocalREPL, code: str) -
 async def test_eight_concurrent_repls_do_not_cross_talk() -> None:
     repls = [LocalREPL(cell_timeout_s=10.0) for _ in range(8)]
 
-    async def session(index: int, repl: LocalREPL) -> tuple[int, list]:
+    async def session(index: int, repl: LocalREPL) -> tuple[int, list[CellResult]]:
         await repl.start()
         await repl.load("context", f"context-{index}")
         repl.register("whoami", lambda i=index: f"host-{i}")
@@ -545,6 +546,7 @@ def _process_gone(pid: int) -> bool:
 
 async def test_cancelled_execute_leaves_the_repl_usable(fast: LocalREPL) -> None:
     pid = fast.pid
+    assert pid is not None
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(fast.execute("while True:\n    pass"), 0.3)
     await asyncio.sleep(0.2)
@@ -555,6 +557,7 @@ async def test_cancelled_execute_leaves_the_repl_usable(fast: LocalREPL) -> None
 async def test_close_during_a_running_cell() -> None:
     repl = await _make(cell_timeout_s=30.0)
     pid = repl.pid
+    assert pid is not None
     running = asyncio.ensure_future(repl.execute("while True:\n    pass"))
     await asyncio.sleep(0.3)
     await repl.close()
@@ -571,8 +574,10 @@ async def test_close_kills_the_workers_children(plain: LocalREPL) -> None:
     cell = await plain.execute("import subprocess\nchild = subprocess.Popen(['sleep', '60'])\nchild.pid")
     if not cell.ok:
         pytest.skip(f"the worker cannot start processes here: {cell.error}")
+    assert cell.value is not None
     child = int(cell.value)
     worker = plain.pid
+    assert worker is not None
     await plain.close()
     await asyncio.sleep(0.2)
     assert _process_gone(worker)
@@ -585,6 +590,7 @@ async def test_timeout_kills_the_workers_children() -> None:
         cell = await repl.execute("import subprocess\nchild = subprocess.Popen(['sleep', '60'])\nchild.pid")
         if not cell.ok:
             pytest.skip(f"the worker cannot start processes here: {cell.error}")
+        assert cell.value is not None
         child = int(cell.value)
         spin = await repl.execute("while True:\n    pass")
         assert spin.timed_out

@@ -439,7 +439,7 @@ async def test_isolation_reports_every_layer(wall2: LocalREPL) -> None:
     assert all((isolation.mount_namespace, isolation.pid_namespace, isolation.ipc_namespace, isolation.uts_namespace))
     assert isolation.network_namespace
     with pytest.raises(AttributeError):
-        isolation.seccomp = False  # type: ignore[misc]
+        isolation.seccomp = False  # type: ignore[misc]  # the point: mypy knows the field is read-only too
     assert LocalREPL().isolation is None  # nothing is in force before start
 
 
@@ -551,7 +551,8 @@ async def test_require_isolation_runs_when_every_layer_holds() -> None:
 
 def _descendants(pid: int) -> list[psutil.Process]:
     with contextlib.suppress(psutil.NoSuchProcess):
-        return psutil.Process(pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)  # psutil ships no types
+        return children
     return []
 
 
