@@ -35,7 +35,7 @@ from rlm_integrations.core.interrupts import OpenSteps
 from rlm_integrations.core.limits import RunMeter, TreeLimits, prompt_tokens_of
 from rlm_integrations.core.model_calls import ModelCalls
 from rlm_integrations.core.parsing import parse_reply
-from rlm_integrations.core.policy import ChatPolicy, Policy
+from rlm_integrations.core.policy import ChatPolicy, Policy, QuestionAware
 from rlm_integrations.core.pricing import check_prices
 from rlm_integrations.core.question_shape import probe_question, question_shape
 from rlm_integrations.core.routing import choose_route
@@ -194,9 +194,10 @@ class Engine(ModelCalls):
         notes: str | None = None,
     ) -> RunOutcome:
         config = self.config
-        probe = await asyncio.to_thread(probe_question, query, context) if context is not None else None
-        shape = question_shape(query, probe)
         policy = state.policy or self.policy_factory(self.root_model)
+        asked, probed = policy.probe_subject(query, context) if isinstance(policy, QuestionAware) else (query, context)
+        probe = await asyncio.to_thread(probe_question, asked, probed) if probed is not None else None
+        shape = question_shape(asked, probe)
         if (
             repl is None  # a session keeps its REPL: always the loop
             and isinstance(policy, ChatPolicy)
@@ -215,6 +216,8 @@ class Engine(ModelCalls):
             if isinstance(policy, ChatPolicy):
                 policy.configure(config)  # history bounds and compaction (core/history.py)
                 policy.shape = shape  # picks the worked example for small models
+            elif isinstance(policy, QuestionAware):
+                policy.orient(probe, shape)
             system = prompts.system_prompt(sub_prompt_chars=self.sub_prompt_chars(), tools=_tool_docs(self.tools))
             first = prompts.first_message(query, info, config.max_iterations, probe=probe.describe() if probe else "")
             if notes:

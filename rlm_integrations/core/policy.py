@@ -10,12 +10,12 @@ import re
 from typing import Any, Protocol, runtime_checkable
 
 from rlm_integrations.core.history import Conversation, HistoryLimits
-from rlm_integrations.core.question_shape import Shape
+from rlm_integrations.core.question_shape import Probe, Shape
 from rlm_integrations.core.worked_examples import example_for
 from rlm_integrations.errors import ContextWindowExceededError
 from rlm_integrations.lm.protocol import Completion, LanguageModel, Message
 
-__all__ = ["ChatPolicy", "Policy"]
+__all__ = ["ChatPolicy", "Policy", "QuestionAware"]
 
 _OVERFLOW_RETRIES = 2
 
@@ -44,6 +44,27 @@ class Policy(Protocol):
 
     def pending_messages(self) -> list[dict[str, str]]:
         """Messages added since the previous `step` (for the trajectory)."""
+        ...
+
+
+@runtime_checkable
+class QuestionAware(Protocol):
+    """A policy that names the question the engine probes, and hears the probe before `begin` (optional).
+
+    Before the first turn the engine counts where the question's words occur in the
+    context and picks the question's shape (`rlm_integrations.core.question_shape`). By
+    default it probes the run's `query` against its `context`. A face whose real question
+    is elsewhere (the DSPy face: the query is the signature's instructions, the question an
+    input field's value, the text any input variable) implements this protocol: the engine
+    probes what `probe_subject` returns and hands the result to `orient`.
+    """
+
+    def probe_subject(self, query: str, context: Any) -> tuple[str, Any]:
+        """The question and the text to probe it against (None: nothing to probe), given the run's own."""
+        ...
+
+    def orient(self, probe: Probe | None, shape: Shape) -> None:
+        """Take the probe (None when there was nothing to probe) and the question's shape, before `begin`."""
         ...
 
 

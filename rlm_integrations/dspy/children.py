@@ -26,8 +26,9 @@ from dspy.signatures.signature import ensure_signature
 
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.dspy.outputs import submit_hint
-from rlm_integrations.dspy.policy import PredictPolicy, render_history
+from rlm_integrations.dspy.policy import PredictPolicy
 from rlm_integrations.dspy.signatures import extract_signature, repl_guide
+from rlm_integrations.dspy.steps import render_history
 from rlm_integrations.lm.protocol import Completion, LanguageModel
 
 __all__ = ["CHILD_NOTE", "ChildPolicy", "child_extractor", "child_policy_factory"]
@@ -54,6 +55,8 @@ class ChildPolicy(PredictPolicy):
     def begin(self, system: str, first: str) -> None:
         """Start the run: the first message (the question and the context's description) becomes `variables_info`."""
         super().begin(system, first)
+        if self.probe_paragraph:  # shown as the `context_probe` input instead
+            first = first.replace(f"\n\n{self.probe_paragraph}", "", 1)
         lines = first.rstrip().splitlines()
         if lines and lines[-1].startswith("You have "):  # the chat prompt's "write your first block" line
             lines = lines[:-1]
@@ -80,6 +83,7 @@ def child_policy_factory(
     history_chars: int,
     demo_chars: int,
     parse_retries: int,
+    worked_examples: bool = False,
 ) -> Callable[[LanguageModel], ChildPolicy]:
     """The engine's `policy_factory` for child runs: a fresh `ChildPolicy` per child, sharing `generate`."""
     guide = repl_guide(_CHILD_SIGNATURE, sub_prompt_chars=sub_prompt_chars, tools=tool_docs)
@@ -99,6 +103,7 @@ def child_policy_factory(
             history_chars=history_chars,
             demo_chars=demo_chars,
             parse_retries=parse_retries,
+            worked_examples=worked_examples,
         )
 
     return factory

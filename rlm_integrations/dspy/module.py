@@ -43,6 +43,7 @@ from rlm_integrations.dspy.bridge import DSPyBridge
 from rlm_integrations.dspy.children import child_extractor, child_policy_factory
 from rlm_integrations.dspy.inputs import describe_variables, to_repl_value
 from rlm_integrations.dspy.lm_adapter import DSPyLanguageModel
+from rlm_integrations.dspy.orientation import ProbeSubject, prefers_worked_example, probe_subject
 from rlm_integrations.dspy.outputs import outputs_from_final
 from rlm_integrations.dspy.policy import PredictPolicy
 from rlm_integrations.dspy.prestart import prestarted
@@ -125,6 +126,8 @@ class _Call:
     variables: dict[str, Any]
     variables_info: str
     bridge: DSPyBridge
+    subject: ProbeSubject
+    worked_examples: bool
 
 
 class RLM(dspy.Module):
@@ -155,6 +158,10 @@ class RLM(dspy.Module):
             newest turns are kept whole, older ones shortened, then dropped).
         demo_chars: bound on the history kept in DSPy's trace, so bootstrapped demos stay small.
         preview_chars: how much of each input variable the model sees up front.
+        worked_examples: show the root model a worked example chosen by the question's
+            shape (as `generate_code` demos, only while it has no demos of its own). None
+            (the default) asks the root LM (`prefers_worked_example`, true for LMs over
+            `LocalModel`); True or False decides.
         optimize_extract: expose `extract` to optimizers. It runs only when a call ends
             without a submission, so by default it is hidden from `named_predictors()`
             and optimizers spend no rounds on it.
@@ -189,6 +196,7 @@ class RLM(dspy.Module):
         demo_chars: int = 3_000,
         preview_chars: int = 500,
         optimize_extract: bool = False,
+        worked_examples: bool | None = None,
         callbacks: list[Any] | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
@@ -205,6 +213,7 @@ class RLM(dspy.Module):
         self.history_chars = history_chars
         self.demo_chars = demo_chars
         self.preview_chars = preview_chars
+        self.worked_examples = worked_examples
         self._check_names()
         self._check_settings()
         self.repl_guide = repl_guide(self.signature, sub_prompt_chars=_SUB_PROMPT_CHARS, tools=tool_docs)
@@ -221,6 +230,7 @@ class RLM(dspy.Module):
     repl: str | REPLFactory = _setting("repl", "The REPL: 'local', 'modal' or a factory.")
     sub_lm: dspy.BaseLM | None = _setting("sub_lm", "The LM behind `llm_query` (None: the root LM).")
     tools: dict[str, Callable[..., Any]] = _setting("tools", "Host functions the code may call, by name.")
+    worked_examples: bool | None = _setting("worked_examples", "Show a worked example (None: as the root LM prefers).")
 
     # -- the extraction predictor -------------------------------------------------------------
     def named_parameters(self) -> list[tuple[str, Any]]:
@@ -299,6 +309,7 @@ class RLM(dspy.Module):
                 missing.append(name)
         if missing:
             raise UsageError(f"missing input(s) {', '.join(missing)}; this module's inputs are {', '.join(fields)}")
+        subject = probe_subject(values, fields)  # the question, and the input it is probed against
         context = values.pop("context", None)
         shown = {"context": context, **values} if "context" in fields else values
         callbacks = [*dspy.settings.get("callbacks", []), *self.callbacks]
@@ -310,6 +321,8 @@ class RLM(dspy.Module):
             variables=values,
             variables_info=describe_variables(shown, fields, self.preview_chars),
             bridge=DSPyBridge(self, callbacks, self.config.max_iterations, extract=self.extractor),
+            subject=subject,
+            worked_examples=prefers_worked_example(root_lm) if self.worked_examples is None else self.worked_examples,
         )
 
     async def _run(self, call: _Call) -> dspy.Prediction:
@@ -338,6 +351,7 @@ class RLM(dspy.Module):
                 history_chars=self.history_chars,
                 demo_chars=self.demo_chars,
                 parse_retries=self.parse_retries,
+                worked_examples=call.worked_examples,
             ),
         )
         output_fields = self.signature.output_fields
@@ -355,6 +369,8 @@ class RLM(dspy.Module):
             history_chars=self.history_chars,
             demo_chars=self.demo_chars,
             parse_retries=self.parse_retries,
+            subject=call.subject,
+            worked_examples=call.worked_examples,
         )
         result = await run.execute(
             query,
@@ -391,6 +407,7 @@ class RLM(dspy.Module):
             "config": self.config.model_dump(mode="json"),
             **{name: getattr(self, name) for name in _SETTING_NAMES},
             "optimize_extract": self.optimize_extract,
+            "worked_examples": self.worked_examples,
             "repl": self.repl if isinstance(self.repl, str) else None,
             "tools": sorted(self.tools),
             "sub_lm": self.sub_lm.dump_state() if self.sub_lm is not None else None,
@@ -429,6 +446,8 @@ class RLM(dspy.Module):
         self._check_settings()
         if "optimize_extract" in saved and bool(saved["optimize_extract"]) != self.optimize_extract:
             self._set_extract(self.extractor, visible=bool(saved["optimize_extract"]))
+        if "worked_examples" in saved and isinstance(saved["worked_examples"], bool | None):
+            self.worked_examples = saved["worked_examples"]
         if isinstance(saved.get("repl"), str):
             self.repl = saved["repl"]
         missing_tools = sorted(set(saved.get("tools") or ()) - set(self.tools))

@@ -10,9 +10,7 @@ again with a correction (`parse_retries` times) rather than ending the run.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import dspy
@@ -21,33 +19,17 @@ from pydantic.fields import FieldInfo
 
 from rlm_integrations.core import prompts
 from rlm_integrations.core.parsing import parse_reply
+from rlm_integrations.core.question_shape import Probe, Shape
 from rlm_integrations.dspy.lm_adapter import CostProbe, usage_from_tracker
+from rlm_integrations.dspy.orientation import NOT_PROBED, ProbeSubject, probe_note, worked_demos
 from rlm_integrations.dspy.outputs import OutputError, check_outputs, submit_hint
 from rlm_integrations.dspy.signatures import GUIDE_PLACEHOLDER
+from rlm_integrations.dspy.steps import Step, render_history, strip_fences
 from rlm_integrations.errors import ModelError
 from rlm_integrations.lm.protocol import Completion, TokenUsage
 from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = ["PredictPolicy", "Step", "render_history", "strip_fences"]
-
-_REASONING_CHARS = 1_000
-_ELIDED_CODE_CHARS = 160
-_OMITTED_NOTE_CHARS = 50
-_FENCED = re.compile(r"^\s*```[^\n]*\n(.*?)\n?\s*```\s*$", re.DOTALL)
-
-
-@dataclass
-class Step:
-    """One root turn as the history shows it."""
-
-    iteration: int
-    reasoning: str
-    code: str
-    output: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        """The step as plain data (for `Prediction.trajectory`)."""
-        return {"iteration": self.iteration, "reasoning": self.reasoning, "code": self.code, "output": self.output}
 
 
 class PredictPolicy:
@@ -67,6 +49,13 @@ class PredictPolicy:
         history_chars: bound on the `repl_history` input.
         demo_chars: bound on the inputs kept in DSPy's trace (what demos are made of).
         parse_retries: extra attempts when a reply cannot be parsed.
+        subject: the question and the input the engine probes (`probe_subject`); None: the
+            run's own query and context (a child run).
+        worked_examples: offer the worked example for the question's shape as demos while
+            `generate` has none of its own (for root LMs that prefer worked examples).
+
+    The engine probes the question before the first turn (`rlm_integrations.core.policy.QuestionAware`);
+    the result is the `context_probe` input of every turn.
     """
 
     def __init__(
@@ -84,6 +73,8 @@ class PredictPolicy:
         history_chars: int,
         demo_chars: int,
         parse_retries: int,
+        subject: ProbeSubject | None = None,
+        worked_examples: bool = False,
     ) -> None:
         self.generate = generate
         self.extract = extract
@@ -98,11 +89,41 @@ class PredictPolicy:
         self.history_chars = history_chars
         self.demo_chars = demo_chars
         self.parse_retries = parse_retries
+        self.subject = subject
+        self.worked_examples = worked_examples
+        self.context_probe = NOT_PROBED
+        """The `context_probe` input (set by `orient`)."""
+        self.example_demos: list[dspy.Example] = []
+        """The worked example's turns, shown while `generate` has no demos (set by `orient`)."""
+        self.probe_paragraph = ""
+        """The core probe's own paragraph (as the engine's first message has it)."""
         self.steps: list[Step] = []
         self.extracted: dict[str, Any] | None = None
         self.extract_error: str | None = None
         self.failure: BaseException | None = None
         self._pending: list[dict[str, str]] = []
+
+    # -- the QuestionAware protocol (core/policy.py) ----------------------------------------------
+    def probe_subject(self, query: str, context: Any) -> tuple[str, Any]:
+        """The question the user asked (the input fields' values) and the input to probe; else the run's own."""
+        if self.subject is None:
+            return query, context
+        return self.subject.question or query, self.subject.value
+
+    def orient(self, probe: Probe | None, shape: Shape) -> None:
+        """Keep the probe as the `context_probe` input and, if asked for, the shape's worked example as demos."""
+        name = "context" if self.subject is None else self.subject.name or "context"
+        self.context_probe = probe_note(probe, name)
+        self.probe_paragraph = probe.describe() if probe is not None else ""
+        self.example_demos = []
+        if self.worked_examples and name == "context":  # the examples' code reads `context`
+            fields = self.subject.question_fields if self.subject is not None else ()
+            self.example_demos = worked_demos(
+                shape,
+                question_field=fields[0] if fields else "question",
+                single_output=len(self.output_fields) == 1,
+                max_iterations=self.max_iterations,
+            )
 
     # -- the Policy protocol --------------------------------------------------------------------
     def begin(self, system: str, first: str) -> None:
@@ -120,10 +141,14 @@ class PredictPolicy:
         inputs = {
             "repl_guide": self.repl_guide,
             "variables_info": self.variables_info,
+            "context_probe": self.context_probe,
             "repl_history": render_history(self.steps, self.history_chars),
             "iteration": self._iteration_note(iteration),
         }
-        prediction, usage, raw = await self._predict(self.generate, inputs, ("reasoning", "code"))
+        extra: dict[str, Any] = {}
+        if self.example_demos and not self.generate.demos:  # demos an optimizer set win
+            extra["demos"] = self.example_demos
+        prediction, usage, raw = await self._predict(self.generate, inputs, ("reasoning", "code"), **extra)
         if prediction is None:
             salvaged = "\n\n".join(parse_reply(raw).code_blocks)
             self.steps.append(Step(iteration, "(the reply could not be parsed)", salvaged))
@@ -227,50 +252,10 @@ class PredictPolicy:
                 inputs = dict(entry[1])
                 inputs["repl_guide"] = GUIDE_PLACEHOLDER
                 inputs["variables_info"] = truncate_middle(str(inputs.get("variables_info", "")), self.demo_chars // 2)
+                inputs["context_probe"] = truncate_middle(str(inputs.get("context_probe", "")), self.demo_chars // 4)
                 inputs["repl_history"] = render_history(self.steps[:-1], self.demo_chars)
                 trace[index] = (entry[0], inputs, entry[2])
                 return
-
-
-def render_history(steps: list[Step], limit: int) -> str:
-    """The steps as text, newest kept whole, older ones shortened, then dropped, to fit `limit` characters."""
-    if not steps:
-        return "(no cells yet: this is the first turn)"
-    newest = truncate_middle(_render_step(steps[-1]), max(limit, 200))
-    blocks = [newest]
-    used = len(newest)
-    room = limit - _OMITTED_NOTE_CHARS
-    shortened = False
-    for index in range(len(steps) - 2, -1, -1):
-        block = _render_short(steps[index]) if shortened else _render_step(steps[index])
-        if not shortened and used + 2 + len(block) > room:
-            shortened = True
-            block = _render_short(steps[index])
-        if used + 2 + len(block) > room:
-            blocks.append(f"({index + 1} earlier turn{'s' if index else ''} omitted to save space)")
-            break
-        blocks.append(block)
-        used += 2 + len(block)
-    return "\n\n".join(reversed(blocks))
-
-
-def strip_fences(code: str) -> str:
-    """Code without a markdown fence around it (models often add one)."""
-    match = _FENCED.match(code)
-    return match.group(1).strip("\n") if match else code.strip("\n")
-
-
-def _render_step(step: Step) -> str:
-    reasoning = truncate_middle(step.reasoning.strip(), _REASONING_CHARS)
-    output = step.output or "(no output recorded)"
-    return f"=== Turn {step.iteration} ===\nReasoning: {reasoning}\nCode:\n{step.code}\n{output}"
-
-
-def _render_short(step: Step) -> str:
-    code = step.code.strip().replace("\n", "; ")
-    if len(code) > _ELIDED_CODE_CHARS:
-        code = code[:_ELIDED_CODE_CHARS] + "..."
-    return f"=== Turn {step.iteration} === (output elided) code: {code}"
 
 
 def _priced(usage: TokenUsage, probe: CostProbe) -> TokenUsage:

@@ -1,10 +1,11 @@
 """The signatures of the module's predictors, built from the user's signature.
 
 `generate_code` (the step an optimizer tunes) reads the REPL guide, the variables'
-descriptions, the bounded REPL history and the turn counter, and writes `reasoning` and
-`code`. The guide (the REPL's functions, the outputs and their types, how to submit) is an
-input, not part of the instructions, so an optimizer that rewrites the instructions
-(GEPA, MIPROv2, COPRO) cannot drop how to submit. `extract` (the fallback when a run ends
+descriptions, the probe of the question (where its words occur in the text), the bounded
+REPL history and the turn counter, and writes `reasoning` and `code`. The guide (the
+REPL's functions, the outputs and their types, how to submit) is an input, not part of
+the instructions, so an optimizer that rewrites the instructions (GEPA, MIPROv2, COPRO)
+cannot drop how to submit. `extract` (the fallback when a run ends
 without a submission) reads the same evidence and writes the user's output fields
 directly, with their types.
 """
@@ -103,10 +104,21 @@ def repl_guide(signature: type[dspy.Signature], *, sub_prompt_chars: int, tools:
 
 
 def generate_signature(instructions: str) -> type[dspy.Signature]:
-    """Inputs `repl_guide`, `variables_info`, `repl_history`, `iteration`; outputs `reasoning`, `code`."""
+    """Inputs `repl_guide`, `variables_info`, `context_probe`, `repl_history`, `iteration`; outputs `reasoning`, `code`.
+
+    `context_probe` (where the question's words occur in the text; see
+    `rlm_integrations.dspy.orientation`) is an input, so bootstrapped demos carry their own
+    question's probe and an optimizer's instructions may refer to it.
+    """
     fields: dict[str, Any] = {
         "repl_guide": (str, dspy.InputField(desc="How the REPL works: variables, functions, outputs, FINAL")),
         "variables_info": (str, dspy.InputField(desc="The REPL variables holding the inputs: type, size, preview")),
+        "context_probe": (
+            str,
+            dspy.InputField(
+                desc="How many lines of the text hold each of the question's words; which words are absent"
+            ),
+        ),
         "repl_history": (str, dspy.InputField(desc="Your earlier cells and what they printed, oldest first")),
         "iteration": (str, dspy.InputField(desc="The current turn, the turns left, and the budget left")),
         "reasoning": (str, dspy.OutputField(desc="What you know so far and what the next cell should do")),
