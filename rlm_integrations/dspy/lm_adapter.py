@@ -44,7 +44,8 @@ class DSPyLanguageModel:
     """
 
     prefers_worked_example = False
-    """DSPy drives the prompt itself; the chat policy's worked example does not apply."""
+    """DSPy drives the prompt itself: the chat policy's worked example does not apply (the DSPy face offers its own
+    as demos, see `rlm_integrations.dspy.orientation`)."""
 
     def __init__(self, lm: dspy.BaseLM, *, context_window: int | None = None) -> None:
         self.lm = lm
