@@ -1,7 +1,7 @@
 """`PredictPolicy`: the root run's steps, produced by named `dspy.Predict` sub-modules.
 
 The engine asks the policy for each turn; the policy calls the module's `generate_code`
-predictor (the one optimizers tune) with three bounded inputs and hands the engine the
+predictor (the one optimizers tune) with its bounded inputs and hands the engine the
 code it wrote. When a limit ends the run, the closing step calls `extract` instead, which
 writes the typed outputs from what the session found. A reply DSPy cannot parse is asked
 again with a correction (`parse_retries` times) rather than ending the run.
@@ -116,7 +116,7 @@ class PredictPolicy:
         self.context_probe = probe_note(probe, name)
         self.probe_paragraph = probe.describe() if probe is not None else ""
         self.example_demos = []
-        if self.worked_examples and name == "context":  # the examples' code reads `context`
+        if self.worked_examples and probe is not None and name == "context":  # the examples' code reads `context`
             fields = self.subject.question_fields if self.subject is not None else ()
             self.example_demos = worked_demos(
                 shape,

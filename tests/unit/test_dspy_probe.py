@@ -98,11 +98,13 @@ def test_without_a_question_field_the_signature_instructions_are_probed() -> Non
     assert "'accra' in 200" in probe
 
 
-def test_nothing_to_probe_is_said_plainly() -> None:
-    lm = ScriptedDSPyLM(rlm_replies(["FINAL(answer=question)"]))
+def test_nothing_to_probe_is_said_plainly_and_brings_no_worked_example() -> None:
+    lm = small(ScriptedDSPyLM(rlm_replies(["FINAL(answer=question)"])))
     with dspy.context(lm=lm):
         assert RLM("question -> answer", config=CONFIG)(question="hi there").answer == "hi there"
-    assert section(root_requests(lm)[0][-1]["content"], "context_probe") == NOT_PROBED
+    (request,) = root_requests(lm)
+    assert section(request[-1]["content"], "context_probe") == NOT_PROBED
+    assert len(request) == 2  # system and the request: no demo turns (the examples' code reads `context`)
 
 
 def test_probe_subject_splits_question_from_data() -> None:
