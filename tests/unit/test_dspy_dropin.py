@@ -236,8 +236,9 @@ def test_bootstrap_fewshot_traces_the_whole_tree():
     # It keeps one sampled step per example (which one depends on a hash of the steps).
     assert len(compiled.generate_code.demos) == 2
     for demo in compiled.generate_code.demos:
-        assert demo["variables_info"].startswith("This run is a sub-task") or "Variable `question`" in (
-            demo["variables_info"]
+        assert (
+            demo["variables_info"].startswith("This run is a sub-task")
+            or "Variable `question`" in demo["variables_info"]
         )
     with dspy.context(lm=tree_lm()):
         assert compiled(question="again").answer == "child said 4"
