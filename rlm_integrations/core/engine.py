@@ -219,7 +219,8 @@ class Engine(ModelCalls):
             elif isinstance(policy, QuestionAware):
                 policy.orient(probe, shape)
             system = prompts.system_prompt(sub_prompt_chars=self.sub_prompt_chars(), tools=_tool_docs(self.tools))
-            first = prompts.first_message(query, info, config.max_iterations, probe=probe.describe() if probe else "")
+            described = probe.describe_for(shape) if probe else ""
+            first = prompts.first_message(query, info, config.max_iterations, probe=described)
             if notes:
                 first = f"{notes}\n\n{first}"
             policy.begin(system, first)

@@ -19,14 +19,14 @@ Nothing here reads the answer: the probe only counts lines.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rlm_integrations.core.repl_helpers import split_items
 
 __all__ = ["Probe", "Shape", "probe_question", "question_shape", "question_terms"]
 
-Shape = Literal["lookup", "list", "count", "count_reading", "group"]
+Shape = Literal["lookup", "list", "count", "count_reading", "group", "chain"]
 
 PROBE_CHARS = 32_000_000
 """Contexts longer than this are probed on their first 32 million characters (the probe says so)."""
@@ -34,6 +34,13 @@ MAX_TERMS = 8
 """At most this many of the question's words are counted."""
 COMMON_SHARE = 0.9
 """A word in more than this share of the lines (a field name of every record) does not pick lines out."""
+RARE_LINES = 3
+"""A word found in at most this many lines is shown where it is first mentioned (its sentence);
+when no word is that rare, the least common one is (a look at how the records read)."""
+MAX_SAMPLES = 2
+"""At most this many words are shown in place, the rarest first, each line once."""
+SAMPLE_CHARS = 120
+"""Characters kept on each side of a shown word."""
 
 _STOPWORDS = frozenset(
     """a about above after again all also am an and any are as at be been being below between both but by can
@@ -49,6 +56,9 @@ _NON_EMPTY_LINE = re.compile(r"^[^\S\n]*\S", re.MULTILINE)
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_'-]*[A-Za-z0-9]|[A-Za-z0-9]")
 _COUNT = re.compile(r"\bhow\s+many\b|\bhow\s+often\b|\bnumber\s+of\b|\bcount\b|\bhow\s+much\b", re.IGNORECASE)
 _GROUP = re.compile(r"\bthe\s+same\b|\bshare\b|\bin\s+common\b|\bidentical\b", re.IGNORECASE)
+_CHAIN = re.compile(
+    r"\bindirectly\b|\bdirectly\s+or\b|\bthrough\s+(?:an)?other\b|\btransitively\b|\bchain\s+of\b", re.IGNORECASE
+)
 _LIST = re.compile(r"\blist\b|\bevery\b|\ball\b|\beach\b|\bboth\b", re.IGNORECASE)
 
 
@@ -61,6 +71,8 @@ class Probe:
     missing: list[str]
     sampled_chars: int | None = None
     """Set when only the first this many characters were probed (a very large context)."""
+    samples: dict[str, str] = field(default_factory=dict)
+    """For the rarest found words: the sentence of their first mention (how the text words things)."""
 
     @property
     def selective(self) -> list[str]:
@@ -72,8 +84,8 @@ class Probe:
         total = len(self.found) + len(self.missing)
         return bool(total) and bool(self.selective) and len(self.found) * 2 >= total
 
-    def describe(self) -> str:
-        """One paragraph for the first message."""
+    def describe(self, *, samples: bool = True) -> str:
+        """One paragraph for the first message (`samples`: with the rare words' first lines)."""
         if not self.found and not self.missing:
             return ""
         parts = [f"{word!r} in {count:,}" for word, count in self.found.items()]
@@ -85,7 +97,16 @@ class Probe:
             text += f" Lines containing the question's words: {', '.join(parts)}."
         if self.missing:
             text += f" Not in the text: {', '.join(repr(word) for word in self.missing)}."
+        for word, sample in self.samples.items() if samples else ():
+            text += f"\nFirst mention of {word!r}: {sample}"
         return text
+
+    def describe_for(self, shape: Shape) -> str:
+        """`describe` for a question of this shape.
+
+        A list question gets no first mentions: small models copy the one value shown as the whole answer.
+        """
+        return self.describe(samples=shape != "list")
 
 
 def question_terms(query: str) -> list[str]:
@@ -118,16 +139,46 @@ def _literal_first(word: str) -> str:
     return rf"{escaped}(?<![\w-]{escaped})(?![\w-])"
 
 
-def _lines_with(text: str, pattern: re.Pattern[str]) -> int:
-    """How many lines of `text` hold a match (matches come in order, so a line is counted once)."""
+def _lines_with(text: str, pattern: re.Pattern[str]) -> tuple[int, re.Match[str] | None]:
+    """How many lines of `text` hold a match, and the first match (matches come in order, so a line counts once)."""
     lines = 0
+    first: re.Match[str] | None = None
     last_start = -2  # the first line starts after "position -1"
     for match in pattern.finditer(text):
+        first = first or match
         start = text.rfind("\n", 0, match.start())
         if start != last_start:
             lines += 1
             last_start = start
-    return lines
+    return lines, first
+
+
+def _sample(text: str, match: re.Match[str]) -> str:
+    """The sentence around `match` (within its line), cut to `SAMPLE_CHARS` on each side."""
+    line_start = text.rfind("\n", 0, match.start()) + 1
+    line_end = text.find("\n", match.end())
+    line_end = len(text) if line_end < 0 else line_end
+    dot = text.rfind(". ", line_start, match.start())
+    start = dot + 2 if dot >= 0 else line_start
+    dot = text.find(". ", match.end(), line_end)
+    end = dot + 1 if dot >= 0 else line_end
+    cut_start = max(start, match.start() - SAMPLE_CHARS)
+    cut_end = min(end, match.end() + SAMPLE_CHARS)
+    return ("..." if cut_start > start else "") + text[cut_start:cut_end].strip() + ("..." if cut_end < end else "")
+
+
+def _samples(text: str, found: dict[str, int], firsts: dict[str, re.Match[str]]) -> dict[str, str]:
+    """The rarest words' first lines (or the least common word's, when none is rare), each line once."""
+    by_rarity = sorted(found, key=lambda word: found[word])
+    chosen = [word for word in by_rarity if found[word] <= RARE_LINES] or by_rarity[:1]
+    samples: dict[str, str] = {}
+    lines_shown: set[int] = set()
+    for word in chosen:
+        line = text.rfind("\n", 0, firsts[word].start())
+        if line not in lines_shown and len(samples) < MAX_SAMPLES:
+            lines_shown.add(line)
+            samples[word] = _sample(text, firsts[word])
+    return samples
 
 
 def probe_question(query: str, context: Any) -> Probe:
@@ -142,22 +193,30 @@ def probe_question(query: str, context: Any) -> Probe:
     if sampled:
         text = text[: text.rfind("\n", 0, PROBE_CHARS) + 1 or PROBE_CHARS]
     lowered = text.lower()
+    shown = text if len(lowered) == len(text) else lowered  # lower() keeps offsets for nearly every text
     found: dict[str, int] = {}
     missing: list[str] = []
+    firsts: dict[str, re.Match[str]] = {}
     for term in question_terms(query):
-        lines = _lines_with(lowered, re.compile("|".join(_literal_first(form) for form in _variants(term))))
-        if lines:
+        lines, first = _lines_with(lowered, re.compile("|".join(_literal_first(form) for form in _variants(term))))
+        if first is not None:
             found[term] = lines
+            firsts[term] = first
         else:
             missing.append(term)
+    samples = _samples(shown, found, firsts)
     count = len(_NON_EMPTY_LINE.findall(lowered))
-    return Probe(lines=count, found=found, missing=missing, sampled_chars=len(text) if sampled else None)
+    return Probe(
+        lines=count, found=found, missing=missing, sampled_chars=len(text) if sampled else None, samples=samples
+    )
 
 
 def question_shape(query: str, probe: Probe | None) -> Shape:
-    """Group records by a shared value, count (by matching or by reading), list every match, or look one thing up."""
+    """The question's shape: group, follow references (chain), count (by matching or reading), list, or look up."""
     if _GROUP.search(query):
         return "group"
+    if _CHAIN.search(query):
+        return "chain"
     if _COUNT.search(query):
         return "count" if probe is None or probe.literal() else "count_reading"
     if _LIST.search(query):

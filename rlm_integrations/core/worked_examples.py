@@ -3,7 +3,8 @@
 A small model copies the exchange it was shown more than it follows a description, so
 the exchange should be the right *kind* of program for the question at hand: look one
 thing up, list every match, count matching records with code, count by reading each
-item with sub-calls, or group records by a value they share.
+item with sub-calls, group records by a value they share, or follow references from one
+thing to the next until nothing new turns up.
 `rlm_integrations.core.question_shape` picks the shape; models that do not ask for a
 worked example (`prefers_worked_example` false) never see these.
 
@@ -106,30 +107,55 @@ def _count_reading() -> list[dict[str, str]]:
 def _group() -> list[dict[str, str]]:
     code = (
         "groups = collections.defaultdict(list)\n"
-        "for line in context.splitlines():\n"
-        '    m = re.search(r"room (\\d+)", line)\n'
+        'for line in grep("room", "number"):\n'
+        '    m = re.search(r"room number\\D*(\\d+)", line)\n'
         "    if m:\n"
-        "        groups[m.group(1)].append(line)\n"
-        "same = [g for g in groups.values() if len(g) > 1]\n"
-        "print(len(same))\n"
-        "for g in same:\n"
-        "    print(g)"
-    )
-    output = (
-        "2\n['ana.silva12 (floor 2) checked in to room 214.', 'tom.berg7 (floor 2) checked in to room 214.']\n"
-        "['li.wong30 (floor 5) checked in to room 508.', 'eva.roth4 (floor 5) checked in to room 508.']"
+        "        groups[m.group(1)].append(line.split()[1])\n"
+        "same = [names for names in groups.values() if len(names) > 1]\n"
+        "print(same)"
     )
     return _dialogue(
-        "Which guests stayed in the same room? List each pair.",
-        ContextInfo(type="str", chars=152_880, preview="ana.silva12 (floor 2) checked in to room 214."),
-        "`context` has 2,410 non-empty lines. Lines containing the question's words: 'room' in 2,410. "
-        "Not in the text: 'guests', 'stayed', 'pair'.",
-        [(code, output)],
-        'FINAL([["ana.silva12", "tom.berg7"], ["li.wong30", "eva.roth4"]])',
+        "Which guests have the same room number? List each pair.",
+        ContextInfo(type="str", chars=152_880, preview="Guest ana.silva12 came on 4 May; the room number given"),
+        "`context` has 2,410 non-empty lines. Lines containing the question's words: 'guests' in 2,410, "
+        "'room' in 2,410, 'number' in 2,410. Not in the text: 'pair'.\n"
+        "First mention of 'guests': Guest ana.silva12 came on 4 May; the room number given was 214.",
+        [(code, "[['ana.silva12', 'tom.berg7'], ['li.wong30', 'eva.roth4']]")],
+        "FINAL_VAR(same)",
     )
 
 
-_BY_SHAPE = {"lookup": _lookup, "list": _list, "count": _count, "count_reading": _count_reading, "group": _group}
+def _chain() -> list[dict[str, str]]:
+    code = (
+        'found = []\ntodo = ["Orva"]\n'
+        "while todo:\n"
+        "    name = todo.pop()\n"
+        "    for line in grep(name):\n"
+        '        for m in re.finditer(r"Town (\\w+) draws its water from (?:Lake |town )?" + name, line):\n'
+        "            if m.group(1) not in found:\n"
+        "                found.append(m.group(1))\n"
+        "                todo.append(m.group(1))\n"
+        "print(found)"
+    )
+    return _dialogue(
+        "Which towns get their water from Lake Orva, directly or through other towns? List their names.",
+        ContextInfo(type="str", chars=388_120, preview="The road bent north. Carts and mules passed the old gate"),
+        "`context` has 3,920 non-empty lines. Lines containing the question's words: 'water' in 11, "
+        "'lake' in 4, 'orva' in 1. Not in the text: 'towns', 'directly'.\n"
+        "First mention of 'orva': Town BEX draws its water from Lake Orva.",
+        [(code, "['BEX', 'KELL', 'ARNO']")],
+        'FINAL(["BEX", "KELL", "ARNO"])',
+    )
+
+
+_BY_SHAPE = {
+    "lookup": _lookup,
+    "list": _list,
+    "count": _count,
+    "count_reading": _count_reading,
+    "group": _group,
+    "chain": _chain,
+}
 
 
 def example_for(shape: Shape) -> list[dict[str, str]]:

@@ -55,7 +55,8 @@ _REASONING: dict[Shape, str] = {
     "count_reading": (
         "The question's words are not in the text, so matching cannot count: read each item with llm_filter."
     ),
-    "group": "Records that share a value must be grouped: collect the lines by that value and keep the groups of two.",
+    "group": "Look at a few lines first, then group the records by the value that follows the shared attribute.",
+    "chain": "Look at the line that holds the start, then follow each new name to the lines that refer to it.",
 }
 _SUBMIT_REASONING = "The output above answers the question; submit it."
 
@@ -118,11 +119,11 @@ def _chars(value: str | list[Any] | dict[str, Any]) -> int:
     return len(value) if isinstance(value, str) else sum(len(item) for item in split_items(value))
 
 
-def probe_note(probe: Probe | None, name: str) -> str:
+def probe_note(probe: Probe | None, name: str, shape: Shape = "lookup") -> str:
     """The `context_probe` input: the core probe's paragraph, naming the variable that was probed."""
     if probe is None:
         return NOT_PROBED
-    text = probe.describe() or _NO_TERMS
+    text = probe.describe_for(shape) or _NO_TERMS
     return text if name == "context" else text.replace("`context`", f"`{name}`")
 
 

@@ -113,8 +113,8 @@ class PredictPolicy:
     def orient(self, probe: Probe | None, shape: Shape) -> None:
         """Keep the probe as the `context_probe` input and, if asked for, the shape's worked example as demos."""
         name = "context" if self.subject is None else self.subject.name or "context"
-        self.context_probe = probe_note(probe, name)
-        self.probe_paragraph = probe.describe() if probe is not None else ""
+        self.context_probe = probe_note(probe, name, shape)
+        self.probe_paragraph = probe.describe_for(shape) if probe is not None else ""
         self.example_demos = []
         if self.worked_examples and probe is not None and name == "context":  # the examples' code reads `context`
             fields = self.subject.question_fields if self.subject is not None else ()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 from rlm_integrations import RLM, RLMConfig, RLMResult
 from rlm_integrations.core.events import Event
+from rlm_integrations.core.question_shape import Shape
 from rlm_integrations.core.run import REPLFactory
 from rlm_integrations.core.worked_examples import example_for
 from rlm_integrations.lm import Message, ScriptedLM
@@ -29,7 +30,7 @@ def block(code: str, language: str = "repl") -> str:
 def conversation(messages: Sequence[Message]) -> list[Message]:
     """The messages of the real run: without the worked example that the chat policy puts first."""
     rest = list(messages[1:])
-    for shape in ("lookup", "list", "count", "count_reading", "group"):
+    for shape in get_args(Shape):
         example = example_for(shape)
         if [dict(m) for m in rest[: len(example)]] == example:
             return rest[len(example) :]

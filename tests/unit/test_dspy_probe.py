@@ -15,7 +15,7 @@ from rlm_integrations import RLMConfig
 from rlm_integrations.core import prompts
 from rlm_integrations.core.context_info import describe
 from rlm_integrations.core.policy import ChatPolicy, QuestionAware
-from rlm_integrations.core.question_shape import probe_question
+from rlm_integrations.core.question_shape import probe_question, question_shape
 from rlm_integrations.core.worked_examples import example_for
 from rlm_integrations.dspy import RLM
 from rlm_integrations.dspy.orientation import (
@@ -94,7 +94,9 @@ def test_without_a_question_field_the_signature_instructions_are_probed() -> Non
     with dspy.context(lm=lm):
         RLM(Summary, config=CONFIG)(context=SHIPMENTS)
     probe = section(root_requests(lm)[0][-1]["content"], "context_probe")
-    assert probe == probe_question(Summary.instructions, SHIPMENTS).describe()
+    instructions_probe = probe_question(Summary.instructions, SHIPMENTS)
+    assert probe == instructions_probe.describe_for(question_shape(Summary.instructions, instructions_probe))
+    assert probe == instructions_probe.describe(samples=False)  # a list question: no first mentions
     assert "'accra' in 200" in probe
 
 

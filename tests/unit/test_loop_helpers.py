@@ -4,7 +4,7 @@ the worked example chosen by shape, and the check of an empty answer after an em
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from engine_helpers import block, config, conversation, make_rlm, run
@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from rlm_integrations import RLM, RLMConfig
 from rlm_integrations.core.events import SubCallFinished
-from rlm_integrations.core.question_shape import probe_question, question_shape, question_terms
+from rlm_integrations.core.question_shape import Shape, probe_question, question_shape, question_terms
 from rlm_integrations.core.repl_helpers import HelperNotes, find_lines, split_items
 from rlm_integrations.core.routing import choose_route
 from rlm_integrations.core.worked_examples import example_for
@@ -91,6 +91,8 @@ def test_probe_of_a_judgement_question_is_not_literal() -> None:
         ("What status does order 3 have?", "lookup"),
         ("Which two orders share the same city? List each pair.", "group"),
         ("Find every two people whose badge PIN is the same.", "group"),
+        ("Which accounts are paid for, directly or through other accounts, by oslo?", "chain"),
+        ("List the teams that report to Ana directly or indirectly.", "chain"),
     ],
 )
 def test_question_shape(question: str, shape: str) -> None:
@@ -102,12 +104,50 @@ def test_question_terms_drop_stopwords_and_repeats() -> None:
 
 
 def test_each_shape_has_its_own_worked_example_ending_in_final() -> None:
-    examples = {shape: example_for(shape) for shape in ("lookup", "list", "count", "count_reading", "group")}
-    assert len({str(example) for example in examples.values()}) == 5
+    examples = {shape: example_for(shape) for shape in get_args(Shape)}
+    assert len({str(example) for example in examples.values()}) == len(get_args(Shape)) == 6
     for example in examples.values():
         assert [m["role"] for m in example][:2] == ["user", "assistant"]
-        assert example[-1]["role"] == "assistant" and example[-1]["content"].startswith("FINAL(")
+        assert example[-1]["role"] == "assistant" and example[-1]["content"].startswith(("FINAL(", "FINAL_VAR("))
     assert "llm_filter(" in str(examples["count_reading"]) and "len(hits)" in str(examples["count"])
+
+
+# The examples' code must do what their printed output claims: a small model copies it.
+_GROUP_LINES = [
+    "Guest ana.silva12 came on 4 May; the room number given was 214.",
+    "Guest li.wong30 came on 9 May; the room number given was 508.",
+    "Guest tom.berg7 came on 2 June; the room number given was 214.",
+    "Guest kim.dahl3 came on 3 June; the room number given was 311.",
+    "Guest eva.roth4 came on 5 June; the room number given was 508.",
+]
+_CHAIN_LINES = [
+    "The road bent north. Town BEX draws its water from Lake Orva. Fog lay on the hills.",
+    "Town DUNE draws its water from Lake Mirn, far to the east.",
+    "Carts passed the gate at dawn; Town KELL draws its water from town BEX since the drought.",
+    "Town ARNO draws its water from town KELL. Town OSK draws its water from town DUNE.",
+]
+
+
+@pytest.mark.parametrize(
+    ("shape", "lines", "printed", "answer"),
+    [
+        ("group", _GROUP_LINES, "same", [["ana.silva12", "tom.berg7"], ["li.wong30", "eva.roth4"]]),
+        ("chain", _CHAIN_LINES, "found", ["BEX", "KELL", "ARNO"]),
+    ],
+)
+async def test_worked_example_code_gives_the_answer_it_shows(
+    shape: Shape, lines: list[str], printed: str, answer: list[Any]
+) -> None:
+    example = example_for(shape)
+    replies = [m["content"] for m in example if m["role"] == "assistant"]
+    code = "\n".join(re.sub(r"^```repl\n|\n```$", "", reply) for reply in replies[:-1])
+    rlm, _, _ = make_rlm([block(f"{code}\nFINAL({printed})")])
+    result = await run(rlm, "the example's question", "\n".join(lines))
+    assert result.status == "completed", result.error
+    assert result.answer == answer
+    last_output = next(m["content"] for m in reversed(example) if m["role"] == "user")
+    assert str(answer) in last_output  # what the example shows is what its code prints
+    assert str(answer).replace("'", '"') in replies[-1] or replies[-1] == f"FINAL_VAR({printed})"
 
 
 # --------------------------------------------------------------------------- in a run
@@ -315,3 +355,36 @@ def test_a_very_large_context_is_probed_on_its_beginning_and_says_so(monkeypatch
 def test_probe_counts_a_line_once_and_the_first_line_too() -> None:
     probe = probe_question("Where is oslo?", "oslo oslo oslo\nlima\noslo")
     assert probe.found == {"oslo": 2} and probe.lines == 3
+
+
+# --------------------------------------------------------------------------- first mentions in the probe
+
+
+def test_probe_shows_the_sentence_of_a_rare_words_first_mention() -> None:
+    text = "Filler words here. More filler.\nThe boat left. The code for kestrel-9 is 4471. Rain fell.\nEnd."
+    probe = probe_question("What is the code for kestrel-9?", text)
+    assert probe.samples == {"code": "The code for kestrel-9 is 4471."}  # both words are on that line: shown once
+    assert "First mention of 'code': The code for kestrel-9 is 4471." in probe.describe_for("lookup")
+
+
+def test_probe_shows_the_least_common_words_line_when_no_word_is_rare() -> None:
+    probe = probe_question("How many orders from oslo are unpaid?", RECORDS)
+    assert min(probe.found.values()) > 3  # nothing rare in these records
+    (word,) = probe.samples
+    assert probe.found[word] == min(probe.found.values())
+    assert probe.samples[word] in RECORDS.splitlines()  # a whole short record line, as written
+
+
+def test_probe_shows_each_line_once_and_no_first_mentions_for_a_list_question() -> None:
+    text = "x\nThe special magic number for amber-fox is 12. Then more.\ny"
+    probe = probe_question("What is the special magic number for amber-fox?", text)
+    assert len(probe.samples) == 1  # 'special', 'magic' and 'amber-fox' share the line
+    assert "First mention" in probe.describe_for("lookup")
+    assert "First mention" not in probe.describe_for("list")
+
+
+def test_probe_cuts_a_long_sentence_around_the_word() -> None:
+    text = "a " * 400 + "the code for kestrel-9 is 4471 " + "b " * 400
+    (sample,) = probe_question("code for kestrel-9?", text).samples.values()
+    assert sample.startswith("...") and sample.endswith("...") and "kestrel-9 is 4471" in sample
+    assert len(sample) <= 2 * 120 + len("kestrel-9") + 6
