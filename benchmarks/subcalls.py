@@ -11,6 +11,8 @@ suite's reading family, so the accuracy column is real. Rows, all through a real
   what `llm_filter` does for up to 32 items.
 - ``per-item item-first capped``: the same with the item first (no shared prefix).
 - ``per-item uncapped``: ``llm_query_batched`` with no reply cap.
+- ``bare model loop (no RLM)``: the same instruction-first prompts sent straight to the model's
+  ``complete`` one after another (no engine, no REPL): the floor the RLM rows are measured against.
 
 Goal (issue #13): 300 short classification sub-calls in under 2 minutes on 2 cores with the
 0.5B model (the per-item rows are 300 sub-calls; the llm_filter row classifies the same 300 items).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +57,7 @@ ROWS: dict[str, tuple[str, int | None]] = {
     "per-item uncapped": (_PER_ITEM.replace("{prompt}", _INSTRUCTION_FIRST), None),
 }
 """Row name -> (the cell the scripted root runs, `sub_max_tokens` for the row)."""
+BARE = "bare model loop (no RLM)"
 
 
 def reading_items(count: int) -> tuple[list[str], list[bool]]:
@@ -71,6 +75,33 @@ def reading_items(count: int) -> tuple[list[str], list[bool]]:
                 truth.append(labels[body] == "complaint")
         index += 1
     return items, truth
+
+
+def run_bare(items: list[str], truth: list[bool], sub_model: Any) -> dict[str, Any]:
+    """The per-item prompts straight to `sub_model.complete`, in order: no engine, no REPL, no concurrency."""
+    started = time.monotonic()
+    answers: list[bool] = []
+    tokens = 0
+    for item in items:
+        reply = sub_model.complete(
+            [{"role": "user", "content": f"{QUESTION} Answer yes or no.\n\nText: {item}"}], max_tokens=8
+        )
+        answers.append(reply.text.strip().lower().startswith("yes"))
+        tokens += reply.usage.prompt_tokens + reply.usage.completion_tokens
+    wall = time.monotonic() - started
+    return {
+        "row": BARE,
+        "status": "completed",
+        "items": len(items),
+        "calls": len(items),
+        "tokens": tokens,
+        "wall_s": round(wall, 1),
+        "per_call_ms": round(1000 * wall / max(1, len(items)), 1),
+        "accuracy": round(sum(a == t for a, t in zip(answers, truth, strict=True)) / len(truth), 3),
+        "said_yes": sum(answers),
+        "truly_yes": sum(truth),
+        "load_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 async def run_row(
@@ -101,6 +132,7 @@ async def run_row(
         "accuracy": round(correct / len(truth), 3) if answer else None,
         "said_yes": sum(1 for got in answer if got),
         "truly_yes": sum(truth),
+        "load_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -108,7 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=300)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma list of: {', '.join(ROWS)}")
+    parser.add_argument("--rows", default=",".join([*ROWS, BARE]), help=f"comma list of: {', '.join([*ROWS, BARE])}")
     parser.add_argument("--json", type=Path, default=Path("subcalls-results.json"))
     args = parser.parse_args()
 
@@ -118,13 +150,17 @@ def main() -> None:
     items, truth = reading_items(args.items)
     results = []
     for name in args.rows.split(","):
-        row = asyncio.run(run_row(name, items, truth, sub_model, ROWS[name][1]))
+        row = (
+            run_bare(items, truth, sub_model)
+            if name == BARE
+            else asyncio.run(run_row(name, items, truth, sub_model, ROWS[name][1]))
+        )
         print(row, flush=True)
         results.append(row)
         write_json(args.json, {"machine": machine_info(["llama-cpp-python"]), "model": args.model, "rows": results})
     print_table(
         f"{len(items)} classification sub-calls, sub-model {args.model}",
-        ["row", "items", "calls", "wall s", "ms/call", "tokens", "accuracy", "said yes / truly yes"],
+        ["row", "items", "calls", "wall s", "ms/call", "tokens", "accuracy", "said yes / truly yes", "load (1 min)"],
         [
             [
                 str(r["row"]),
@@ -135,6 +171,7 @@ def main() -> None:
                 str(r["tokens"]),
                 str(r["accuracy"]),
                 f"{r['said_yes']} / {r['truly_yes']}",
+                str(r["load_1m"]),
             ]
             for r in results
         ],
