@@ -10,34 +10,82 @@ worked example (`prefers_worked_example` false) never see these.
 
 Every question, text and number below is invented, so nothing in an example can be
 copied as an answer to a real question.
+
+Each example is data (`WorkedExample`: the question, the context's description, the probe
+paragraph, the code turns with their outputs, the final reply; `worked_example(shape)`).
+The core loop shows it as chat messages (`example_for(shape)`); the DSPy face builds its
+`generate_code` demos from the same parts (`rlm_integrations.dspy.orientation`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from rlm_integrations.core import prompts
 from rlm_integrations.core.events import ContextInfo
 from rlm_integrations.core.question_shape import Shape
 
-__all__ = ["example_for"]
-
-_Turn = tuple[str, str]
-"""(code the model writes, what the REPL printed)."""
+__all__ = ["Turn", "WorkedExample", "example_for", "worked_example"]
 
 
-def _dialogue(question: str, info: ContextInfo, probe: str, turns: list[_Turn], final: str) -> list[dict[str, str]]:
-    messages = [{"role": "user", "content": prompts.first_message(question, info, 10, probe=probe)}]
-    left = 9
-    for code, output in turns:
-        messages.append({"role": "assistant", "content": f"```repl\n{code}\n```"})
-        feedback = f"Output ({len(output):,} characters):\n{output}"
-        messages.append({"role": "user", "content": prompts.next_turn_message(feedback, left)})
-        left -= 1
-    messages.append({"role": "assistant", "content": final})
-    return messages
+class Turn(NamedTuple):
+    """One turn of a worked exchange: the code the model writes and what the REPL printed."""
+
+    code: str
+    output: str
+
+    @property
+    def feedback(self) -> str:
+        """What the loop tells the model about the turn's output (before the nudge to go on)."""
+        return f"Output ({len(self.output):,} characters):\n{self.output}"
 
 
-def _lookup() -> list[dict[str, str]]:
-    return _dialogue(
+@dataclass(frozen=True)
+class WorkedExample:
+    """A worked exchange as parts, so each face renders it in its own form.
+
+    The core loop shows it as chat messages (`messages`, what `example_for` returns); the
+    DSPy face turns the same parts into `generate_code` demos.
+    """
+
+    shape: Shape
+    """The question shape this example teaches."""
+    question: str
+    """The invented question."""
+    context: ContextInfo
+    """The invented context, as the first message describes it."""
+    probe: str
+    """The probe paragraph: where the question's words occur in the invented text."""
+    turns: tuple[Turn, ...]
+    """The code turns before the answer, each with its output."""
+    final: str
+    """The reply that submits the answer (``FINAL(...)`` or ``FINAL_VAR(...)``)."""
+    max_iterations: int = 10
+    """The turn budget the first message announces."""
+
+    def messages(self) -> list[dict[str, str]]:
+        """The exchange as user / assistant chat messages, rendered with `rlm_integrations.core.prompts`."""
+        first = prompts.first_message(self.question, self.context, self.max_iterations, probe=self.probe)
+        messages = [{"role": "user", "content": first}]
+        left = self.max_iterations - 1
+        for turn in self.turns:
+            messages.append({"role": "assistant", "content": f"```repl\n{turn.code}\n```"})
+            messages.append({"role": "user", "content": prompts.next_turn_message(turn.feedback, left)})
+            left -= 1
+        messages.append({"role": "assistant", "content": self.final})
+        return messages
+
+
+def _example(
+    shape: Shape, question: str, info: ContextInfo, probe: str, turns: list[tuple[str, str]], final: str
+) -> WorkedExample:
+    return WorkedExample(shape, question, info, probe, tuple(Turn(code, output) for code, output in turns), final)
+
+
+def _lookup() -> WorkedExample:
+    return _example(
+        "lookup",
         "What is the capital of Zubrowka?",
         ContextInfo(type="str", chars=1_204_332, preview="Chapter one. The train left the station at dawn"),
         "`context` has 18,220 non-empty lines. Lines containing the question's words: 'capital' in 14, "
@@ -52,8 +100,9 @@ def _lookup() -> list[dict[str, str]]:
     )
 
 
-def _list() -> list[dict[str, str]]:
-    return _dialogue(
+def _list() -> WorkedExample:
+    return _example(
+        "list",
         "List every departure time of the ferry from Port Vell.",
         ContextInfo(type="str", chars=860_410, preview="Harbour log, spring season. Wind from the west"),
         "`context` has 9,012 non-empty lines. Lines containing the question's words: 'departure' in 41, "
@@ -70,8 +119,9 @@ def _list() -> list[dict[str, str]]:
     )
 
 
-def _count() -> list[dict[str, str]]:
-    return _dialogue(
+def _count() -> WorkedExample:
+    return _example(
+        "count",
         "How many invoices from Tromso are unpaid?",
         ContextInfo(type="str", chars=402_113, preview="Invoice 7001: client Bergen; amount 120; status paid."),
         "`context` has 5,120 non-empty lines. Lines containing the question's words: 'invoices' in 5,120, "
@@ -87,8 +137,9 @@ def _count() -> list[dict[str, str]]:
     )
 
 
-def _count_reading() -> list[dict[str, str]]:
-    return _dialogue(
+def _count_reading() -> WorkedExample:
+    return _example(
+        "count_reading",
         "How many of the letters are thank-you notes?",
         ContextInfo(type="str", chars=96_540, preview="Letter 1 from ana.silva: Dear team, the parcel came"),
         "`context` has 830 non-empty lines. Not in the text: 'letters', 'thank-you', 'notes'.",
@@ -104,7 +155,7 @@ def _count_reading() -> list[dict[str, str]]:
     )
 
 
-def _group() -> list[dict[str, str]]:
+def _group() -> WorkedExample:
     code = (
         "groups = collections.defaultdict(list)\n"
         'for line in grep("room", "number"):\n'
@@ -114,7 +165,8 @@ def _group() -> list[dict[str, str]]:
         "same = [names for names in groups.values() if len(names) > 1]\n"
         "print(same)"
     )
-    return _dialogue(
+    return _example(
+        "group",
         "Which guests have the same room number? List each pair.",
         ContextInfo(type="str", chars=152_880, preview="Guest ana.silva12 came on 4 May; the room number given"),
         "`context` has 2,410 non-empty lines. Lines containing the question's words: 'guests' in 2,410, "
@@ -125,7 +177,7 @@ def _group() -> list[dict[str, str]]:
     )
 
 
-def _chain() -> list[dict[str, str]]:
+def _chain() -> WorkedExample:
     code = (
         'found = []\ntodo = ["Orva"]\n'
         "while todo:\n"
@@ -137,7 +189,8 @@ def _chain() -> list[dict[str, str]]:
         "                todo.append(m.group(1))\n"
         "print(found)"
     )
-    return _dialogue(
+    return _example(
+        "chain",
         "Which towns get their water from Lake Orva, directly or through other towns? List their names.",
         ContextInfo(type="str", chars=388_120, preview="The road bent north. Carts and mules passed the old gate"),
         "`context` has 3,920 non-empty lines. Lines containing the question's words: 'water' in 11, "
@@ -148,16 +201,21 @@ def _chain() -> list[dict[str, str]]:
     )
 
 
-_BY_SHAPE = {
-    "lookup": _lookup,
-    "list": _list,
-    "count": _count,
-    "count_reading": _count_reading,
-    "group": _group,
-    "chain": _chain,
+_BY_SHAPE: dict[Shape, WorkedExample] = {
+    "lookup": _lookup(),
+    "list": _list(),
+    "count": _count(),
+    "count_reading": _count_reading(),
+    "group": _group(),
+    "chain": _chain(),
 }
+
+
+def worked_example(shape: Shape) -> WorkedExample:
+    """The worked example for a question shape, as parts (frozen: shared, never changed)."""
+    return _BY_SHAPE[shape]
 
 
 def example_for(shape: Shape) -> list[dict[str, str]]:
     """The worked exchange for a question shape (user / assistant messages)."""
-    return _BY_SHAPE[shape]()
+    return _BY_SHAPE[shape].messages()

@@ -9,26 +9,27 @@ one, the largest other input). The engine probes that (`PredictPolicy.probe_subj
 the policy shows the result in the `context_probe` input of `generate_code`.
 
 For a root LM that prefers worked examples (small local models; see
-`prefers_worked_example`) the core's worked exchange for the question's shape
-(`rlm_integrations.core.worked_examples`) is turned into `generate_code` demos, one per
-turn. They are used only while the predictor has no demos of its own: demos an optimizer
+`prefers_worked_example`) the core's worked example for the question's shape
+(`rlm_integrations.core.worked_examples.worked_example`) is turned into `generate_code`
+demos, one per turn, from its parts (question, context, probe, code turns, final reply;
+no rendered message is read back). They are used only while the predictor has no demos of its own: demos an optimizer
 set always win.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import dspy
 
+from rlm_integrations.core.events import ContextInfo
 from rlm_integrations.core.question_shape import Probe, Shape
 from rlm_integrations.core.repl_helpers import split_items
-from rlm_integrations.core.worked_examples import example_for
+from rlm_integrations.core.worked_examples import WorkedExample, worked_example
 from rlm_integrations.dspy.signatures import GUIDE_PLACEHOLDER
-from rlm_integrations.dspy.steps import Step, render_history, strip_fences
+from rlm_integrations.dspy.steps import Step, render_history
 
 __all__ = [
     "NOT_PROBED",
@@ -59,12 +60,6 @@ _REASONING: dict[Shape, str] = {
     "chain": "Look at the line that holds the start, then follow each new name to the lines that refer to it.",
 }
 _SUBMIT_REASONING = "The output above answers the question; submit it."
-
-_INFO = re.compile(
-    r"^`context` is a (?P<type>\w+)(?: with (?P<items>[\d,]+) items)?, (?P<chars>[\d,]+) characters in total\."
-    r"(?: It begins:\n(?P<preview>.*))?$",
-    re.DOTALL,
-)
 
 
 @dataclass(frozen=True)
@@ -143,24 +138,24 @@ def prefers_worked_example(lm: Any) -> bool:
 
 
 def worked_demos(shape: Shape, *, question_field: str, single_output: bool, max_iterations: int) -> list[dspy.Example]:
-    """The core's worked exchange for `shape` as `generate_code` demos, one per turn.
+    """The core's worked example for `shape` as `generate_code` demos, one per turn.
 
-    Each demo has every input of `generate_code` (the guide as its placeholder) and the
-    turn's `reasoning` and `code`. The exchange submits with ``FINAL(value)``, which only a
-    signature with one output accepts, so with several outputs the submitting turn is left out.
+    Built from the example's parts (`rlm_integrations.core.worked_examples.WorkedExample`):
+    each demo has every input of `generate_code` (the guide as its placeholder, the
+    example's context and question as `variables_info`, its probe paragraph as
+    `context_probe`, the turns so far as `repl_history`) and the turn's `reasoning` and
+    `code`. The example submits with ``FINAL(value)``, which only a signature with one
+    output accepts, so with several outputs the submitting turn is left out.
     """
-    messages = example_for(shape)
-    variables_info, probe = _first_message(messages[0]["content"], question_field)
-    replies = [m["content"] for m in messages[1::2]]
-    outputs = [m["content"].rsplit("\n\n", 1)[0] for m in messages[2::2]]
+    example = worked_example(shape)
+    variables_info = _example_variables(example, question_field)
+    probe = example.probe or _NO_TERMS
+    turns = [(turn.code, _REASONING[shape], turn.feedback) for turn in example.turns]
+    if single_output:
+        turns.append((example.final, _SUBMIT_REASONING, ""))
     steps: list[Step] = []
     demos: list[dspy.Example] = []
-    for number, reply in enumerate(replies, 1):
-        submits = number == len(replies)
-        if submits and not single_output:
-            break
-        code = strip_fences(reply)
-        reasoning = _SUBMIT_REASONING if submits else _REASONING[shape]
+    for number, (code, reasoning, output) in enumerate(turns, 1):
         demos.append(
             dspy.Example(
                 repl_guide=GUIDE_PLACEHOLDER,
@@ -172,25 +167,20 @@ def worked_demos(shape: Shape, *, question_field: str, single_output: bool, max_
                 code=code,
             )
         )
-        steps.append(Step(number, reasoning, code, outputs[number - 1] if number <= len(outputs) else ""))
+        steps.append(Step(number, reasoning, code, output))
     return demos
 
 
-def _first_message(text: str, question_field: str) -> tuple[str, str]:
-    """(`variables_info`, probe) from the core's first message of a worked exchange."""
-    paragraphs = text.split("\n\n")
-    question = paragraphs[0].removeprefix("Question: ").strip()
-    middle = [p for p in paragraphs[1:] if not p.startswith("You have ")]
-    probe = next((p for p in middle if p.startswith(("`context` has", "The first "))), _NO_TERMS)
-    info = "\n\n".join(p for p in middle if p != probe)
-    found = _INFO.match(info)
-    if found is None:
-        context = info
-    else:
-        chars = int(found["chars"].replace(",", ""))
-        size = f"{found['items']} items" if found["items"] else f"{chars:,} characters"
-        preview = found["preview"] or ""
-        more = f"\n... ({chars - len(preview):,} more characters)" if preview else ""
-        context = f"Variable `context`: {found['type']}, {size}." + (f"\nPreview:\n{preview}{more}" if preview else "")
-    asked = f"Variable `{question_field}`: str, {len(question):,} characters.\nPreview:\n{question}"
-    return f"{context}\n\n{asked}", probe
+def _example_variables(example: WorkedExample, question_field: str) -> str:
+    """The `variables_info` input of a worked example's demos: its invented `context`, then its question."""
+    return f"{_describe_context(example.context)}\n\n" + (
+        f"Variable `{question_field}`: str, {len(example.question):,} characters.\nPreview:\n{example.question}"
+    )
+
+
+def _describe_context(info: ContextInfo) -> str:
+    size = f"{info.items:,} items" if info.items is not None else f"{info.chars:,} characters"
+    head = f"Variable `context`: {info.type}, {size}."
+    if not info.preview:
+        return head
+    return f"{head}\nPreview:\n{info.preview}\n... ({info.chars - len(info.preview):,} more characters)"

@@ -14,10 +14,11 @@ from rlm_integrations import RLM as CoreRLM
 from rlm_integrations import RLMConfig
 from rlm_integrations.core import prompts
 from rlm_integrations.core.context_info import describe
+from rlm_integrations.core.events import ContextInfo
 from rlm_integrations.core.policy import ChatPolicy, QuestionAware
-from rlm_integrations.core.question_shape import probe_question, question_shape
-from rlm_integrations.core.worked_examples import example_for
-from rlm_integrations.dspy import RLM
+from rlm_integrations.core.question_shape import Shape, probe_question, question_shape
+from rlm_integrations.core.worked_examples import Turn, WorkedExample, example_for, worked_example
+from rlm_integrations.dspy import RLM, orientation
 from rlm_integrations.dspy.orientation import (
     NOT_PROBED,
     QUESTION_CHARS,
@@ -233,6 +234,45 @@ def test_several_outputs_get_the_example_without_its_single_value_final() -> Non
     one = worked_demos("count", question_field="question", single_output=True, max_iterations=5)
     assert [d["iteration"] for d in one] == ["Turn 1 of 5.", "Turn 2 of 5."]
     assert "57" in one[1]["repl_history"] and one[1]["code"] == "FINAL(57)"
+
+
+@pytest.mark.parametrize("shape", typing.get_args(Shape))
+def test_every_shape_s_demos_are_the_example_s_parts(shape: Shape) -> None:
+    example = worked_example(shape)
+    demos = worked_demos(shape, question_field="query", single_output=True, max_iterations=8)
+    assert [d["code"] for d in demos] == [turn.code for turn in example.turns] + [example.final]
+    assert {d["context_probe"] for d in demos} == {example.probe}
+    assert demos[0]["repl_history"] == "(no cells yet: this is the first turn)"
+    for number, (demo, turn) in enumerate(zip(demos[1:], example.turns, strict=True), 1):
+        assert turn.feedback in demo["repl_history"] and f"=== Turn {number} ===" in demo["repl_history"]
+    info = demos[0]["variables_info"]
+    assert info.startswith(f"Variable `context`: str, {example.context.chars:,} characters.\nPreview:\n")
+    assert info.endswith(f"Variable `query`: str, {len(example.question):,} characters.\nPreview:\n{example.question}")
+    assert example.context.preview in info
+
+
+def test_demos_are_built_from_parts_that_the_message_text_could_not_be_split_back_into(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a question with a paragraph break, a probe in no known wording, a list context: splitting
+    # the rendered first message by paragraphs or matching its wording would lose or mix these
+    odd = WorkedExample(
+        "lookup",
+        "Which bell rang?\n\nAnswer with its name.",
+        ContextInfo(type="list", chars=5_000, items=1_234, preview="['bell one', 'bell two']"),
+        "Bells are named in 3 items; 'rang' in none.",
+        (Turn("print(context[:2])", "You have 2 bells."),),
+        'FINAL("two")',
+    )
+    monkeypatch.setattr(orientation, "worked_example", lambda shape: odd)
+    first, second = worked_demos("lookup", question_field="question", single_output=True, max_iterations=4)
+    assert first["context_probe"] == second["context_probe"] == odd.probe
+    assert first["variables_info"] == (
+        "Variable `context`: list, 1,234 items.\nPreview:\n['bell one', 'bell two']\n... (4,976 more characters)"
+        "\n\nVariable `question`: str, 39 characters.\nPreview:\nWhich bell rang?\n\nAnswer with its name."
+    )
+    assert (first["code"], second["code"]) == ("print(context[:2])", 'FINAL("two")')
+    assert "Output (17 characters):\nYou have 2 bells." in second["repl_history"]
 
 
 def test_the_preference_is_read_from_the_lm_its_engine_or_the_engine_s_model() -> None:
