@@ -6,7 +6,12 @@ long-context suite (``benchmarks/longctx_suite``):
 1. the metric is the suite's scorer (exact / list / numeric partial credit);
 2. the trainset is the **train** split (families x ``--train-per-family``, interleaved by
    family so the first successful runs cover several families), the devset the **heldout** split;
-3. ``baseline`` is ``RLM("context, question -> answer")`` with the embedded model as is;
+3. ``baseline`` is ``RLM("context, question -> answer")`` with the embedded model as is,
+   which means *with* the core's per-shape worked examples: the DSPy face offers them as
+   `generate_code` demos to root LMs that prefer them (``LocalModel`` does), while the
+   predictor has no demos of its own. ``--no-worked-examples`` builds every DSPy program with
+   ``worked_examples=False`` (the baseline before that, and a compile that starts from it);
+   the table's row label and a printed note say which baseline ran;
    ``compiled`` is the same module after ``BootstrapFewShot`` (``--max-demos`` bootstrapped
    demos of ``generate_code``; only runs that score >= ``--threshold`` become demos) or,
    with ``--optimizer gepa``, after GEPA (the same model writes the reflections);
@@ -24,6 +29,7 @@ wraps ``LocalModel`` in-process as a custom ``dspy.LM`` engine (no server).
     nice -n 15 python benchmarks/compile_small.py --families single_needle --train-per-family 1 \\
         --heldout-per-family 1 --sizes 8K                       # one task each way, real model
     python benchmarks/compile_small.py --sizes 32K --train-per-family 2 --heldout-per-family 2   # the full run
+    python benchmarks/compile_small.py --sizes 32K ... --no-worked-examples   # the DSPy rows without worked examples
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from longctx_suite import FAMILIES, Task, make_task  # noqa: E402
 
 from rlm_integrations import RLMConfig  # noqa: E402
 from rlm_integrations.dspy import RLM  # noqa: E402
+from rlm_integrations.dspy.orientation import prefers_worked_example  # noqa: E402
 
 SIGNATURE = "context, question -> answer"
 ROWS = ("baseline", "compiled", "core")
@@ -193,6 +200,7 @@ class Settings:
     gepa_calls: int = 0
     scripted: bool = False
     rows: Sequence[str] = ROWS
+    worked_examples: bool = True  # False: the DSPy programs never show the worked examples
     program: Path | None = None  # where the compiled program is saved (`program.save`)
     json: Path | None = None  # where the results are saved, after every task
 
@@ -206,8 +214,30 @@ def run_config(settings: Settings) -> RLMConfig:
 
 
 def make_program(settings: Settings) -> RLM:
-    """The DSPy face's RLM as a user would write it."""
-    return RLM(SIGNATURE, config=run_config(settings))
+    """The DSPy face's RLM as a user would write it (with ``--no-worked-examples``: ``worked_examples=False``)."""
+    return RLM(SIGNATURE, config=run_config(settings), worked_examples=None if settings.worked_examples else False)
+
+
+def baseline_label(settings: Settings, lm: dspy.LM) -> str:
+    """The baseline row's name in the table: whether its root LM was offered the worked examples."""
+    shown = settings.worked_examples and prefers_worked_example(lm)
+    return f"baseline ({'with' if shown else 'no'} worked examples)"
+
+
+def baseline_note(settings: Settings, lm: dspy.LM) -> str:
+    """One line on what the baseline row is, printed with the table."""
+    if not settings.worked_examples:
+        return (
+            "baseline: RLM(...) with worked_examples=False (--no-worked-examples): no worked examples, "
+            "the DSPy face before it offered them"
+        )
+    if prefers_worked_example(lm):
+        return (
+            "baseline: RLM(...) as is, so the root LM (it prefers worked examples) is shown the per-shape "
+            "worked example as demos (a compiled program's own demos replace them); --no-worked-examples "
+            "measures the baseline without them"
+        )
+    return "baseline: RLM(...) as is; this root LM does not ask for worked examples, so none are shown"
 
 
 def compile_program(settings: Settings, train: list[Task], lm: dspy.LM, reflection: dspy.LM) -> tuple[RLM, Any]:
@@ -268,11 +298,15 @@ def run_row(row: str, task: Task, settings: Settings, program: RLM | None, lm: d
             "tokens": tokens, "status": status, "error": error, "cells": cells}  # fmt: skip
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    """Per family: each row's mean score, median time and median tokens; then the overall means."""
+def table(results: list[dict[str, Any]], labels: dict[str, str] | None = None) -> str:
+    """Per family: each row's mean score, median time and median tokens; then the overall means.
+
+    `labels` names rows in the header (e.g. ``baseline (with worked examples)``); others keep their own name.
+    """
     rows = [r for r in ROWS if any(x["row"] == r for x in results)]
     families = list(dict.fromkeys(x["family"] for x in results))
-    head = "| family | " + " | ".join(f"{r} score | {r} time | {r} tokens" for r in rows) + " |"
+    named = [(labels or {}).get(r, r) for r in rows]
+    head = "| family | " + " | ".join(f"{r} score | {r} time | {r} tokens" for r in named) + " |"
     lines = [head, "|---|" + "---|---|---|" * len(rows)]
     for family in [*families, None]:
         cells = []
@@ -307,6 +341,9 @@ def experiment(
 ) -> dict[str, Any]:
     """Compile over `train`, score every row on `heldout`; save the program and the results as they come."""
     report: dict[str, Any] = {"settings": vars(settings), "results": []}
+    report["labels"] = {"baseline": baseline_label(settings, lm)}
+    report["baseline"] = baseline_note(settings, lm)
+    print(report["baseline"], flush=True)
 
     def save() -> None:
         if settings.json is not None:
@@ -336,7 +373,7 @@ def experiment(
                 f"{record['status']}  answer={record['answer'][:60]!r}",
                 flush=True,
             )
-    report["table"] = table(report["results"])
+    report["table"] = table(report["results"], report["labels"])
     report["verdict"] = verdict(report["results"])
     save()
     return report
@@ -354,6 +391,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-per-family", type=int, default=2)
     p.add_argument("--heldout-per-family", type=int, default=2)
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
+    p.add_argument(
+        "--no-worked-examples",
+        dest="worked_examples",
+        action="store_false",
+        help="build the DSPy programs (baseline, and the one compiled) with worked_examples=False; "
+        "the core row is unchanged",
+    )
     p.add_argument("--optimizer", default="bootstrap", choices=("bootstrap", "gepa"))
     p.add_argument("--max-demos", type=int, default=2, help="BootstrapFewShot's max_bootstrapped_demos")
     p.add_argument("--threshold", type=float, default=1.0, help="score a run needs to become a demo")
@@ -378,7 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     names = ("optimizer", "max_demos", "threshold", "max_iterations", "task_timeout", "gepa_calls", "program", "json")
-    settings = Settings(**{n: getattr(args, n) for n in names}, scripted=args.model == "scripted", rows=args.rows)
+    settings = Settings(
+        **{n: getattr(args, n) for n in names},
+        scripted=args.model == "scripted",
+        rows=args.rows,
+        worked_examples=args.worked_examples,
+    )
     train = build_tasks(families, sizes, "train", args.train_per_family)
     heldout = build_tasks(families, sizes, "heldout", args.heldout_per_family)
     if settings.scripted:
@@ -388,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         lm, core_model = local_lm(args.model, args.max_tokens, args.threads)
         reflection_lm = lm
     report = experiment(settings, train, heldout, lm, reflection_lm, core_model)
-    print(f"\n{report['table']}\n\nverdict: {report['verdict']}")
+    print(f"\n{report['table']}\n\n{report['baseline']}\nverdict: {report['verdict']}")
     if "compile" in report:
         done = report["compile"]
         print(f"compile: {done['wall_s']:.0f} s, {done['tokens']:,} tokens, {done['demos']} demos -> {args.program}")

@@ -6,6 +6,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -15,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 compile_small = importlib.import_module("compile_small")
 suite = importlib.import_module("longctx_suite")
 
+from rlm_integrations.core.question_shape import Shape  # noqa: E402
+from rlm_integrations.core.worked_examples import worked_example  # noqa: E402
 from rlm_integrations.dspy import RLM  # noqa: E402
 from rlm_integrations.dspy.testing import ScriptedDSPyLM, rlm_replies  # noqa: E402
 
@@ -105,3 +108,42 @@ def test_a_compile_that_changed_nothing_is_not_run_twice(tmp_path):
     root_calls = [c for c in lm.calls if "[[ ## iteration ## ]]" in c[-1]["content"]]
     assert len(root_calls) == 2  # one train run, one held-out run: the compiled row reused the baseline's
     assert json.loads((tmp_path / "r.json").read_text())["verdict"].startswith("keep the hand-written default")
+
+
+def _root_requests(lm: ScriptedDSPyLM) -> list[list[dict[str, str]]]:
+    return [c for c in lm.calls if "[[ ## iteration ## ]]" in c[-1]["content"]]
+
+
+@pytest.mark.parametrize("offered", [True, False])
+def test_the_baseline_shows_the_worked_examples_unless_told_not_to(offered):
+    task = suite.make_task("single_needle", "8K", "heldout", 0)
+    lm = compile_small.scripted_lm([task])
+    lm.prefers_worked_example = True  # as the DSPy LM over LocalModel does
+    settings = compile_small.Settings(scripted=True, rows=("baseline",), worked_examples=offered)
+    assert compile_small.make_program(settings).worked_examples is (None if offered else False)
+    report = compile_small.experiment(settings, [], [task], lm, lm, None)
+    (record,) = report["results"]
+    assert record["score"] == 1.0
+    (request,) = _root_requests(lm)
+    example_codes = {turn.code for shape in get_args(Shape) for turn in worked_example(shape).turns}
+    shown = [m for m in request[1:-1] if any(code in m["content"] for code in example_codes)]
+    assert bool(shown) is offered  # the demo turns come before the real request
+    label = f"baseline ({'with' if offered else 'no'} worked examples)"
+    assert report["labels"] == {"baseline": label}
+    assert report["table"].startswith(f"| family | {label} score |")
+    assert "--no-worked-examples" in report["baseline"]
+    assert ("worked_examples=False" in report["baseline"]) is not offered
+
+
+def test_the_flag_reaches_the_settings_and_the_printed_table(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    argv = ["--model", "scripted", "--families", "single_needle", "--sizes", "8K", "--rows", "baseline"]
+    argv += ["--train-per-family", "1", "--heldout-per-family", "1", "--json", str(results)]
+    assert compile_small.parse_args(argv).worked_examples is True
+    assert compile_small.main([*argv, "--no-worked-examples"]) == 0
+    report = json.loads(results.read_text())
+    assert report["settings"]["worked_examples"] is False
+    assert [r["score"] for r in report["results"]] == [1.0]
+    out = capsys.readouterr().out
+    assert "| baseline (no worked examples) score |" in out
+    assert "baseline: RLM(...) with worked_examples=False (--no-worked-examples)" in out
