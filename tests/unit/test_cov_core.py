@@ -2,7 +2,8 @@
 
 - a cell's feedback that the token budget cannot hold is cut (middle out) to fit the closing request;
 - `OpenSteps` closes the steps a cut-short run left open, innermost first;
-- a display entry point that fails to load is skipped with a warning, not raised in a notebook.
+- a display entry point that fails to load is skipped with a warning, not raised in a notebook;
+- `RLM("prefix/name")` builds its root and sub models through the LM provider registry.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from rlm_integrations.core.events import (
 )
 from rlm_integrations.core.interrupts import OpenSteps
 from rlm_integrations.core.result import register_html_display
-from rlm_integrations.lm import Message, ScriptedLM
+from rlm_integrations.lm import Message, ScriptedLM, register_provider
 from rlm_integrations.testing import FakeREPL
 
 _CLOSING_MARKER = "Do not write code"  # in the engine's final-answer request after a limit
@@ -144,3 +145,19 @@ def test_a_display_entry_point_that_fails_to_load_is_skipped_with_a_warning(
         assert "no_such_package:show" in caplog.text and "broken-plugin" in caplog.text
     finally:
         register_html_display(viewer.notebook_html)
+
+
+def test_model_strings_given_to_rlm_resolve_through_the_provider_registry() -> None:
+    built: list[tuple[str, dict[str, Any]]] = []
+
+    def canned(model: str, **options: Any) -> ScriptedLM:
+        built.append((model, options))
+        return ScriptedLM(["```repl\nFINAL(context.upper())\n```"], name=model)
+
+    register_provider("canned/", canned)  # the suite's conftest restores the registry afterwards
+
+    rlm = RLM("canned/root", "canned/helper", repl=FakeREPL.from_config)
+
+    assert built == [("root", {}), ("helper", {})]
+    assert (rlm.model.name, rlm.sub_model.name) == ("root", "helper")
+    assert rlm.completion("Shout it.", "hello").answer == "HELLO"
