@@ -5,6 +5,11 @@ Qwen2.5-Coder-0.5B-Instruct file (or, with ``model="qwen2.5-coder-1.5b"``, the 1
 fetched into the cache on first use (see `rlm_integrations.lm.model_store`). The chat
 template comes from the GGUF file itself.
 
+Cancellation: a call whose caller is cancelled (a run's `timeout_s`, a cancelled task) stops
+inside llama.cpp at its next step through the abort callback, instead of finishing a long
+prompt in a thread nobody waits for (which also held the model, and `asyncio.run`'s exit,
+for up to minutes).
+
 Prefix caching: llama.cpp keeps the evaluated tokens of the previous prompt and only
 processes the new suffix, so a growing conversation is not re-read every turn. A
 sub-call on the same model replaces that state; `cache_bytes` can keep saved states to
@@ -14,6 +19,7 @@ restore by longest prefix, but it is off by default (see its note on memory).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import threading
 from collections.abc import Sequence
@@ -118,6 +124,14 @@ class LocalModel:
         )
         if cache_bytes > 0:
             self._llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=cache_bytes))
+        self._running: threading.Event | None = None
+        """The cancel flag of the call that holds the model now (None between calls)."""
+        self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)  # kept: C holds a pointer to it
+        llama_cpp.llama_set_abort_callback(self._llama.ctx, self._abort_callback, ctypes.c_void_p(0))
+
+    def _should_abort(self, _data: Any) -> bool:
+        running = self._running
+        return running is not None and running.is_set()
 
     def count_tokens(self, text: str) -> int:
         """Exact token count for texts up to 200K characters, an estimate beyond."""
@@ -127,20 +141,31 @@ class LocalModel:
             return len(self._llama.tokenize(text.encode("utf-8", "ignore"), add_bos=False, special=False))
 
     async def acomplete(self, messages: Sequence[Message], **params: Any) -> Completion:
-        """Generate a reply (in a thread, so the event loop stays free)."""
-        return await asyncio.to_thread(self._complete_blocking, list(messages), params)
+        """Generate a reply (in a thread, so the event loop stays free); cancelling stops it inside llama.cpp."""
+        cancelled = threading.Event()
+        try:
+            return await asyncio.to_thread(self._complete_blocking, list(messages), params, cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()  # the thread stops at llama.cpp's next step, or never starts
+            raise
 
     def complete(self, messages: Sequence[Message], **params: Any) -> Completion:
         """Blocking form of `acomplete`."""
         return run_sync(self.acomplete(messages, **params))
 
-    def _complete_blocking(self, messages: list[Message], params: dict[str, Any]) -> Completion:
+    def _complete_blocking(
+        self, messages: list[Message], params: dict[str, Any], cancelled: threading.Event | None = None
+    ) -> Completion:
         max_tokens = int(params.pop("max_tokens", None) or self.max_tokens)
         params.setdefault("stop", list(self.stop))
         temperature = float(params.pop("temperature", self.temperature))
         params.pop("timeout", None)
         window = self.context_window or 0
+        cancelled = cancelled or threading.Event()
         with self._lock:
+            if cancelled.is_set():
+                raise ModelError(f"{self.name}: the call was cancelled before it started", model=self.name)
+            self._running = cancelled
             try:
                 response = self._llama.create_chat_completion(
                     messages=[dict(m) for m in messages],
@@ -158,7 +183,11 @@ class LocalModel:
                     ) from error
                 raise ModelError(f"{self.name} failed: {error}", model=self.name) from error
             except RuntimeError as error:
+                if cancelled.is_set():
+                    raise ModelError(f"{self.name}: the call was cancelled", model=self.name) from error
                 raise ModelError(f"{self.name} failed: {error}", model=self.name) from error
+            finally:
+                self._running = None
         choice = response["choices"][0]
         text = choice["message"].get("content") or ""
         usage = response.get("usage") or {}

@@ -235,3 +235,56 @@ def test_local_model_thread_count_can_be_lowered():
     model = LocalModel(n_threads=1, n_ctx=512)
     assert model._llama.context_params.n_threads == 1
     assert model._llama.context_params.n_threads_batch == 1
+
+
+def test_a_cancelled_call_stops_inside_llama_cpp_and_the_model_still_answers_the_same(local_model):
+    import threading
+
+    from rlm_integrations.errors import ModelError
+
+    hello = [{"role": "user", "content": "Say hi"}]
+    before = local_model.complete(hello, max_tokens=5).text
+    long_prompt = [{"role": "user", "content": "The fox jumps over the dog by the river. " * 500 + "\nSummarise."}]
+    cancelled = threading.Event()
+    outcome: list[BaseException | str] = []
+
+    def call() -> None:
+        try:
+            outcome.append(local_model._complete_blocking(long_prompt, {"max_tokens": 20}, cancelled).text)
+        except BaseException as error:  # the test reads what the thread raised
+            outcome.append(error)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    threading.Event().wait(0.5)  # a few thousand tokens take far longer than this to read
+    cancelled.set()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    (result,) = outcome
+    assert isinstance(result, ModelError) and "cancelled" in str(result)
+    assert local_model.complete(hello, max_tokens=5).text == before  # the aborted step left no state behind
+
+
+async def test_cancelling_the_awaiting_task_raises_the_calls_cancel_flag(local_model, monkeypatch):
+    import asyncio
+    import threading
+
+    flags: list[threading.Event] = []
+    real = local_model._complete_blocking
+
+    def spy(messages, params, cancelled):
+        flags.append(cancelled)
+        return real(messages, params, cancelled)
+
+    monkeypatch.setattr(local_model, "_complete_blocking", spy)
+    long_prompt = [{"role": "user", "content": "The fox jumps over the dog by the river. " * 500 + "\nSummarise."}]
+    task = asyncio.create_task(local_model.acomplete(long_prompt, max_tokens=20))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (flag,) = flags
+    assert flag.is_set()  # so the thread stops at llama.cpp's next step (the test above)
+    assert await asyncio.to_thread(local_model._lock.acquire, True, 60)  # and gives the model back
+    local_model._lock.release()
+    assert local_model._running is None
