@@ -8,12 +8,13 @@ Two cheap facts change what a good first program is:
   are dissatisfied?") needs reading. The counts go into the first message for every model,
   so none has to guess (small models otherwise search for the question's words, find
   nothing, and answer 0).
-- **The question's shape**: look one thing up, list every match, count, or find records
-  that share a value. With a model
+- **How the text words things**: the sentence of the first mention of the question's
+  rarest words (or one record line), so the first pattern comes from the text, not from
+  the question. For a lookup that sentence may hold the answer; no model is called here.
+- **The question's shape**: look one thing up, list every match, count, group records
+  that share a value, or follow references from one thing to the next. With a model
   that asks for a worked example, the example shown is the one for this shape
   (`rlm_integrations.core.worked_examples`).
-
-Nothing here reads the answer: the probe only counts lines.
 """
 
 from __future__ import annotations
@@ -56,9 +57,7 @@ _NON_EMPTY_LINE = re.compile(r"^[^\S\n]*\S", re.MULTILINE)
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_'-]*[A-Za-z0-9]|[A-Za-z0-9]")
 _COUNT = re.compile(r"\bhow\s+many\b|\bhow\s+often\b|\bnumber\s+of\b|\bcount\b|\bhow\s+much\b", re.IGNORECASE)
 _GROUP = re.compile(r"\bthe\s+same\b|\bshare\b|\bin\s+common\b|\bidentical\b", re.IGNORECASE)
-_CHAIN = re.compile(
-    r"\bindirectly\b|\bdirectly\s+or\b|\bthrough\s+(?:an)?other\b|\btransitively\b|\bchain\s+of\b", re.IGNORECASE
-)
+_CHAIN = re.compile(r"\bindirectly\b|\bthrough\s+(?:an)?other\b|\btransitively\b|\bchain\s+of\b", re.IGNORECASE)
 _LIST = re.compile(r"\blist\b|\bevery\b|\ball\b|\beach\b|\bboth\b", re.IGNORECASE)
 
 
@@ -140,16 +139,15 @@ def _literal_first(word: str) -> str:
 
 
 def _lines_with(text: str, pattern: re.Pattern[str]) -> tuple[int, re.Match[str] | None]:
-    """How many lines of `text` hold a match, and the first match (matches come in order, so a line counts once)."""
+    """How many lines of `text` hold a match, and the first match (linear in the text, however long its lines)."""
     lines = 0
     first: re.Match[str] | None = None
-    last_start = -2  # the first line starts after "position -1"
+    searched_to = 0  # no newline between here and the last counted match: same line
     for match in pattern.finditer(text):
-        first = first or match
-        start = text.rfind("\n", 0, match.start())
-        if start != last_start:
+        if first is None or text.find("\n", searched_to, match.start()) >= 0:
             lines += 1
-            last_start = start
+        first = first or match
+        searched_to = match.start()
     return lines, first
 
 
@@ -192,8 +190,8 @@ def probe_question(query: str, context: Any) -> Probe:
     sampled = len(text) > PROBE_CHARS
     if sampled:
         text = text[: text.rfind("\n", 0, PROBE_CHARS) + 1 or PROBE_CHARS]
-    lowered = text.lower()
-    shown = text if len(lowered) == len(text) else lowered  # lower() keeps offsets for nearly every text
+    lowered = text.replace("\u0130", "I").lower()  # İ is the one character whose lower() is longer
+    shown = text if len(lowered) == len(text) else lowered  # offsets agree, so quotes keep the text's case
     found: dict[str, int] = {}
     missing: list[str] = []
     firsts: dict[str, re.Match[str]] = {}
@@ -215,10 +213,10 @@ def question_shape(query: str, probe: Probe | None) -> Shape:
     """The question's shape: group, follow references (chain), count (by matching or reading), list, or look up."""
     if _GROUP.search(query):
         return "group"
+    if _COUNT.search(query):  # "how many ... directly or indirectly" is still a count
+        return "count" if probe is None or probe.literal() else "count_reading"
     if _CHAIN.search(query):
         return "chain"
-    if _COUNT.search(query):
-        return "count" if probe is None or probe.literal() else "count_reading"
     if _LIST.search(query):
         return "list"
     return "lookup"

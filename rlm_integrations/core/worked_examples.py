@@ -170,7 +170,7 @@ def _group() -> WorkedExample:
         "Which guests have the same room number? List each pair.",
         ContextInfo(type="str", chars=152_880, preview="Guest ana.silva12 came on 4 May; the room number given"),
         "`context` has 2,410 non-empty lines. Lines containing the question's words: 'guests' in 2,410, "
-        "'room' in 2,410, 'number' in 2,410. Not in the text: 'pair'.\n"
+        "'room' in 2,410. Not in the text: 'pair'.\n"
         "First mention of 'guests': Guest ana.silva12 came on 4 May; the room number given was 214.",
         [(code, "[['ana.silva12', 'tom.berg7'], ['li.wong30', 'eva.roth4']]")],
         "FINAL_VAR(same)",
@@ -183,7 +183,8 @@ def _chain() -> WorkedExample:
         "while todo:\n"
         "    name = todo.pop()\n"
         "    for line in grep(name):\n"
-        '        for m in re.finditer(r"Town (\\w+) draws its water from (?:Lake |town )?" + name, line):\n'
+        '        for m in re.finditer(r"Town (\\w+) draws its water from (?:Lake |town )?"'
+        ' + re.escape(name) + r"\\b", line):\n'
         "            if m.group(1) not in found:\n"
         "                found.append(m.group(1))\n"
         "                todo.append(m.group(1))\n"
@@ -193,8 +194,8 @@ def _chain() -> WorkedExample:
         "chain",
         "Which towns get their water from Lake Orva, directly or through other towns? List their names.",
         ContextInfo(type="str", chars=388_120, preview="The road bent north. Carts and mules passed the old gate"),
-        "`context` has 3,920 non-empty lines. Lines containing the question's words: 'water' in 11, "
-        "'lake' in 4, 'orva' in 1. Not in the text: 'towns', 'directly'.\n"
+        "`context` has 3,920 non-empty lines. Lines containing the question's words: 'towns' in 38, "
+        "'water' in 11, 'lake' in 4, 'orva' in 1. Not in the text: 'directly'.\n"
         "First mention of 'orva': Town BEX draws its water from Lake Orva.",
         [(code, "['BEX', 'KELL', 'ARNO']")],
         'FINAL(["BEX", "KELL", "ARNO"])',

@@ -2,7 +2,7 @@
 
 The core loop looks at the question before the first turn (`rlm_integrations.core.question_shape`):
 which of its words occur in the text and in how many lines, and what shape it has (look
-up, list, count, count by reading, group). For the DSPy face the engine's query is the
+up, list, count, count by reading, group, follow references). For the DSPy face the engine's query is the
 signature's instructions, so this module says what the question really is: the values of
 the short text inputs (``question=...``), probed against the `context` input (or, without
 one, the largest other input). The engine probes that (`PredictPolicy.probe_subject`) and

@@ -46,10 +46,58 @@ def _import_llama() -> Any:
 
 
 def _usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    """The CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, quota) if quota else cpus)
+
+
+def _cgroup_cpu_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """The cgroup v2 CPU quota in whole CPUs (``docker --cpus=2`` gives 2), None when unlimited or unknown."""
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return max(1, -(-int(quota) // int(period)))
+
+
+class _AbortSwitch:
+    """Stops a running llama.cpp call from another thread (llama.cpp's abort callback).
+
+    The callback is installed only while a cancelled call runs: llama.cpp calls it after
+    every graph node (about a thousand times a token), each time taking the GIL.
+    It holds no reference to the model, so the model is freed as soon as it is dropped.
+    """
+
+    def __init__(self, llama_cpp: Any, ctx: Any) -> None:
+        self._llama_cpp = llama_cpp
+        self._ctx = ctx
+        self.running: threading.Event | None = None
+        """The cancel flag of the call that holds the model now (None between calls)."""
+        self._installed = False
+        running_flag = self  # the callback reads the flag through the switch only
+
+        def should_abort(_data: Any) -> bool:
+            flag = running_flag.running
+            return flag is not None and flag.is_set()
+
+        self._callback = llama_cpp.ggml_abort_callback(should_abort)  # kept alive: C holds a pointer to it
+        self._no_callback = llama_cpp.ggml_abort_callback()  # a NULL function pointer
+
+    def stop(self, cancelled: threading.Event) -> None:
+        """Abort the running call if it is the one whose flag is `cancelled` (from any thread)."""
+        if self.running is cancelled and not self._installed:
+            self._installed = True
+            self._llama_cpp.llama_set_abort_callback(self._ctx, self._callback, ctypes.c_void_p(0))
+
+    def done(self) -> None:
+        """The call ended: remove the callback if it was installed."""
+        self.running = None
+        if self._installed:
+            self._installed = False
+            self._llama_cpp.llama_set_abort_callback(self._ctx, self._no_callback, ctypes.c_void_p(0))
 
 
 class LocalModel:
@@ -124,14 +172,7 @@ class LocalModel:
         )
         if cache_bytes > 0:
             self._llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=cache_bytes))
-        self._running: threading.Event | None = None
-        """The cancel flag of the call that holds the model now (None between calls)."""
-        self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)  # kept: C holds a pointer to it
-        llama_cpp.llama_set_abort_callback(self._llama.ctx, self._abort_callback, ctypes.c_void_p(0))
-
-    def _should_abort(self, _data: Any) -> bool:
-        running = self._running
-        return running is not None and running.is_set()
+        self._abort = _AbortSwitch(llama_cpp, self._llama.ctx)
 
     def count_tokens(self, text: str) -> int:
         """Exact token count for texts up to 200K characters, an estimate beyond."""
@@ -146,7 +187,8 @@ class LocalModel:
         try:
             return await asyncio.to_thread(self._complete_blocking, list(messages), params, cancelled)
         except asyncio.CancelledError:
-            cancelled.set()  # the thread stops at llama.cpp's next step, or never starts
+            cancelled.set()  # a call still waiting for the model never starts
+            self._abort.stop(cancelled)  # a running one stops at llama.cpp's next step
             raise
 
     def complete(self, messages: Sequence[Message], **params: Any) -> Completion:
@@ -165,7 +207,7 @@ class LocalModel:
         with self._lock:
             if cancelled.is_set():
                 raise ModelError(f"{self.name}: the call was cancelled before it started", model=self.name)
-            self._running = cancelled
+            self._abort.running = cancelled
             try:
                 response = self._llama.create_chat_completion(
                     messages=[dict(m) for m in messages],
@@ -187,7 +229,7 @@ class LocalModel:
                     raise ModelError(f"{self.name}: the call was cancelled", model=self.name) from error
                 raise ModelError(f"{self.name} failed: {error}", model=self.name) from error
             finally:
-                self._running = None
+                self._abort.done()
         choice = response["choices"][0]
         text = choice["message"].get("content") or ""
         usage = response.get("usage") or {}

@@ -221,15 +221,21 @@ def test_local_model_finds_a_needle_in_200k_characters_through_the_repl(local_mo
     assert secret in str(result.answer), (result.status, result.answer, cells)
 
 
+@pytest.mark.slow
 def test_local_model_uses_every_usable_cpu_unless_told_otherwise(local_model):
     import os
 
+    from rlm_integrations.lm.local import _usable_cpus
+
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert _usable_cpus() <= (usable or 1)  # a cgroup quota can only lower it
+    usable = _usable_cpus()
     # llama.cpp's own default is half the cores for generation; ours is all of them.
     assert local_model._llama.context_params.n_threads == usable
     assert local_model._llama.context_params.n_threads_batch == usable
 
 
+@pytest.mark.slow
 def test_local_model_thread_count_can_be_lowered():
     pytest.importorskip("llama_cpp", reason="the [local] extra (llama-cpp-python) is not installed")
     model = LocalModel(n_threads=1, n_ctx=512)
@@ -237,6 +243,7 @@ def test_local_model_thread_count_can_be_lowered():
     assert model._llama.context_params.n_threads_batch == 1
 
 
+@pytest.mark.slow
 def test_a_cancelled_call_stops_inside_llama_cpp_and_the_model_still_answers_the_same(local_model):
     import threading
 
@@ -258,6 +265,7 @@ def test_a_cancelled_call_stops_inside_llama_cpp_and_the_model_still_answers_the
     worker.start()
     threading.Event().wait(0.5)  # a few thousand tokens take far longer than this to read
     cancelled.set()
+    local_model._abort.stop(cancelled)  # what acomplete does when its task is cancelled
     worker.join(timeout=60)
     assert not worker.is_alive()
     (result,) = outcome
@@ -265,16 +273,21 @@ def test_a_cancelled_call_stops_inside_llama_cpp_and_the_model_still_answers_the
     assert local_model.complete(hello, max_tokens=5).text == before  # the aborted step left no state behind
 
 
-async def test_cancelling_the_awaiting_task_raises_the_calls_cancel_flag(local_model, monkeypatch):
+@pytest.mark.slow
+async def test_cancelling_the_awaiting_task_stops_the_running_call(local_model, monkeypatch):
     import asyncio
-    import threading
 
-    flags: list[threading.Event] = []
+    from rlm_integrations.errors import ModelError
+
+    outcome: list[BaseException | str] = []
     real = local_model._complete_blocking
 
     def spy(messages, params, cancelled):
-        flags.append(cancelled)
-        return real(messages, params, cancelled)
+        try:
+            outcome.append(real(messages, params, cancelled).text)
+        except BaseException as error:  # the test reads how the thread's call ended
+            outcome.append(error)
+            raise
 
     monkeypatch.setattr(local_model, "_complete_blocking", spy)
     long_prompt = [{"role": "user", "content": "The fox jumps over the dog by the river. " * 500 + "\nSummarise."}]
@@ -283,8 +296,18 @@ async def test_cancelling_the_awaiting_task_raises_the_calls_cancel_flag(local_m
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    (flag,) = flags
-    assert flag.is_set()  # so the thread stops at llama.cpp's next step (the test above)
-    assert await asyncio.to_thread(local_model._lock.acquire, True, 60)  # and gives the model back
+    assert await asyncio.to_thread(local_model._lock.acquire, True, 60)  # the thread gave the model back
     local_model._lock.release()
-    assert local_model._running is None
+    (result,) = outcome
+    assert isinstance(result, ModelError) and "cancelled" in str(result)  # stopped, not finished
+    assert local_model._abort.running is None
+
+
+def test_cgroup_cpu_quota_is_read_in_whole_cpus(tmp_path):
+    from rlm_integrations.lm.local import _cgroup_cpu_quota
+
+    cpu_max = tmp_path / "cpu.max"
+    for written, expected in [("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1), ("max 100000", None)]:
+        cpu_max.write_text(written + "\n")
+        assert _cgroup_cpu_quota(cpu_max) == expected
+    assert _cgroup_cpu_quota(tmp_path / "missing") is None

@@ -15,7 +15,7 @@ from rlm_integrations.core.events import SubCallFinished
 from rlm_integrations.core.question_shape import Shape, probe_question, question_shape, question_terms
 from rlm_integrations.core.repl_helpers import HelperNotes, find_lines, split_items
 from rlm_integrations.core.routing import choose_route
-from rlm_integrations.core.worked_examples import example_for
+from rlm_integrations.core.worked_examples import example_for, worked_example
 from rlm_integrations.lm import Message, ScriptedLM
 
 RECORDS = "\n".join(
@@ -125,6 +125,7 @@ _CHAIN_LINES = [
     "Town DUNE draws its water from Lake Mirn, far to the east.",
     "Carts passed the gate at dawn; Town KELL draws its water from town BEX since the drought.",
     "Town ARNO draws its water from town KELL. Town OSK draws its water from town DUNE.",
+    "Town HOLM draws its water from town BEXLEY, which is not BEX.",
 ]
 
 
@@ -148,6 +149,17 @@ async def test_worked_example_code_gives_the_answer_it_shows(
     last_output = next(m["content"] for m in reversed(example) if m["role"] == "user")
     assert str(answer) in last_output  # what the example shows is what its code prints
     assert str(answer).replace("'", '"') in replies[-1] or replies[-1] == f"FINAL_VAR({printed})"
+
+
+def test_each_examples_probe_names_exactly_the_question_words_the_real_probe_would() -> None:
+    for shape in get_args(Shape):
+        example = worked_example(shape)
+        named = set(re.findall(r"'([^']+)' in [\d,]+", example.probe)) | set(
+            re.findall(r"'([^']+)'", example.probe.split("Not in the text:")[1].split("\n")[0])
+            if "Not in the text:" in example.probe
+            else []
+        )
+        assert named == set(question_terms(example.question)), shape
 
 
 # --------------------------------------------------------------------------- in a run
@@ -388,3 +400,12 @@ def test_probe_cuts_a_long_sentence_around_the_word() -> None:
     (sample,) = probe_question("code for kestrel-9?", text).samples.values()
     assert sample.startswith("...") and sample.endswith("...") and "kestrel-9 is 4471" in sample
     assert len(sample) <= 2 * 120 + len("kestrel-9") + 6
+
+
+@pytest.mark.parametrize(
+    ("question", "quoted"), [("Which code is assigned to oslo?", True), ("List every code for oslo.", False)]
+)
+async def test_the_first_message_quotes_a_first_mention_except_for_a_list_question(question: str, quoted: bool) -> None:
+    rlm, root, _ = make_rlm([block("FINAL('x')")])
+    await run(rlm, question, RECORDS)
+    assert ("First mention of" in _first_user(root.calls[0])) is quoted
