@@ -161,19 +161,26 @@ def _group() -> WorkedExample:
         'for line in grep("room", "number"):\n'
         '    m = re.search(r"room number\\D*(\\d+)", line)\n'
         "    if m:\n"
-        "        groups[m.group(1)].append(line.split()[1])\n"
-        "same = [names for names in groups.values() if len(names) > 1]\n"
-        "print(same)"
+        "        groups[m.group(1)].append(line)\n"
+        "same = [lines for lines in groups.values() if len(lines) > 1]\n"
+        "for lines in same:\n"
+        "    print(lines)"
+    )
+    output = (
+        "['On 4 May ana.silva12 came; the room number given was 214.', "
+        "'On 2 June tom.berg7 came; the room number given was 214.']\n"
+        "['On 9 May li.wong30 came; the room number given was 508.', "
+        "'On 5 June eva.roth4 came; the room number given was 508.']"
     )
     return _example(
         "group",
         "Which guests have the same room number? List each pair.",
-        ContextInfo(type="str", chars=152_880, preview="Guest ana.silva12 came on 4 May; the room number given"),
-        "`context` has 2,410 non-empty lines. Lines containing the question's words: 'guests' in 2,410, "
-        "'room' in 2,410. Not in the text: 'pair'.\n"
-        "First mention of 'guests': Guest ana.silva12 came on 4 May; the room number given was 214.",
-        [(code, "[['ana.silva12', 'tom.berg7'], ['li.wong30', 'eva.roth4']]")],
-        "FINAL_VAR(same)",
+        ContextInfo(type="str", chars=152_880, preview="On 4 May ana.silva12 came; the room number given was 214."),
+        "`context` has 2,410 non-empty lines. Lines containing the question's words: 'room' in 2,410. "
+        "Not in the text: 'guests', 'pair'.\n"
+        "First mention of 'room': On 4 May ana.silva12 came; the room number given was 214.",
+        [(code, output)],
+        'FINAL([["ana.silva12", "tom.berg7"], ["li.wong30", "eva.roth4"]])',
     )
 
 

@@ -3,6 +3,7 @@ the worked example chosen by shape, and the check of an empty answer after an em
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Any, get_args
 
@@ -114,11 +115,11 @@ def test_each_shape_has_its_own_worked_example_ending_in_final() -> None:
 
 # The examples' code must do what their printed output claims: a small model copies it.
 _GROUP_LINES = [
-    "Guest ana.silva12 came on 4 May; the room number given was 214.",
-    "Guest li.wong30 came on 9 May; the room number given was 508.",
-    "Guest tom.berg7 came on 2 June; the room number given was 214.",
-    "Guest kim.dahl3 came on 3 June; the room number given was 311.",
-    "Guest eva.roth4 came on 5 June; the room number given was 508.",
+    "On 4 May ana.silva12 came; the room number given was 214.",
+    "On 9 May li.wong30 came; the room number given was 508.",
+    "On 2 June tom.berg7 came; the room number given was 214.",
+    "On 3 June kim.dahl3 came; the room number given was 311.",
+    "On 5 June eva.roth4 came; the room number given was 508.",
 ]
 _CHAIN_LINES = [
     "The road bent north. Town BEX draws its water from Lake Orva. Fog lay on the hills.",
@@ -132,7 +133,7 @@ _CHAIN_LINES = [
 @pytest.mark.parametrize(
     ("shape", "lines", "printed", "answer"),
     [
-        ("group", _GROUP_LINES, "same", [["ana.silva12", "tom.berg7"], ["li.wong30", "eva.roth4"]]),
+        ("group", _GROUP_LINES, "same", [[_GROUP_LINES[0], _GROUP_LINES[2]], [_GROUP_LINES[1], _GROUP_LINES[4]]]),
         ("chain", _CHAIN_LINES, "found", ["BEX", "KELL", "ARNO"]),
     ],
 )
@@ -147,8 +148,14 @@ async def test_worked_example_code_gives_the_answer_it_shows(
     assert result.status == "completed", result.error
     assert result.answer == answer
     last_output = next(m["content"] for m in reversed(example) if m["role"] == "user")
-    assert str(answer) in last_output  # what the example shows is what its code prints
-    assert str(answer).replace("'", '"') in replies[-1] or replies[-1] == f"FINAL_VAR({printed})"
+    for part in answer:  # what the example shows is what its code prints
+        assert str(part) in last_output
+    final = replies[-1]
+    if shape == "group":  # the names in the final answer are read off the printed lines
+        for lines, names in zip(answer, ast.literal_eval(final.removeprefix("FINAL(").removesuffix(")")), strict=True):
+            assert all(name in line for name, line in zip(names, lines, strict=True))
+    else:
+        assert str(answer).replace("'", '"') in final
 
 
 def test_each_examples_probe_names_exactly_the_question_words_the_real_probe_would() -> None:
