@@ -161,6 +161,10 @@ class LocalModel:
         self.temperature = temperature
         self.stop = tuple(stop)
         self._lock = threading.Lock()
+        """Held for a whole completion: one llama.cpp context serves one call at a time."""
+        self._tokenize_lock = threading.Lock()
+        """Counting tokens reads only the vocabulary, so it does not wait for a completion in progress
+        (the engine counts a sub-prompt on its event loop: waiting there stalled every run's clock)."""
         self._llama = llama_cpp.Llama(
             model_path=str(path),
             n_ctx=n_ctx,
@@ -178,7 +182,7 @@ class LocalModel:
         """Exact token count for texts up to 200K characters, an estimate beyond."""
         if len(text) > _EXACT_COUNT_LIMIT_CHARS:
             return estimate_tokens(text)
-        with self._lock:
+        with self._tokenize_lock:
             return len(self._llama.tokenize(text.encode("utf-8", "ignore"), add_bos=False, special=False))
 
     async def acomplete(self, messages: Sequence[Message], **params: Any) -> Completion:

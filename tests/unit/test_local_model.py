@@ -311,3 +311,29 @@ def test_cgroup_cpu_quota_is_read_in_whole_cpus(tmp_path):
         cpu_max.write_text(written + "\n")
         assert _cgroup_cpu_quota(cpu_max) == expected
     assert _cgroup_cpu_quota(tmp_path / "missing") is None
+
+
+@pytest.mark.slow
+def test_counting_tokens_does_not_wait_for_a_completion_in_progress(local_model):
+    import contextlib
+    import threading
+
+    long_prompt = [{"role": "user", "content": "The fox jumps over the dog by the river. " * 500 + "\nSummarise."}]
+    from rlm_integrations.errors import ModelError
+
+    cancelled = threading.Event()
+
+    def complete() -> None:
+        with contextlib.suppress(ModelError):  # cancelled at the end of the test
+            local_model._complete_blocking(long_prompt, {"max_tokens": 20}, cancelled)
+
+    worker = threading.Thread(target=complete)
+    worker.start()
+    threading.Event().wait(0.5)  # the completion holds the model now, for several seconds
+    try:
+        assert local_model.count_tokens("How many tokens is this?") > 3
+        assert worker.is_alive()  # counted while the completion was still running
+    finally:
+        cancelled.set()
+        local_model._abort.stop(cancelled)
+        worker.join(timeout=60)
