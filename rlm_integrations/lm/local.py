@@ -77,10 +77,9 @@ class _AbortSwitch:
         self.running: threading.Event | None = None
         """The cancel flag of the call that holds the model now (None between calls)."""
         self._installed = False
-        running_flag = self  # the callback reads the flag through the switch only
 
         def should_abort(_data: Any) -> bool:
-            flag = running_flag.running
+            flag = self.running
             return flag is not None and flag.is_set()
 
         self._callback = llama_cpp.ggml_abort_callback(should_abort)  # kept alive: C holds a pointer to it
@@ -165,11 +164,12 @@ class LocalModel:
         self._tokenize_lock = threading.Lock()
         """Counting tokens reads only the vocabulary, so it does not wait for a completion in progress
         (the engine counts a sub-prompt on its event loop: waiting there stalled every run's clock)."""
+        threads = n_threads or _usable_cpus()
         self._llama = llama_cpp.Llama(
             model_path=str(path),
             n_ctx=n_ctx,
-            n_threads=n_threads or _usable_cpus(),
-            n_threads_batch=n_threads or _usable_cpus(),
+            n_threads=threads,
+            n_threads_batch=threads,
             n_batch=512,
             seed=seed,
             verbose=False,
@@ -200,14 +200,13 @@ class LocalModel:
         return run_sync(self.acomplete(messages, **params))
 
     def _complete_blocking(
-        self, messages: list[Message], params: dict[str, Any], cancelled: threading.Event | None = None
+        self, messages: list[Message], params: dict[str, Any], cancelled: threading.Event
     ) -> Completion:
         max_tokens = int(params.pop("max_tokens", None) or self.max_tokens)
         params.setdefault("stop", list(self.stop))
         temperature = float(params.pop("temperature", self.temperature))
         params.pop("timeout", None)
         window = self.context_window or 0
-        cancelled = cancelled or threading.Event()
         with self._lock:
             if cancelled.is_set():
                 raise ModelError(f"{self.name}: the call was cancelled before it started", model=self.name)
