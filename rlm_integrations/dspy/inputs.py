@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 from pydantic.fields import FieldInfo
 
-__all__ = ["describe_variables", "to_repl_value"]
+__all__ = ["describe_variables", "to_repl_value", "variable_paragraph"]
 
 _PLAIN = (str, bytes, int, float, bool, type(None))
 _ITEMS_SHOWN = 3
@@ -45,13 +45,17 @@ def describe_variables(values: Mapping[str, Any], fields: Mapping[str, FieldInfo
     return "\n\n".join(_describe(name, values[name], fields.get(name), preview_chars) for name in values)
 
 
-def _describe(name: str, value: Any, field: FieldInfo | None, preview_chars: int) -> str:
-    desc = _field_desc(field)
-    head = f"Variable `{name}`: {type(value).__name__}{_size(value)}."
+def variable_paragraph(name: str, type_name: str, size: str, preview: str = "", desc: str = "") -> str:
+    """The paragraph for one input variable (`size` as ``", 1,204 characters"``, or empty)."""
+    head = f"Variable `{name}`: {type_name}{size}."
     if desc:
         head += f" Description: {desc}"
-    preview = _preview(value, preview_chars)
     return f"{head}\nPreview:\n{preview}" if preview else head
+
+
+def _describe(name: str, value: Any, field: FieldInfo | None, preview_chars: int) -> str:
+    preview = _preview(value, preview_chars)
+    return variable_paragraph(name, type(value).__name__, _size(value), preview, _field_desc(field))
 
 
 def _field_desc(field: FieldInfo | None) -> str:

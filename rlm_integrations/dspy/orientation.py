@@ -28,6 +28,7 @@ from rlm_integrations.core.events import ContextInfo
 from rlm_integrations.core.question_shape import Probe, Shape
 from rlm_integrations.core.repl_helpers import split_items
 from rlm_integrations.core.worked_examples import WorkedExample, worked_example
+from rlm_integrations.dspy.inputs import variable_paragraph
 from rlm_integrations.dspy.signatures import GUIDE_PLACEHOLDER
 from rlm_integrations.dspy.steps import Step, render_history
 
@@ -172,15 +173,16 @@ def worked_demos(shape: Shape, *, question_field: str, single_output: bool, max_
 
 
 def _example_variables(example: WorkedExample, question_field: str) -> str:
-    """The `variables_info` input of a worked example's demos: its invented `context`, then its question."""
-    return f"{_describe_context(example.context)}\n\n" + (
-        f"Variable `{question_field}`: str, {len(example.question):,} characters.\nPreview:\n{example.question}"
-    )
+    """The `variables_info` input of a worked example's demos: its invented `context`, then its question.
+
+    Written by `variable_paragraph`, as `describe_variables` writes real inputs.
+    """
+    question = example.question
+    asked = variable_paragraph(question_field, "str", f", {len(question):,} characters", question)
+    return f"{_describe_context(example.context)}\n\n{asked}"
 
 
 def _describe_context(info: ContextInfo) -> str:
-    size = f"{info.items:,} items" if info.items is not None else f"{info.chars:,} characters"
-    head = f"Variable `context`: {info.type}, {size}."
-    if not info.preview:
-        return head
-    return f"{head}\nPreview:\n{info.preview}\n... ({info.chars - len(info.preview):,} more characters)"
+    size = f", {info.items:,} items" if info.items is not None else f", {info.chars:,} characters"
+    more = f"\n... ({info.chars - len(info.preview):,} more characters)" if info.preview else ""
+    return variable_paragraph("context", info.type, size, f"{info.preview}{more}")
