@@ -89,19 +89,7 @@ def run_bare(items: list[str], truth: list[bool], sub_model: Any) -> dict[str, A
         answers.append(reply.text.strip().lower().startswith("yes"))
         tokens += reply.usage.prompt_tokens + reply.usage.completion_tokens
     wall = time.monotonic() - started
-    return {
-        "row": BARE,
-        "status": "completed",
-        "items": len(items),
-        "calls": len(items),
-        "tokens": tokens,
-        "wall_s": round(wall, 1),
-        "per_call_ms": round(1000 * wall / max(1, len(items)), 1),
-        "accuracy": round(sum(a == t for a, t in zip(answers, truth, strict=True)) / len(truth), 3),
-        "said_yes": sum(answers),
-        "truly_yes": sum(truth),
-        "load_1m": round(os.getloadavg()[0], 2),
-    }
+    return _row(BARE, "completed", truth, answers, calls=len(items), tokens=tokens, wall=wall)
 
 
 async def run_row(
@@ -118,19 +106,27 @@ async def run_row(
     started = time.monotonic()
     result = await rlm.acompletion("Which messages are complaints?", items)
     wall = time.monotonic() - started
-    answer = result.answer if isinstance(result.answer, list) else []
-    correct = sum(1 for got, want in zip(answer, truth, strict=False) if bool(got) == want)
+    answers = [bool(got) for got in result.answer] if isinstance(result.answer, list) else []
     sub = result.usage.by_model.get(sub_model.name)
+    calls, tokens = (sub.calls, sub.total_tokens) if sub else (0, 0)
+    return _row(name, result.status, truth, answers, calls=calls, tokens=tokens, wall=wall)
+
+
+def _row(
+    name: str, status: str, truth: list[bool], answers: list[bool], *, calls: int, tokens: int, wall: float
+) -> dict[str, Any]:
+    """One printed and saved row: time per item, accuracy against `truth` (None with no answers), the load."""
+    correct = sum(1 for got, want in zip(answers, truth, strict=False) if got == want)
     return {
         "row": name,
-        "status": result.status,
-        "items": len(items),
-        "calls": sub.calls if sub else 0,
-        "tokens": sub.total_tokens if sub else 0,
+        "status": status,
+        "items": len(truth),
+        "calls": calls,
+        "tokens": tokens,
         "wall_s": round(wall, 1),
-        "per_call_ms": round(1000 * wall / max(1, len(items)), 1),
-        "accuracy": round(correct / len(truth), 3) if answer else None,
-        "said_yes": sum(1 for got in answer if got),
+        "per_call_ms": round(1000 * wall / max(1, len(truth)), 1),
+        "accuracy": round(correct / len(truth), 3) if answers else None,
+        "said_yes": sum(answers),
         "truly_yes": sum(truth),
         "load_1m": round(os.getloadavg()[0], 2),
     }
