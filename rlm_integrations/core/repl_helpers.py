@@ -1,11 +1,13 @@
-"""Higher-level REPL functions that make the right program short: `grep`, `llm_map`, `llm_filter`.
+"""Higher-level REPL functions that make the right program short: `grep`, `follow`, `llm_map`, `llm_filter`.
 
-Small models write one short block well and a long one badly. Three questions shapes need
+Small models write one short block well and a long one badly. Four question shapes need
 more than "search and print": counting records that match a condition (`len(grep(...))`),
-listing every match (`grep(...)`), and judging items that no keyword marks
-(`llm_filter(items, question)`). These functions are host callbacks like `llm_query`: they
-run outside the sandbox, on the host's copy of the context, and their model calls go through
-the run's budgets, concurrency limit and call cache like any other sub-call.
+listing every match (`grep(...)`), judging items that no keyword marks
+(`llm_filter(items, question)`), and following references from one name to the next
+(`follow(start, pattern)`, see `rlm_integrations.core.reference_chain`). These functions
+are host callbacks like `llm_query`: they run outside the sandbox, on the host's copy of
+the context, and their model calls go through the run's budgets, concurrency limit and
+call cache like any other sub-call.
 
 They also notice when a search came back empty: `HelperNotes` collects a note for the
 turn's feedback, and a run whose answer is "nothing" right after an empty search is asked
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from rlm_integrations.core.reference_chain import ReferencePattern, follow_references
 from rlm_integrations.repl.worker.notebook import CALL_ERROR_KEY
 
 __all__ = ["HELPER_DOCS", "HelperNotes", "ReplHelpers", "find_lines", "split_items"]
@@ -49,6 +52,12 @@ HELPER_DOCS: dict[str, str] = {
     "grep": (
         "`grep(*words, text=None)`: the lines of `context` (or of `text`, a str or list) that contain every "
         "word, case-insensitive; a list of str. `len(grep('red', 'large'))` counts matching records."
+    ),
+    "follow": (
+        "`follow(start, pattern, text=None)`: every name reached from `start` by following references: "
+        "`pattern` is a line of the text with the next name as a group and {} where the current name goes; "
+        "e.g. `follow('Orva', r'Town (\\w+) draws its water from {}')` returns the towns that draw from Orva, "
+        "then those that draw from them, and so on."
     ),
     "llm_map": (
         "`llm_map(items, instruction)`: ask the helper model `instruction` about each item (a list of str); "
@@ -183,7 +192,7 @@ class ReplHelpers:
 
     def functions(self) -> dict[str, Callable[..., Any]]:
         """The REPL functions by name."""
-        return {"grep": self.grep, "llm_map": self.llm_map, "llm_filter": self.llm_filter}
+        return {"grep": self.grep, "follow": self.follow, "llm_map": self.llm_map, "llm_filter": self.llm_filter}
 
     def _context_items(self) -> list[str]:
         if self._items is None:
@@ -197,6 +206,24 @@ class ReplHelpers:
         found = await asyncio.to_thread(find_lines, items, flat) if len(items) > 2_000 else find_lines(items, flat)
         if not found:
             self.notes.record_empty(flat)
+        return found
+
+    async def follow(self, start: Any, pattern: Any, text: Any = None) -> list[str]:
+        """The names reached from `start` through `pattern`, in order; see `HELPER_DOCS`."""
+        chain = ReferencePattern(pattern)
+        first = str(start).strip()
+        if not first:
+            raise ValueError(
+                "follow(start, pattern): start must be a non-empty name or value, e.g. follow('Orva', ...)"
+            )
+        items = self._context_items() if text is None else split_items(text)
+        found = await asyncio.to_thread(follow_references, items, first, chain)
+        if not found:
+            self.notes.add(
+                f"Note: follow({first!r}, {pattern!r}) found nothing: no line matched the pattern with {first!r} "
+                f"in place of {{}}. Print grep({first!r}) to see how those lines are written, and copy one of them "
+                "into the pattern."
+            )
         return found
 
     async def llm_map(self, items: Any, instruction: Any) -> list[str | dict[str, str]]:

@@ -185,18 +185,7 @@ def _group() -> WorkedExample:
 
 
 def _chain() -> WorkedExample:
-    code = (
-        'found = []\ntodo = ["Orva"]\n'
-        "while todo:\n"
-        "    name = todo.pop()\n"
-        "    for line in grep(name):\n"
-        '        for m in re.finditer(r"Town (\\w+) draws its water from (?:Lake |town )?"'
-        ' + re.escape(name) + r"\\b", line):\n'
-        "            if m.group(1) not in found:\n"
-        "                found.append(m.group(1))\n"
-        "                todo.append(m.group(1))\n"
-        "print(found)"
-    )
+    code = 'found = follow("Orva", r"Town (\\w+) draws its water from {}")\nprint(found)'
     return _example(
         "chain",
         "Which towns get their water from Lake Orva, directly or through other towns? List their names.",

@@ -1,0 +1,118 @@
+"""`follow(start, pattern)`: the names reached from a start through references, hop by hop."""
+
+from __future__ import annotations
+
+import pytest
+from engine_helpers import block, make_rlm, run
+
+from rlm_integrations.core import reference_chain
+from rlm_integrations.core.reference_chain import ReferencePattern, follow_references
+from rlm_integrations.core.repl_helpers import HELPER_DOCS
+
+_RULER_LIKE = [
+    "VAR QWERT = 53233.",
+    "Some prose about the weather. VAR ASDFG = VAR QWERT. More prose.",
+    "VAR ZXCVB = VAR ASDFG.",
+    "VAR POIUY = 11111.",
+    "VAR LKJHG = VAR POIUY.",
+    "VAR QWERTY = 53233.",  # a second root with a look-alike name: reached, but its name does not reach QWERT's hop
+]
+
+_HELD_OUT_WORDING = [
+    "Let ABCDE equal 53233.",
+    "Let FGHIJ equal ABCDE.",
+    "Let KLMNO equal FGHIJ.",
+    "Let PQRST equal 532330.",  # the start as a prefix of a longer number: not reached
+    "Let UVWXY equal ABCDEF.",  # a longer name that starts with a reached one: not reached
+]
+
+
+def test_follows_a_chain_whose_hops_carry_a_type_word_the_pattern_does_not_name() -> None:
+    found = follow_references(_RULER_LIKE, "53233", ReferencePattern(r"VAR (\w+) = {}"))
+    assert found == ["QWERT", "QWERTY", "ASDFG", "ZXCVB"]
+
+
+def test_whole_names_only_and_the_start_is_left_out() -> None:
+    found = follow_references(_HELD_OUT_WORDING, "53233", ReferencePattern(r"Let (\w+) equal {}"))
+    assert found == ["ABCDE", "FGHIJ", "KLMNO"]
+
+
+def test_case_is_ignored_but_names_keep_their_spelling() -> None:
+    found = follow_references(_HELD_OUT_WORDING, "53233", ReferencePattern(r"let (\w+) EQUAL {}\."))
+    assert found == ["ABCDE", "FGHIJ", "KLMNO"]
+
+
+def test_cycles_end_and_each_name_is_reported_once() -> None:
+    lines = ["A1 follows B1.", "B1 follows A1.", "C1 follows A1.", "C1 follows B1."]
+    assert follow_references(lines, "A1", ReferencePattern(r"(\w+) follows {}")) == ["B1", "C1"]
+
+
+def test_several_references_on_one_line_are_all_taken() -> None:
+    lines = ["Town KELL draws its water from Lake Orva; Town ARNO draws its water from Lake Orva too."]
+    found = follow_references(lines, "Orva", ReferencePattern(r"Town (\w+) draws its water from {}"))
+    assert found == ["KELL", "ARNO"]
+
+
+def test_special_characters_in_a_name_are_literal() -> None:
+    lines = ["x depends on a.b+c", "y depends on x", "z depends on aXb+c"]
+    assert follow_references(lines, "a.b+c", ReferencePattern(r"(\w+) depends on {}")) == ["x", "y"]
+
+
+def test_a_pattern_with_a_quantifier_in_braces_still_works() -> None:
+    lines = ["Let ABCDE equal 53233.", "Let FGHIJ equal ABCDE."]
+    assert follow_references(lines, "53233", ReferencePattern(r"Let ([A-Z]{5}) equal {}")) == ["ABCDE", "FGHIJ"]
+
+
+def test_a_chain_longer_than_the_cap_stops_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference_chain, "MAX_NAMES", 25)
+    lines = [f"n{i} after n{i - 1}" for i in range(1, 100)]
+    found = follow_references(lines, "n0", ReferencePattern(r"(\w+) after {}"))
+    assert found == [f"n{i}" for i in range(1, 26)]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "words"),
+    [
+        (r"VAR (\w+) = 53233", "needs {} where the current name goes"),
+        (r"VAR \w+ = {}", "exactly one group"),
+        (r"VAR (\w+) = (VAR )?{}", "has 2"),
+        (r"VAR (\w+ = {}", "not a valid regular expression"),
+    ],
+)
+def test_a_bad_pattern_is_refused_with_the_fix(pattern: str, words: str) -> None:
+    with pytest.raises(ValueError, match="follow") as caught:
+        ReferencePattern(pattern)
+    assert words in str(caught.value)
+
+
+# --------------------------------------------------------------------------- in a run
+
+
+async def test_follow_answers_a_chain_question_in_one_line_of_repl_code() -> None:
+    rlm, _, sub = make_rlm([block("FINAL(follow('53233', r'Let (\\w+) equal {}'))")])
+    result = await run(rlm, "Which names end up equal to 53233?", "\n".join(_HELD_OUT_WORDING))
+    assert result.status == "completed", result.error
+    assert result.answer == ["ABCDE", "FGHIJ", "KLMNO"]
+    assert sub.calls == []  # no model call: following references is code
+
+
+async def test_follow_that_finds_nothing_says_how_to_fix_the_pattern_in_the_feedback() -> None:
+    replies = [block("print(follow('53233', r'VAR (\\w+) = {}'))"), block("FINAL([])")]
+    rlm, root, _ = make_rlm(replies)
+    await run(rlm, "Which names end up equal to 53233?", "\n".join(_HELD_OUT_WORDING))
+    feedback = [m["content"] for m in root.calls[1] if m["role"] == "user"][-1]
+    assert "follow('53233'" in feedback and "found nothing" in feedback and "grep('53233')" in feedback
+
+
+async def test_a_bad_pattern_is_an_error_in_the_cell_and_the_run_goes_on() -> None:
+    replies = [block("print(follow('53233', r'Let (\\w+) equal 53233'))"), block("FINAL('done')")]
+    rlm, root, _ = make_rlm(replies)
+    result = await run(rlm, "Which names end up equal to 53233?", "\n".join(_HELD_OUT_WORDING))
+    assert result.status == "completed" and result.answer == "done"
+    feedback = [m["content"] for m in root.calls[1] if m["role"] == "user"][-1]
+    assert "ValueError" in feedback and "needs {} where the current name goes" in feedback
+
+
+def test_the_system_prompt_documents_follow_with_an_example() -> None:
+    doc = HELPER_DOCS["follow"]
+    assert "follow('Orva', r'Town (\\w+) draws its water from {}')" in doc
