@@ -128,6 +128,47 @@ class Fault:
         return cls("disconnect")
 
 
+_SHUTDOWN_SWEEP_S = 5.0
+"""The longest `stop` waits for the server's last connections and tasks to end."""
+
+
+async def _shut_down(runner: web.AppRunner, listener: socket.socket) -> None:
+    """Stop `runner` and close every connection it accepted, so none outlives the server's loop.
+
+    Two races would otherwise leave an accepted socket open after the loop closes (the
+    garbage collector then reports it inside some later test), typically when a client
+    connects and hangs up just before `stop`:
+
+    - asyncio accepts a connection in one loop turn and builds its transport in a task a
+      turn later; closing the asyncio server in between makes that task fail and drop the
+      socket unclosed (CPython gh-109564, open). So the listening socket is unwatched
+      first, and the accepts already under way get their turn before the server closes.
+    - `AppRunner.cleanup` closes the connections registered when it runs; one accepted
+      just before registers a turn or two later. So afterwards every connection still
+      listed is force-closed, until no task but this one is left on the loop.
+    """
+    loop = asyncio.get_running_loop()
+    loop.remove_reader(listener)  # no new accepts; a pending accept callback is cancelled too
+    await asyncio.sleep(0)  # accept tasks already created build (and register) their transports
+    server = runner.server  # aiohttp's connection manager; `cleanup` drops the runner's reference
+    await runner.cleanup()
+    if server is None:
+        return
+    this = asyncio.current_task()
+    try:
+        async with asyncio.timeout(_SHUTDOWN_SWEEP_S):
+            while True:
+                for handler in server.connections:
+                    handler.force_close()
+                others = asyncio.all_tasks() - {this}
+                if not others:
+                    break
+                await asyncio.wait(others, timeout=0.05)
+    except TimeoutError:  # a reply function that ignores cancellation: `stop` still stops the loop
+        pass
+    await asyncio.sleep(0)  # a closed transport releases its socket on the loop's next turn
+
+
 ReplySource = Sequence[str | Fault] | Callable[[dict[str, Any]], str | Fault | Awaitable[str | Fault]]
 """Scripted replies in order, or a function of the request's JSON body."""
 
@@ -237,6 +278,7 @@ class FakeOpenAIServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: socket.socket | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -254,6 +296,7 @@ class FakeOpenAIServer:
             sock.close()
             raise
         self._port = sock.getsockname()[1]
+        self._listener = sock
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name=f"fake-openai-{self._port}", daemon=True)
         thread.start()
@@ -272,10 +315,10 @@ class FakeOpenAIServer:
         if loop is None or thread is None:
             return
         try:
-            if self._runner is not None and loop.is_running():
-                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=30)
+            if self._runner is not None and self._listener is not None and loop.is_running():
+                asyncio.run_coroutine_threadsafe(_shut_down(self._runner, self._listener), loop).result(timeout=30)
         finally:
-            self._runner = None
+            self._runner = self._listener = None
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=30)
             loop.close()
