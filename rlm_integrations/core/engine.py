@@ -34,7 +34,7 @@ from rlm_integrations.core.events import (
 from rlm_integrations.core.interrupts import OpenSteps
 from rlm_integrations.core.limits import RunMeter, TreeLimits, prompt_tokens_of
 from rlm_integrations.core.model_calls import ModelCalls
-from rlm_integrations.core.parsing import parse_reply
+from rlm_integrations.core.parsing import is_typed_answer, parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy, QuestionAware
 from rlm_integrations.core.pricing import check_prices
 from rlm_integrations.core.question_shape import probe_question, question_shape
@@ -198,6 +198,7 @@ class Engine(ModelCalls):
         asked, probed = policy.probe_subject(query, context) if isinstance(policy, QuestionAware) else (query, context)
         probe = await asyncio.to_thread(probe_question, asked, probed) if probed is not None else None
         shape = question_shape(asked, probe)
+        state.shape = shape
         if (
             repl is None  # a session keeps its REPL: always the loop
             and isinstance(policy, ChatPolicy)
@@ -277,7 +278,7 @@ class Engine(ModelCalls):
                 cell = await self._run_cell(repl, state, iteration, code)
                 reports.append(self._feedback(cell, number, len(parsed.code_blocks)))
                 if cell.final is not None:
-                    found, answer, problem = self._check_answer(state, cell.final)
+                    found, answer, problem = self._check_answer(state, cell.final, code)
                     if problem:
                         reports.append(problem)
                         rejected = True
@@ -286,11 +287,12 @@ class Engine(ModelCalls):
                 found, answer, problem = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
                 if found:
                     found, answer, problem = self._check_answer(
-                        state, FinalAnswer(value=answer, variable=parsed.final_variable)
+                        state, FinalAnswer(value=answer, variable=parsed.final_variable), None
                     )
                 if problem:
                     reports.append(problem)
             if not found:
+                state.seen_output = state.seen_output or bool(parsed.code_blocks)
                 turns_left = self.config.max_iterations - iteration
                 reports.extend(state.helpers.take())
                 if repeated:
@@ -301,8 +303,11 @@ class Engine(ModelCalls):
         self.bus.emit(IterationFinished(run_id=state.run_id, iteration=iteration, duration=time.monotonic() - began))
         return found, answer
 
-    def _check_answer(self, state: RunState, final: FinalAnswer) -> tuple[bool, Any, str | None]:
+    def _check_answer(self, state: RunState, final: FinalAnswer, code: str | None) -> tuple[bool, Any, str | None]:
+        """Accept `final` (given by the cell `code`, or as text when None), or say what to check first."""
         doubt = state.helpers.challenge(final.value)  # an empty answer right after an empty search: ask once
+        if doubt is None and final.variable is None and is_typed_answer(code):
+            doubt = self._unchecked_doubt(state, final.value)
         if doubt is not None:
             return False, None, doubt
         if state.check_answer is None:
@@ -311,6 +316,19 @@ class Engine(ModelCalls):
             return True, state.check_answer(final), None
         except ValueError as error:
             return False, None, f"{_REJECTED} {error}"
+
+    def _unchecked_doubt(self, state: RunState, answer: Any) -> str | None:
+        """Question once a typed-in answer to a list, count, group or chain question given before any output was seen.
+
+        The probe quotes a first mention, and small models copy it as the whole answer ("which names
+        equal 10852, directly or through others?" answered with the one name the quote shows).
+        """
+        if state.shape == "lookup" or state.seen_output or state.doubted_unchecked:
+            return None
+        if state.iteration >= self.config.max_iterations:  # no turn left to check in
+            return None
+        state.doubted_unchecked = True
+        return prompts.unchecked_answer_note(answer)
 
     async def _textual_final(self, repl: REPL, text: object, variable: str | None) -> tuple[bool, Any, str | None]:
         if variable is None:

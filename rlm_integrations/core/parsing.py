@@ -6,7 +6,7 @@ import ast
 import re
 from dataclasses import dataclass
 
-__all__ = ["ParsedReply", "parse_reply"]
+__all__ = ["ParsedReply", "is_typed_answer", "parse_reply"]
 
 # Every fence is matched (whatever its language), so a ```bash or ```text block keeps the
 # fences paired; only the code languages below are run.
@@ -101,3 +101,27 @@ def _literal_argument(raw: str) -> object:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return raw
+
+
+def is_typed_answer(code: str | None) -> bool:
+    """Whether an answer was typed in rather than computed.
+
+    True for an answer given as text (`code` None) and for a cell that is only ``FINAL(<literal>)``.
+    """
+    if code is None:
+        return True
+    try:
+        body = ast.parse(code).body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return False
+    if len(body) != 1 or not isinstance(body[0], ast.Expr) or not isinstance(body[0].value, ast.Call):
+        return False
+    call = body[0].value
+    if not isinstance(call.func, ast.Name) or call.func.id != "FINAL" or call.keywords:
+        return False
+    try:
+        for argument in call.args:
+            ast.literal_eval(argument)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return True

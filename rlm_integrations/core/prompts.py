@@ -23,6 +23,7 @@ __all__ = [
     "question_reminder",
     "repeated_code_note",
     "system_prompt",
+    "unchecked_answer_note",
 ]
 
 
@@ -99,6 +100,15 @@ def repeated_code_note() -> str:
     return (
         "Note: you already ran this exact code; its output is above. If that output answers the question, "
         "call FINAL(answer) now. Otherwise write different code."
+    )
+
+
+def unchecked_answer_note(answer: object) -> str:
+    """Said once when a question that needs every match (list, count, group, chain) is answered before any code ran."""
+    return (
+        f"Your answer {answer!r} comes before any code ran. The first message shows only where the question's "
+        "words first occur, not every line that answers it. Run code that checks the whole context (the "
+        "functions in the system prompt), then answer. If you are sure, call FINAL again with the same answer."
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from rlm_integrations.core.events import EventBus, SubCallFinished
 from rlm_integrations.core.limits import RunMeter
 from rlm_integrations.core.policy import Policy
+from rlm_integrations.core.question_shape import Shape
 from rlm_integrations.core.repl_helpers import HelperNotes
 from rlm_integrations.lm.protocol import TokenUsage
 from rlm_integrations.repl.protocol import FinalAnswer
@@ -72,6 +73,12 @@ class RunState:
     prelude_done: bool = False
     meter: RunMeter | None = None
     helpers: HelperNotes = field(default_factory=HelperNotes)
+    shape: Shape = "lookup"
+    """The question's shape (`core.question_shape`): which answers are suspicious when given without code."""
+    seen_output: bool = False
+    """Whether the model has been shown the output of any cell this run."""
+    doubted_unchecked: bool = False
+    """Whether a typed-in answer given before any output was seen was already questioned (once per run)."""
 
 
 @dataclass

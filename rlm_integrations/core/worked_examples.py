@@ -185,7 +185,6 @@ def _group() -> WorkedExample:
 
 
 def _chain() -> WorkedExample:
-    code = 'found = follow("Orva", r"Town (\\w+) draws its water from {}")\nprint(found)'
     return _example(
         "chain",
         "Which towns get their water from Lake Orva, directly or through other towns? List their names.",
@@ -193,7 +192,13 @@ def _chain() -> WorkedExample:
         "`context` has 3,920 non-empty lines. Lines containing the question's words: 'towns' in 38, "
         "'water' in 11, 'lake' in 4, 'orva' in 1. Not in the text: 'directly'.\n"
         "First mention of 'orva': Town BEX draws its water from Lake Orva.",
-        [(code, "['BEX', 'KELL', 'ARNO']")],
+        [
+            (
+                'print(grep("BEX"))',
+                "['Town BEX draws its water from Lake Orva.', 'Town KELL draws its water from town BEX.']",
+            ),
+            ('found = follow("Orva", r"Town (\\w+) draws its water from {}")\nprint(found)', "['BEX', 'KELL', 'ARNO']"),
+        ],
         'FINAL(["BEX", "KELL", "ARNO"])',
     )
 

@@ -301,10 +301,10 @@ def test_the_setting_is_saved_and_loaded(tmp_path: typing.Any) -> None:
 # -- the core face is unchanged ---------------------------------------------------------------------
 async def test_the_core_face_still_probes_its_query_in_the_first_message() -> None:
     assert not isinstance(ChatPolicy(ScriptedLM([])), QuestionAware)
-    root = ScriptedLM(["```repl\nFINAL(1)\n```"])
+    root = ScriptedLM(["```repl\nFINAL(len(grep('accra', 'held')))\n```"])  # computed: a typed-in count is questioned
     root.prefers_worked_example = True
     result = await CoreRLM(root, config=CONFIG).acompletion(ASKED, SHIPMENTS)
-    assert result.answer == 1
+    assert result.answer == 100  # shipments 1..300 that are odd (held) and not a multiple of 3 (Accra)
     (first,) = root.calls
     expected = prompts.first_message(
         ASKED,

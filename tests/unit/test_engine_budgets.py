@@ -111,7 +111,7 @@ async def test_max_llm_calls_counts_sub_calls_and_the_cell_sees_the_refusal() ->
 
 async def test_max_tokens() -> None:
     root = explore_then_close()
-    rlm, _, _ = make_rlm(root, max_tokens=3_000)
+    rlm, _, _ = make_rlm(root, max_tokens=3_500)
     result = await run(rlm)
     assert result.status == "budget_exhausted"
     assert result.limit == "max_tokens"
@@ -119,7 +119,7 @@ async def test_max_tokens() -> None:
     finished = [e for e in result.trajectory.events if isinstance(e, LMCallFinished)]
     spent = [e.usage.total_tokens for e in finished if e.usage is not None]
     # a ceiling: the turns and the closing request together stay within it
-    assert result.usage.total_tokens == sum(spent) <= 3_000
+    assert result.usage.total_tokens == sum(spent) <= 3_500
     assert 1 <= result.iterations < 20
 
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from rlm_integrations import RLM, RLMConfig
 from rlm_integrations.core.events import SubCallFinished
+from rlm_integrations.core.parsing import is_typed_answer
 from rlm_integrations.core.question_shape import Shape, probe_question, question_shape, question_terms
 from rlm_integrations.core.repl_helpers import HelperNotes, find_lines, split_items
 from rlm_integrations.core.routing import choose_route
@@ -230,6 +231,51 @@ async def test_an_empty_answer_after_an_empty_search_is_questioned_once() -> Non
     challenge = [m["content"] for m in root.calls[2] if m["role"] == "user"][-1]
     assert "found nothing" in challenge and "FINAL again" in challenge
     assert len(root.calls) == 3  # asked once: the same answer again is accepted
+
+
+async def test_a_list_answer_given_before_any_code_ran_is_questioned_once() -> None:
+    rlm, root, _ = make_rlm([block("FINAL(['Order 0'])"), block("FINAL(['Order 0'])")])
+    result = await run(rlm, "List every order from oslo.", RECORDS)
+    assert result.answer == ["Order 0"] and result.status == "completed"
+    feedback = [m["content"] for m in root.calls[1] if m["role"] == "user"][-1]
+    assert "comes before any code ran" in feedback and "FINAL again" in feedback
+    assert len(root.calls) == 2  # asked once: the same answer again is accepted
+
+
+@pytest.mark.parametrize(
+    ("question", "replies", "calls"),
+    [
+        ("Which code is assigned to oslo?", ["FINAL('7')"], 1),  # a lookup may be read off the probe
+        ("List every order from oslo.", ["print(len(grep('oslo')))", "FINAL(['Order 0'])"], 2),  # code ran first
+        ("List every order from oslo.", ["FINAL(grep('oslo'))"], 1),  # computed, not typed in
+    ],
+)
+async def test_answers_that_are_not_questioned(question: str, replies: list[str], calls: int) -> None:
+    rlm, root, _ = make_rlm([block(reply) for reply in replies])
+    result = await run(rlm, question, RECORDS)
+    assert result.status == "completed" and len(root.calls) == calls
+
+
+@pytest.mark.parametrize(
+    ("code", "typed"),
+    [
+        (None, True),
+        ("FINAL(['MBHCI'])", True),
+        ("FINAL(3)", True),
+        ("FINAL(len(grep('x')))", False),
+        ("x = 3\nFINAL(x)", False),
+        ("FINAL_VAR('x')", False),
+        ("FINAL(", False),
+    ],
+)
+def test_typed_in_answers_are_told_from_computed_ones(code: str | None, typed: bool) -> None:
+    assert is_typed_answer(code) is typed
+
+
+async def test_a_one_turn_run_keeps_its_unchecked_answer() -> None:
+    rlm, root, _ = make_rlm([block("FINAL(['Order 0'])")], max_iterations=1)
+    result = await run(rlm, "List every order from oslo.", RECORDS)
+    assert result.answer == ["Order 0"] and len(root.calls) == 1
 
 
 async def test_a_user_tool_named_grep_wins_over_the_helper() -> None:
