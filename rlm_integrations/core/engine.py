@@ -199,6 +199,9 @@ class Engine(ModelCalls):
         probe = await asyncio.to_thread(probe_question, asked, probed) if probed is not None else None
         shape = question_shape(asked, probe)
         state.shape = shape
+        # nothing is hidden from a typed-in answer when there is no text to search, the first message
+        # shows all of the context, or a session's notes carry the earlier asks' answers
+        state.seen_output = bool(notes) or probed is None or (probed is context and _shown_whole(info))
         if (
             repl is None  # a session keeps its REPL: always the loop
             and isinstance(policy, ChatPolicy)
@@ -480,3 +483,8 @@ def _tool_docs(tools: dict[str, Callable[..., Any]]) -> dict[str, str]:
         doc = (tool.__doc__ or "a tool provided by the host.").strip().splitlines()[0]
         docs[name] = doc
     return docs
+
+
+def _shown_whole(info: ContextInfo | None) -> bool:
+    """Whether the first message shows the whole context: a text no longer than its preview."""
+    return info is not None and info.type == "str" and len(info.preview) == info.chars

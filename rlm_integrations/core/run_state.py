@@ -76,7 +76,8 @@ class RunState:
     shape: Shape = "lookup"
     """The question's shape (`core.question_shape`): which answers are suspicious when given without code."""
     seen_output: bool = False
-    """Whether the model has been shown the output of any cell this run."""
+    """Whether the model has seen what a typed-in answer could rest on: a cell's output this run, the whole
+    context in the first message (or no context at all), or a session's earlier answers."""
     doubted_unchecked: bool = False
     """Whether a typed-in answer given before any output was seen was already questioned (once per run)."""
 

@@ -272,6 +272,29 @@ def test_typed_in_answers_are_told_from_computed_ones(code: str | None, typed: b
     assert is_typed_answer(code) is typed
 
 
+@pytest.mark.parametrize(
+    ("question", "context"),
+    [
+        ("List the first three prime numbers.", None),  # no context: nothing for code to check
+        ("List every order from oslo.", "Order 0: city oslo.\nOrder 1: city lima."),  # shown whole in the preview
+    ],
+)
+async def test_a_typed_in_answer_is_not_questioned_when_nothing_is_hidden(question: str, context: Any) -> None:
+    rlm, root, _ = make_rlm([block("FINAL(['Order 0'])")])
+    result = await run(rlm, question, context)
+    assert result.status == "completed" and result.answer == ["Order 0"] and len(root.calls) == 1
+
+
+def test_a_session_follow_up_may_type_in_an_earlier_answer() -> None:
+    replies = [block("FINAL(grep('oslo'))"), block("FINAL(['Order 0'])")]
+    rlm, root, _ = make_rlm(replies)
+    with rlm.session(RECORDS) as session:
+        session.ask("List every order from oslo.")
+        second = session.ask("List the first of those orders.")
+    assert second.status == "completed" and second.answer == ["Order 0"]
+    assert len(root.calls) == 2  # the digest of the first ask is output the model has seen
+
+
 async def test_a_one_turn_run_keeps_its_unchecked_answer() -> None:
     rlm, root, _ = make_rlm([block("FINAL(['Order 0'])")], max_iterations=1)
     result = await run(rlm, "List every order from oslo.", RECORDS)
