@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from rlm_integrations.core.reference_chain import ReferencePattern, follow_references
+from rlm_integrations.core.reference_chain import MAX_NAMES, ReferencePattern, follow_references
 from rlm_integrations.repl.worker.notebook import CALL_ERROR_KEY
 
 __all__ = ["HELPER_DOCS", "HelperNotes", "ReplHelpers", "find_lines", "split_items"]
@@ -223,6 +223,11 @@ class ReplHelpers:
                 f"Note: follow({first!r}, {pattern!r}) found nothing: no line matched the pattern with {first!r} "
                 f"in place of {{}}. Print grep({first!r}) to see how those lines are written, and copy one of them "
                 "into the pattern."
+            )
+        elif len(found) >= MAX_NAMES:
+            self.notes.add(
+                f"Note: follow({first!r}, {pattern!r}) stopped at {MAX_NAMES:,} names, so there may be more: the "
+                "pattern probably matches more than references. Print a few of the names to check it."
             )
         return found
 

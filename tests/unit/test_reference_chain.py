@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from engine_helpers import block, make_rlm, run
 
-from rlm_integrations.core import reference_chain
+from rlm_integrations.core import reference_chain, repl_helpers
 from rlm_integrations.core.reference_chain import ReferencePattern, follow_references
-from rlm_integrations.core.repl_helpers import HELPER_DOCS
+from rlm_integrations.core.repl_helpers import HELPER_DOCS, ReplHelpers
 
 _RULER_LIKE = [
     "VAR QWERT = 53233.",
@@ -70,6 +70,37 @@ def test_a_chain_longer_than_the_cap_stops_at_the_cap(monkeypatch: pytest.Monkey
     assert found == [f"n{i}" for i in range(1, 26)]
 
 
+def test_the_cap_holds_when_one_line_reaches_many_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference_chain, "MAX_NAMES", 5)
+    lines = [" ".join(f"n{i} after root." for i in range(40))]
+    assert follow_references(lines, "root", ReferencePattern(r"(\w+) after {}")) == [f"n{i}" for i in range(5)]
+
+
+def test_a_name_is_not_matched_as_the_tail_of_a_longer_word() -> None:
+    lines = ["VAR B = VAR XA.", "VAR C = 1 + A."]
+    assert follow_references(lines, "A", ReferencePattern(r"VAR (\w+) = .*{}")) == ["C"]
+
+
+def test_a_named_group_is_the_next_name() -> None:
+    lines = ["Let ABCDE equal 53233.", "Let FGHIJ equal ABCDE."]
+    assert follow_references(lines, "53233", ReferencePattern(r"Let (?P<next>\w+) equal {}")) == ["ABCDE", "FGHIJ"]
+
+
+def test_a_chain_inside_one_long_line_is_followed_across_windows() -> None:
+    filler = "word " * (reference_chain.WINDOW_CHARS // 2)
+    line = filler.join(["VAR A = 7.", "VAR B = VAR A.", "VAR C = VAR B.", ""])
+    assert len(line) > 3 * reference_chain.WINDOW_CHARS
+    assert follow_references([line], "7", ReferencePattern(r"VAR (\w+) = {}")) == ["A", "B", "C"]
+
+
+def test_a_search_that_runs_too_long_stops_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference_chain, "MAX_SECONDS", -1.0)
+    lines = ["VAR A = 7.", "VAR B = VAR A."]
+    with pytest.raises(ValueError, match="too loose") as caught:
+        follow_references(lines, "7", ReferencePattern(r"VAR (\w+) = {}"))
+    assert "names so far" in str(caught.value) and "instead of .*" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("pattern", "words"),
     [
@@ -77,6 +108,7 @@ def test_a_chain_longer_than_the_cap_stops_at_the_cap(monkeypatch: pytest.Monkey
         (r"VAR \w+ = {}", "exactly one group"),
         (r"VAR (\w+) = (VAR )?{}", "has 2"),
         (r"VAR (\w+ = {}", "not a valid regular expression"),
+        (r"VAR (\w+) = [{}]", "inside [...]"),
     ],
 )
 def test_a_bad_pattern_is_refused_with_the_fix(pattern: str, words: str) -> None:
@@ -116,3 +148,16 @@ async def test_a_bad_pattern_is_an_error_in_the_cell_and_the_run_goes_on() -> No
 def test_the_system_prompt_documents_follow_with_an_example() -> None:
     doc = HELPER_DOCS["follow"]
     assert "follow('Orva', r'Town (\\w+) draws its water from {}')" in doc
+
+
+async def test_follow_that_stops_at_the_cap_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference_chain, "MAX_NAMES", 2)
+    monkeypatch.setattr(repl_helpers, "MAX_NAMES", 2)
+
+    async def no_sub_call(function: str, prompt: str, max_tokens: int | None = None) -> str:
+        raise AssertionError("follow makes no model call")
+
+    helpers = ReplHelpers("\n".join(_HELD_OUT_WORDING), no_sub_call, max_prompt_chars=1_000)
+    assert await helpers.follow("53233", r"Let (\w+) equal {}") == ["ABCDE", "FGHIJ"]
+    (note,) = helpers.notes.take()
+    assert "stopped at 2 names" in note
