@@ -106,7 +106,8 @@ def _literal_argument(raw: str) -> object:
 def is_typed_answer(code: str | None) -> bool:
     """Whether an answer was typed in rather than computed.
 
-    True for an answer given as text (`code` None) and for a cell that is only ``FINAL(<literal>)``.
+    True for an answer given as text (`code` None) and for a cell that is only ``FINAL(<literal>)``
+    (or ``FINAL(name=<literal>, ...)``, as the DSPy face submits several outputs).
     """
     if code is None:
         return True
@@ -117,10 +118,12 @@ def is_typed_answer(code: str | None) -> bool:
     if len(body) != 1 or not isinstance(body[0], ast.Expr) or not isinstance(body[0].value, ast.Call):
         return False
     call = body[0].value
-    if not isinstance(call.func, ast.Name) or call.func.id != "FINAL" or call.keywords:
+    if not isinstance(call.func, ast.Name) or call.func.id != "FINAL":
+        return False
+    if any(keyword.arg is None for keyword in call.keywords):  # FINAL(**outputs) is computed
         return False
     try:
-        for argument in call.args:
+        for argument in [*call.args, *(keyword.value for keyword in call.keywords)]:
             ast.literal_eval(argument)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return False

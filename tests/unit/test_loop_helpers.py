@@ -266,6 +266,9 @@ async def test_answers_that_are_not_questioned(question: str, replies: list[str]
         ("x = 3\nFINAL(x)", False),
         ("FINAL_VAR('x')", False),
         ("FINAL(", False),
+        ("FINAL(answer='Oslo', count=3)", True),  # the DSPy face's several outputs
+        ("FINAL(answer=grep('oslo'))", False),
+        ("FINAL(**outputs)", False),
     ],
 )
 def test_typed_in_answers_are_told_from_computed_ones(code: str | None, typed: bool) -> None:
