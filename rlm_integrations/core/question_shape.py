@@ -198,8 +198,9 @@ def probe_question(query: str, context: Any) -> Probe:
     for term in question_terms(query):
         lines, first = _lines_with(lowered, re.compile("|".join(_literal_first(form) for form in _variants(term))))
         if first is not None:
-            found[term] = lines
-            firsts[term] = first
+            word = first.group(0)  # the form the text uses ('member' for 'members'), so grep(word) finds it
+            found.setdefault(word, lines)
+            firsts.setdefault(word, first)
         else:
             missing.append(term)
     samples = _samples(shown, found, firsts)

@@ -64,10 +64,15 @@ def test_split_items_by_context_type() -> None:
 # --------------------------------------------------------------------------- probe and shape
 
 
+def grep_lines(text: str, words: list[str]) -> list[str]:
+    return find_lines(split_items(text), words)
+
+
 def test_probe_counts_lines_per_question_word_and_singular_forms() -> None:
     probe = probe_question("How many orders from oslo are unpaid?", RECORDS)
     assert probe.lines == 20
-    assert probe.found == {"orders": 20, "oslo": 8, "unpaid": 8}  # "orders" matches "Order" lines
+    assert probe.found == {"order": 20, "oslo": 8, "unpaid": 8}  # "orders" matches "Order" lines: named as written
+    assert len(grep_lines(RECORDS, ["order"])) == 20  # so grep of the word the probe names finds those lines
     assert probe.missing == []
     assert probe.selective == ["oslo", "unpaid"]
     assert probe.literal()
