@@ -69,7 +69,7 @@ def main() -> None:
         verbose=False,
     )
     flags = [
-        part.split("=")[0].strip()
+        part.split("=")[0].split(":")[-1].strip()
         for part in llama_cpp.llama_print_system_info().decode().split("|")
         if part.strip().endswith("= 1")
     ]

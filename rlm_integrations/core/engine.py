@@ -274,11 +274,13 @@ class Engine(ModelCalls):
             reports: list[str] = []
             rejected = False
             repeated = False
+            cells: list[CellResult] = []
             for number, code in enumerate(parsed.code_blocks, 1):
                 fingerprint = " ".join(code.split())
                 repeated = repeated or fingerprint in state.code_seen
                 state.code_seen.add(fingerprint)
                 cell = await self._run_cell(repl, state, iteration, code)
+                cells.append(cell)
                 reports.append(self._feedback(cell, number, len(parsed.code_blocks)))
                 if cell.final is not None:
                     found, answer, problem = self._check_answer(state, cell.final, code)
@@ -296,6 +298,8 @@ class Engine(ModelCalls):
                     reports.append(problem)
             if not found:
                 state.seen_output = state.seen_output or bool(parsed.code_blocks)
+                if parsed.code_blocks:
+                    state.helpers.silent_turn = all(_printed_nothing(cell) for cell in cells)
                 turns_left = self.config.max_iterations - iteration
                 reports.extend(state.helpers.take())
                 if repeated:
@@ -488,3 +492,8 @@ def _tool_docs(tools: dict[str, Callable[..., Any]]) -> dict[str, str]:
 def _shown_whole(info: ContextInfo | None) -> bool:
     """Whether the first message shows the whole context: a text no longer than its preview."""
     return info is not None and info.type == "str" and len(info.preview) == info.chars
+
+
+def _printed_nothing(cell: CellResult) -> bool:
+    """Whether a cell showed the model nothing: no output, no trailing value, no error."""
+    return not cell.stdout.strip() and cell.value is None and cell.error is None

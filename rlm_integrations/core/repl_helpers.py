@@ -128,6 +128,8 @@ class HelperNotes:
     empty_searches: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     challenged: bool = False
+    silent_turn: bool = False
+    """Whether the last turn's code printed nothing at all (no output, no value, no error)."""
 
     def record_empty(self, words: Sequence[str]) -> None:
         """Note a search that found nothing (said in the next feedback)."""
@@ -149,10 +151,20 @@ class HelperNotes:
         return notes
 
     def challenge(self, answer: Any) -> str | None:
-        """A request to check an empty or zero answer given after an empty search (once per run), else None."""
-        if self.challenged or not self.empty_searches or not _looks_empty(answer):
+        """A request to check an empty or zero answer given after an empty search or a silent turn (once per run).
+
+        None when the answer is not empty, nothing came back empty, or a check was already asked for.
+        """
+        if self.challenged or not _looks_empty(answer) or not (self.empty_searches or self.silent_turn):
             return None
         self.challenged = True
+        if not self.empty_searches:
+            return (
+                f"Your answer is {answer!r}, but the code before it printed nothing, so nothing checked it: an "
+                "empty result usually means a pattern or condition did not match the text. Print a few of the "
+                "lines your code works on, and what your pattern takes from them, to see why; then answer. If "
+                "you are sure, call FINAL again with the same answer."
+            )
         return (
             f"Your answer is {answer!r}, but your search grep({self.empty_searches[-1]}) found nothing, which "
             "usually means the words differ, not that the answer is none. Look at how the text is written "

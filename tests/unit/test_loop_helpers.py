@@ -238,6 +238,29 @@ async def test_an_empty_answer_after_an_empty_search_is_questioned_once() -> Non
     assert len(root.calls) == 3  # asked once: the same answer again is accepted
 
 
+async def test_an_empty_answer_after_code_that_printed_nothing_is_questioned_once() -> None:
+    silent = "same = [line for line in grep('oslo') if re.search(r'town (\\w+)', line)]"
+    rlm, root, _ = make_rlm([block(silent), "FINAL([])", "FINAL([])"])
+    result = await run(rlm, "Which orders from oslo are unpaid?", RECORDS)
+    assert result.answer == [] and result.status == "completed"
+    challenge = [m["content"] for m in root.calls[2] if m["role"] == "user"][-1]
+    assert "printed nothing" in challenge and "FINAL again" in challenge
+    assert len(root.calls) == 3  # asked once: the same answer again is accepted
+
+
+@pytest.mark.parametrize(
+    ("cell", "answer"),
+    [
+        ("print(len(grep('oslo')))", "FINAL([])"),  # the turn printed something: the model saw it
+        ("x = grep('oslo')", "FINAL(['Order 0'])"),  # silent, but the answer is not empty
+    ],
+)
+async def test_answers_after_a_turn_are_questioned_only_when_empty_and_silent(cell: str, answer: str) -> None:
+    rlm, root, _ = make_rlm([block(cell), answer, answer])
+    result = await run(rlm, "Which orders from oslo are unpaid?", RECORDS)
+    assert result.status == "completed" and len(root.calls) == 2
+
+
 async def test_a_list_answer_given_before_any_code_ran_is_questioned_once() -> None:
     rlm, root, _ = make_rlm([block("FINAL(['Order 0'])"), block("FINAL(['Order 0'])")])
     result = await run(rlm, "List every order from oslo.", RECORDS)
