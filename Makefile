@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev,local,dspy,langchain,modal,docs,otel
 # llama.cpp is built from source (about 8 minutes on 2 cores the first time; pip caches the wheel),
 # for this machine's CPU (llama-cpp-python's default, -march=native): where the CPU has AVX-512,
-# prompt reading is 1.5-1.9x faster than the portable AVX2 build (benchmarks/README.md). For a
+# prompt reading is 1.4-1.9x faster than the portable AVX2 build (docs/benchmarks.md). For a
 # wheel to share between machines: `CMAKE_ARGS=-DGGML_NATIVE=OFF make install`.
 
 $(BIN)/.installed: pyproject.toml
