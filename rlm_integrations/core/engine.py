@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlm_integrations.core import prompts
+from rlm_integrations.core.answer_checks import check_answer, printed_nothing
 from rlm_integrations.core.budget import BudgetExceeded
 from rlm_integrations.core.cache import CallCache
 from rlm_integrations.core.citations import CiteLog
@@ -34,7 +35,7 @@ from rlm_integrations.core.events import (
 from rlm_integrations.core.interrupts import OpenSteps
 from rlm_integrations.core.limits import RunMeter, TreeLimits, prompt_tokens_of
 from rlm_integrations.core.model_calls import ModelCalls
-from rlm_integrations.core.parsing import is_typed_answer, parse_reply
+from rlm_integrations.core.parsing import parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy, QuestionAware
 from rlm_integrations.core.pricing import check_prices
 from rlm_integrations.core.question_shape import probe_question, question_shape
@@ -61,8 +62,6 @@ PolicyFactory = Callable[[LanguageModel], Policy]
 
 PRELUDE_MODULES = ("re", "json", "math", "collections")
 """Modules imported before the first cell: models often use them without importing them."""
-
-_REJECTED = "FINAL was not accepted:"
 
 
 class Engine(ModelCalls):
@@ -283,7 +282,9 @@ class Engine(ModelCalls):
                 cells.append(cell)
                 reports.append(self._feedback(cell, number, len(parsed.code_blocks)))
                 if cell.final is not None:
-                    found, answer, problem = self._check_answer(state, cell.final, code)
+                    found, answer, problem = check_answer(
+                        state, cell.final, code, max_iterations=self.config.max_iterations
+                    )
                     if problem:
                         reports.append(problem)
                         rejected = True
@@ -291,15 +292,16 @@ class Engine(ModelCalls):
             if not found and not rejected and parsed.has_final:
                 found, answer, problem = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
                 if found:
-                    found, answer, problem = self._check_answer(
-                        state, FinalAnswer(value=answer, variable=parsed.final_variable), None
+                    textual = FinalAnswer(value=answer, variable=parsed.final_variable)
+                    found, answer, problem = check_answer(
+                        state, textual, None, max_iterations=self.config.max_iterations
                     )
                 if problem:
                     reports.append(problem)
             if not found:
                 state.seen_output = state.seen_output or bool(parsed.code_blocks)
                 if parsed.code_blocks:
-                    state.helpers.silent_turn = all(_printed_nothing(cell) for cell in cells)
+                    state.helpers.silent_turn = all(printed_nothing(cell) for cell in cells)
                 turns_left = self.config.max_iterations - iteration
                 reports.extend(state.helpers.take())
                 if repeated:
@@ -309,33 +311,6 @@ class Engine(ModelCalls):
                 self._observe(policy, state, prompts.next_turn_message("\n\n".join(reports), turns_left))
         self.bus.emit(IterationFinished(run_id=state.run_id, iteration=iteration, duration=time.monotonic() - began))
         return found, answer
-
-    def _check_answer(self, state: RunState, final: FinalAnswer, code: str | None) -> tuple[bool, Any, str | None]:
-        """Accept `final` (given by the cell `code`, or as text when None), or say what to check first."""
-        doubt = state.helpers.challenge(final.value)  # an empty answer right after an empty search: ask once
-        if doubt is None and final.variable is None and is_typed_answer(code):
-            doubt = self._unchecked_doubt(state, final.value)
-        if doubt is not None:
-            return False, None, doubt
-        if state.check_answer is None:
-            return True, final.value, None
-        try:
-            return True, state.check_answer(final), None
-        except ValueError as error:
-            return False, None, f"{_REJECTED} {error}"
-
-    def _unchecked_doubt(self, state: RunState, answer: Any) -> str | None:
-        """Question once a typed-in answer to a list, count, group or chain question given before any output was seen.
-
-        The probe quotes a first mention, and small models copy it as the whole answer ("which names
-        equal 10852, directly or through others?" answered with the one name the quote shows).
-        """
-        if state.shape == "lookup" or state.seen_output or state.doubted_unchecked:
-            return None
-        if state.iteration >= self.config.max_iterations:  # no turn left to check in
-            return None
-        state.doubted_unchecked = True
-        return prompts.unchecked_answer_note(answer)
 
     async def _textual_final(self, repl: REPL, text: object, variable: str | None) -> tuple[bool, Any, str | None]:
         if variable is None:
@@ -492,8 +467,3 @@ def _tool_docs(tools: dict[str, Callable[..., Any]]) -> dict[str, str]:
 def _shown_whole(info: ContextInfo | None) -> bool:
     """Whether the first message shows the whole context: a text no longer than its preview."""
     return info is not None and info.type == "str" and len(info.preview) == info.chars
-
-
-def _printed_nothing(cell: CellResult) -> bool:
-    """Whether a cell showed the model nothing: no output, no trailing value, no error."""
-    return not cell.stdout.strip() and cell.value is None and cell.error is None
