@@ -432,7 +432,19 @@ class LoopThread:
             raise
 
     def stop(self) -> None:
-        """Stop the loop and join its thread (the loop is closed once the thread has ended)."""
+        """Stop the loop and join its thread (the loop is closed once the thread has ended).
+
+        Async generators still open on the loop are shut down first, as `asyncio.run` does:
+        the per-loop HTTP clients of the model adapters (`lm._per_loop.PerLoop`) close there.
+        """
+        if self.loop.is_closed():
+            return
+        if self.thread.is_alive():
+            shutdown = asyncio.run_coroutine_threadsafe(self.loop.shutdown_asyncgens(), self.loop)
+            try:
+                shutdown.result(timeout=10)
+            except Exception:  # a closer that fails or hangs must not keep the session from stopping
+                shutdown.cancel()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         if not self.thread.is_alive():
