@@ -124,7 +124,7 @@ def _count() -> WorkedExample:
         "count",
         "How many invoices from Tromso are unpaid?",
         ContextInfo(type="str", chars=402_113, preview="Invoice 7001: client Bergen; amount 120; status paid."),
-        "`context` has 5,120 non-empty lines. Lines containing the question's words: 'invoices' in 5,120, "
+        "`context` has 5,120 non-empty lines. Lines containing the question's words: 'invoice' in 5,120, "
         "'tromso' in 402, 'unpaid' in 1,310.",
         [
             (
@@ -142,7 +142,8 @@ def _count_reading() -> WorkedExample:
         "count_reading",
         "How many of the letters are thank-you notes?",
         ContextInfo(type="str", chars=96_540, preview="Letter 1 from ana.silva: Dear team, the parcel came"),
-        "`context` has 830 non-empty lines. Not in the text: 'letters', 'thank-you', 'notes'.",
+        "`context` has 830 non-empty lines. Lines containing the question's words: 'letter' in 830. "
+        "Not in the text: 'thank-you', 'notes'.",
         [
             (
                 "items = context.splitlines()\nprint(len(items))\nprint(items[:2])\nyes = llm_filter(items, "
@@ -189,7 +190,7 @@ def _chain() -> WorkedExample:
         "chain",
         "Which towns get their water from Lake Orva, directly or through other towns? List their names.",
         ContextInfo(type="str", chars=388_120, preview="The road bent north. Carts and mules passed the old gate"),
-        "`context` has 3,920 non-empty lines. Lines containing the question's words: 'towns' in 38, "
+        "`context` has 3,920 non-empty lines. Lines containing the question's words: 'town' in 38, "
         "'water' in 11, 'lake' in 4, 'orva' in 1. Not in the text: 'directly'.\n"
         "First mention of 'orva': Town BEX draws its water from Lake Orva.",
         [
