@@ -54,7 +54,7 @@ def _unchecked_doubt(state: RunState, answer: Any, max_iterations: int) -> str |
     if state.iteration >= max_iterations:  # no turn left to check in
         return None
     state.doubted_unchecked = True
-    return prompts.unchecked_answer_note(answer)
+    return prompts.unchecked_answer_note(answer, state.first_step)
 
 
 def printed_nothing(cell: CellResult) -> bool:

@@ -38,7 +38,7 @@ from rlm_integrations.core.model_calls import ModelCalls
 from rlm_integrations.core.parsing import parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy, QuestionAware
 from rlm_integrations.core.pricing import check_prices
-from rlm_integrations.core.question_shape import probe_question, question_shape
+from rlm_integrations.core.question_shape import first_step, probe_question, question_shape
 from rlm_integrations.core.routing import choose_route
 from rlm_integrations.core.run_state import (
     AnswerCheck,
@@ -198,6 +198,7 @@ class Engine(ModelCalls):
         probe = await asyncio.to_thread(probe_question, asked, probed) if probed is not None else None
         shape = question_shape(asked, probe)
         state.shape = shape
+        state.first_step = first_step(shape, probe)
         # nothing is hidden from a typed-in answer when there is no text to search, the first message
         # shows all of the context, or a session's notes carry the earlier asks' answers
         state.seen_output = bool(notes) or probed is None or (probed is context and _shown_whole(info))
@@ -223,7 +224,8 @@ class Engine(ModelCalls):
                 policy.orient(probe, shape)
             system = prompts.system_prompt(sub_prompt_chars=self.sub_prompt_chars(), tools=_tool_docs(self.tools))
             described = probe.describe_for(shape) if probe else ""
-            first = prompts.first_message(query, info, config.max_iterations, probe=described)
+            opening = await self._opening_step(repl, state, policy)
+            first = prompts.first_message(query, info, config.max_iterations, probe=described, opening=opening)
             if notes:
                 first = f"{notes}\n\n{first}"
             policy.begin(system, first)
@@ -400,6 +402,20 @@ class Engine(ModelCalls):
         names = self._prelude_names(state)
         if names:
             await repl.execute("\n".join(f"import {name}" for name in names))
+
+    async def _opening_step(self, repl: REPL, state: RunState, policy: Policy) -> str:
+        """Run the question shape's first step for a model shown worked examples; '' when there is none.
+
+        Small models rarely turn the example's call into the one their question needs (`follow`
+        from the question's value), so the loop runs it and shows the output in the first message.
+        """
+        if not (isinstance(policy, ChatPolicy) and policy.example and state.first_step and not state.seen_output):
+            return ""
+        cell = await self._run_cell(repl, state, 0, state.first_step)
+        state.code_seen.add(" ".join(state.first_step.split()))
+        state.seen_output = True
+        notes = state.helpers.take()
+        return prompts.opening_step(state.first_step, "\n\n".join([self._feedback(cell, 1, 1), *notes]))
 
     async def _run_cell(self, repl: REPL, state: RunState, iteration: int, code: str) -> CellResult:
         cell_id = new_id("cell-")

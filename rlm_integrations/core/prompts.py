@@ -57,13 +57,30 @@ def describe_context(info: ContextInfo | None) -> str:
     return text
 
 
-def first_message(query: str, info: ContextInfo | None, max_iterations: int, *, probe: str = "") -> str:
-    """The first user message: the question, the context's shape and, if given, where the question's words occur."""
+def first_message(
+    query: str, info: ContextInfo | None, max_iterations: int, *, probe: str = "", opening: str = ""
+) -> str:
+    """The first user message: the question, the context's shape and, if given, where the question's words occur.
+
+    `opening` is a first step the loop already ran for the question (`opening_step`); the
+    message then asks for an answer or the next block rather than the first.
+    """
     found = f"\n\n{probe}" if probe else ""
+    if opening:
+        return (
+            f"Question: {query}\n\n{describe_context(info)}{found}\n\n{opening}\n\n"
+            f"You have {max_iterations} turns. If the output answers the question, reply with FINAL(answer). "
+            "Otherwise write the next ```repl block."
+        )
     return (
         f"Question: {query}\n\n{describe_context(info)}{found}\n\n"
         f"You have {max_iterations} turns. Write your first ```repl block."
     )
+
+
+def opening_step(code: str, feedback: str) -> str:
+    """A first step the loop ran for the question's shape before the model's first turn, with what it printed."""
+    return f"A first step for this question, already run:\n```repl\n{code}\n```\n{feedback}"
 
 
 def next_turn_message(feedback: str, turns_left: int) -> str:
@@ -103,12 +120,20 @@ def repeated_code_note() -> str:
     )
 
 
-def unchecked_answer_note(answer: object) -> str:
-    """Said once when a question that needs every match (list, count, group, chain) is answered before any code ran."""
+def unchecked_answer_note(answer: object, first_step: str | None = None) -> str:
+    """Said once when a question that needs every match (list, count, group, chain) is answered before any code ran.
+
+    `first_step`, when given, is a cell for the question's shape to start from (`question_shape.first_step`).
+    """
+    start = (
+        f" For this question, start with:\n```repl\n{first_step}\n```\n"
+        if first_step
+        else " Run code that checks the whole context (the functions in the system prompt), then answer."
+    )
     return (
         f"Your answer {answer!r} comes before any code ran. The first message shows only where the question's "
-        "words first occur, not every line that answers it. Run code that checks the whole context (the "
-        "functions in the system prompt), then answer. If you are sure, call FINAL again with the same answer."
+        f"words first occur, not every line that answers it.{start} If you are sure, call FINAL again with the "
+        "same answer."
     )
 
 

@@ -25,7 +25,14 @@ from typing import Any, Literal
 
 from rlm_integrations.core.repl_helpers import split_items
 
-__all__ = ["Probe", "Shape", "probe_question", "question_shape", "question_terms"]
+__all__ = [
+    "Probe",
+    "Shape",
+    "first_step",
+    "probe_question",
+    "question_shape",
+    "question_terms",
+]
 
 Shape = Literal["lookup", "list", "count", "count_reading", "group", "chain"]
 
@@ -103,9 +110,10 @@ class Probe:
     def describe_for(self, shape: Shape) -> str:
         """`describe` for a question of this shape.
 
-        A list question gets no first mentions: small models copy the one value shown as the whole answer.
+        A list or chain question gets no first mentions: small models copy the one value (or the
+        one name) shown as the whole answer.
         """
-        return self.describe(samples=shape != "list")
+        return self.describe(samples=shape not in ("list", "chain"))
 
 
 def question_terms(query: str) -> list[str]:
@@ -208,6 +216,27 @@ def probe_question(query: str, context: Any) -> Probe:
     return Probe(
         lines=count, found=found, missing=missing, sampled_chars=len(text) if sampled else None, samples=samples
     )
+
+
+def first_step(shape: Shape, probe: Probe | None) -> str | None:
+    """A first cell for a question of this shape, written from the probe's words (None when none fits).
+
+    Shown when an answer comes before any code ran, so that a small model has the call to
+    start from in front of it: `follow` from the question's rarest word for a chain, `grep`
+    with the words that pick lines out for a list or a count. Lookups need none (the probe
+    quotes the line); group and reading questions need code no single call writes.
+    """
+    if probe is None or not probe.found:
+        return None
+    rarest = min(probe.found, key=lambda word: probe.found[word])
+    if shape == "chain":
+        return f"found = follow({rarest!r})\nprint(found)"
+    picking = ", ".join(repr(word) for word in probe.selective) or repr(rarest)
+    if shape == "list":
+        return f"hits = grep({picking})\nprint(len(hits))\nfor hit in hits:\n    print(hit)"
+    if shape == "count":
+        return f"hits = grep({picking})\nprint(len(hits))\nprint(hits[:3])"
+    return None
 
 
 def question_shape(query: str, probe: Probe | None) -> Shape:

@@ -6,6 +6,11 @@ new turns up. The loop that does it is short for a large model and hard for a sm
 (its pattern must take the current name, not the start, on every hop), so the REPL offers
 it as one call, `follow(start, pattern)`, where the pattern is a line of the text with the
 next name replaced by a group and the current name by ``{}``.
+
+Writing that pattern is itself the hard part for a small model, so the pattern may be left
+out: `infer_reference` reads it off the line that mentions the start, taking the line's
+rarest other word as the next name (a name is written in a line or two; the words of the
+relation repeat on every hop).
 """
 
 from __future__ import annotations
@@ -13,9 +18,20 @@ from __future__ import annotations
 import re
 import time
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-__all__ = ["MAX_NAMES", "MAX_SECONDS", "PLACEHOLDER", "WINDOW_CHARS", "ReferencePattern", "follow_references"]
+__all__ = [
+    "MAX_NAMES",
+    "MAX_SECONDS",
+    "PLACEHOLDER",
+    "WINDOW_CHARS",
+    "InferredReference",
+    "ReferencePattern",
+    "follow_references",
+    "infer_reference",
+]
 
 PLACEHOLDER = "{}"
 """Where the current name goes in a `follow` pattern."""
@@ -31,6 +47,14 @@ less than the default cell timeout, because the search runs on a host thread tha
 _TYPE_WORD = r"(?:(?<!\w)[^\W\d_]+\s+)?"
 """One optional whole word before the current name: references often carry a type ('VAR X', 'Lake X', 'town X')."""
 _MARK = "_follow_current_"
+_NAME_GROUP = r"(\w(?:[\w.-]*\w)?)"
+"""The group an inferred pattern puts where the next name stands: a word, dots and dashes allowed inside."""
+_TOKEN = re.compile(r"\w(?:[\w.-]*\w)?")
+_TRAILING_WORD = re.compile(r"(?<!\w)[^\W\d_]+\s+$")
+MENTIONS_TRIED = 20
+"""`infer_reference` reads at most this many of the lines that mention the start."""
+SPAN_CHARS = 200
+"""`infer_reference` looks this many characters either side of the start's mention (not across sentences)."""
 """A group name put where ``{}`` stands to check that it stands where a name can go."""
 
 
@@ -126,3 +150,101 @@ def follow_references(items: Sequence[str], start: str, pattern: ReferencePatter
             else:
                 at = joined.find(key, starts[index + 1]) if index + 1 < len(starts) else -1
     return found[:MAX_NAMES]
+
+
+@dataclass(frozen=True)
+class InferredReference:
+    """A `follow` pattern read off a line of the text, with the line and the name it picked as the next one."""
+
+    pattern: str
+    line: str
+    name: str
+
+
+def _sentence_around(item: str, start: int, end: int) -> tuple[int, int]:
+    """The bounds of the sentence holding item[start:end], at most `SPAN_CHARS` either side."""
+    low = max(0, start - SPAN_CHARS)
+    high = min(len(item), end + SPAN_CHARS)
+    before = max(item.rfind(stop, low, start) for stop in (". ", "? ", "! ", "; ", "\n"))
+    after = [at for stop in (". ", "? ", "! ", "; ", "\n") if (at := item.find(stop, end, high)) != -1]
+    return (before + 2 if before != -1 else low), (min(after) + 1 if after else high)
+
+
+def _literal(words_between: str) -> str:
+    r"""The text between two names as a regex: each word literal, any run of spaces as ``\s+``."""
+    pieces = [re.escape(piece) for piece in words_between.split()]
+    lead = r"\s+" if words_between[:1].isspace() else ""
+    trail = r"\s+" if words_between[-1:].isspace() else ""
+    return lead + r"\s+".join(pieces) + trail if pieces else r"\s+"
+
+
+def _pattern_between(sentence: str, current: re.Match[str], name: re.Match[str]) -> str:
+    if name.end() <= current.start():
+        between = sentence[name.end() : current.start()]
+        if len(between.split()) > 1 and _TRAILING_WORD.search(between):  # 'from Lake Orva': the type word
+            between = _TRAILING_WORD.sub(" ", between)  # before a name is optional in every hop anyway
+        return _NAME_GROUP + _literal(between) + PLACEHOLDER
+    return PLACEHOLDER + _literal(sentence[current.end() : name.start()]) + _NAME_GROUP
+
+
+def infer_reference(items: Sequence[str], start: str) -> InferredReference | None:
+    r"""The `follow` pattern a line mentioning `start` shows, or None when no line mentions it with another word.
+
+    Of the first `MENTIONS_TRIED` mentions of `start` (whole word, case-insensitive), the
+    sentence holding the most name-like other word wins: written with a capital or a digit
+    first, then the rarest in the whole text. That word is taken as the next name, and the
+    words between it and `start` as the relation (``(\w+)\s+equal\s+{}`` from 'Let KCDIH
+    equal 96852.'). A type word right before `start` is neither a name nor part of the
+    relation ('Lake' in 'from Lake Orva').
+    """
+    mention = re.compile(
+        (r"(?<!\w)" if re.match(r"\w", start) else "")
+        + re.escape(start)
+        + (r"(?![\w-])" if re.search(r"[\w-]$", start) else ""),
+        re.IGNORECASE,
+    )
+    key = start.casefold()
+    counts: Counter[str] | None = None
+    best: tuple[tuple[bool, int], InferredReference] | None = None
+    tried = 0
+    for item in items:
+        if key not in item.casefold():
+            continue
+        for current in mention.finditer(item):
+            if tried >= MENTIONS_TRIED:
+                break
+            tried += 1
+            low, high = _sentence_around(item, current.start(), current.end())
+            sentence = item[low:high]
+            here = mention.search(sentence, current.start() - low)
+            if here is None:
+                continue
+            type_word = _TRAILING_WORD.search(sentence, 0, here.start())  # 'Lake' in 'Lake Orva' is no name
+            others = [
+                token
+                for token in _TOKEN.finditer(sentence)
+                if token.group().casefold() != key
+                and (token.end() <= here.start() or token.start() >= here.end())
+                and not (type_word is not None and token.start() == type_word.start())
+            ]
+            if not others:
+                continue
+            if counts is None:
+                counts = Counter(token.casefold() for line in items for token in _TOKEN.findall(line))
+            ranked = min(
+                (
+                    (
+                        not any(char.isupper() or char.isdigit() for char in token.group()),  # names: 'BEX', 'li7'
+                        counts[token.group().casefold()],
+                        abs(token.start() - here.start()),
+                    ),
+                    token,
+                )
+                for token in others
+            )
+            if best is None or ranked[0][:2] < best[0]:
+                pattern = _pattern_between(sentence, here, ranked[1])
+                best = (ranked[0][:2], InferredReference(pattern, sentence.strip(), ranked[1].group()))
+        if tried >= MENTIONS_TRIED:
+            break
+    return best[1] if best else None

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from rlm_integrations.core.reference_chain import MAX_NAMES, ReferencePattern, follow_references
+from rlm_integrations.core.reference_chain import MAX_NAMES, ReferencePattern, follow_references, infer_reference
 from rlm_integrations.repl.worker.notebook import CALL_ERROR_KEY
 
 __all__ = ["HELPER_DOCS", "HelperNotes", "ReplHelpers", "find_lines", "split_items"]
@@ -48,16 +48,20 @@ MAX_PACKED_CALLS = 32
 MAX_ITEM_CHARS = 4_000
 """`llm_map` sends at most this much of one item (the rest is cut, and the prompt says so)."""
 
+TEXT_ARG_CHARS = 500
+"""A `grep` argument longer than this (or spanning lines) is the text to search, passed where a word goes."""
+
 HELPER_DOCS: dict[str, str] = {
     "grep": (
         "`grep(*words, text=None)`: the lines of `context` (or of `text`, a str or list) that contain every "
         "word, case-insensitive; a list of str. `len(grep('red', 'large'))` counts matching records."
     ),
     "follow": (
-        "`follow(start, pattern, text=None)`: every name reached from `start` by following references: "
-        "`pattern` is a line of the text with the next name as a group and {} where the current name goes; "
-        "e.g. `follow('Orva', r'Town (\\w+) draws its water from {}')` returns the towns that draw from Orva, "
-        "then those that draw from them, and so on."
+        "`follow(start, pattern=None, text=None)`: every name reached from `start` by following references: "
+        "`follow('Orva')` returns the towns that draw from Orva, then those that draw from them, and so on, "
+        "reading how references are written from the line that mentions Orva. To say it yourself, `pattern` is "
+        "a line of the text with the next name as a group and {} where the current name goes: "
+        "`follow('Orva', r'Town (\\w+) draws its water from {}')`."
     ),
     "llm_map": (
         "`llm_map(items, instruction)`: ask the helper model `instruction` about each item (a list of str); "
@@ -213,6 +217,8 @@ class ReplHelpers:
 
     async def grep(self, *words: Any, text: Any = None) -> list[str]:
         """The lines (items) containing every word; see `HELPER_DOCS`."""
+        if text is None and words and _looks_like_text(words[-1]):  # grep("word", context): the text, not a word
+            words, text = words[:-1], words[-1]
         flat = _flatten_words(words)
         items = self._context_items() if text is None else split_items(text)
         found = await asyncio.to_thread(find_lines, items, flat) if len(items) > 2_000 else find_lines(items, flat)
@@ -220,15 +226,29 @@ class ReplHelpers:
             self.notes.record_empty(flat)
         return found
 
-    async def follow(self, start: Any, pattern: Any, text: Any = None) -> list[str]:
-        """The names reached from `start` through `pattern`, in order; see `HELPER_DOCS`."""
-        chain = ReferencePattern(pattern)
+    async def follow(self, start: Any, pattern: Any = None, text: Any = None) -> list[str]:
+        """The names reached from `start` through `pattern` (read off the text when None); see `HELPER_DOCS`."""
         first = str(start).strip()
         if not first:
             raise ValueError(
                 "follow(start, pattern): start must be a non-empty name or value, e.g. follow('Orva', ...)"
             )
         items = self._context_items() if text is None else split_items(text)
+        if pattern is None:
+            inferred = await asyncio.to_thread(infer_reference, items, first)
+            if inferred is None:
+                raise ValueError(
+                    f"follow({first!r}): no line mentions {first!r} beside another word, so there is no reference to "
+                    f"follow. Print grep({first!r}) to see how the text writes it, then pass the pattern: "
+                    r"follow('Orva', r'Town (\w+) draws its water from {}')"
+                )
+            pattern = inferred.pattern
+            self.notes.add(
+                f"Note: follow({first!r}) read the references from the line {inferred.line!r}, taking "
+                f"{inferred.name!r} as the next name: pattern r'{pattern}'. If that is not how the references are "
+                "written, pass a pattern."
+            )
+        chain = ReferencePattern(pattern)
         found = await asyncio.to_thread(follow_references, items, first, chain)
         if not found:
             self.notes.add(
@@ -336,6 +356,11 @@ def _flatten_words(words: Sequence[Any]) -> list[str]:
         else:
             flat.append(str(word))
     return flat
+
+
+def _looks_like_text(word: Any) -> bool:
+    """Whether a `grep` argument is a text to search rather than a word: it spans lines or is too long for a word."""
+    return isinstance(word, str) and ("\n" in word.strip() or len(word) > TEXT_ARG_CHARS)
 
 
 def _check_map_args(function: str, items: Any, instruction: Any) -> tuple[list[str], str]:

@@ -78,6 +78,8 @@ class RunState:
     seen_output: bool = False
     """Whether the model has seen what a typed-in answer could rest on: a cell's output this run, the whole
     context in the first message (or no context at all), or a session's earlier answers."""
+    first_step: str | None = None
+    """A first cell for the question's shape (`question_shape.first_step`), offered when an answer comes first."""
     doubted_unchecked: bool = False
     """Whether a typed-in answer given before any output was seen was already questioned (once per run)."""
 

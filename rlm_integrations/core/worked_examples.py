@@ -191,15 +191,8 @@ def _chain() -> WorkedExample:
         "Which towns get their water from Lake Orva, directly or through other towns? List their names.",
         ContextInfo(type="str", chars=388_120, preview="The road bent north. Carts and mules passed the old gate"),
         "`context` has 3,920 non-empty lines. Lines containing the question's words: 'town' in 38, "
-        "'water' in 11, 'lake' in 4, 'orva' in 1. Not in the text: 'directly'.\n"
-        "First mention of 'orva': Town BEX draws its water from Lake Orva.",
-        [
-            (
-                'print(grep("BEX"))',
-                "['Town BEX draws its water from Lake Orva.', 'Town KELL draws its water from town BEX.']",
-            ),
-            ('found = follow("Orva", r"Town (\\w+) draws its water from {}")\nprint(found)', "['BEX', 'KELL', 'ARNO']"),
-        ],
+        "'water' in 11, 'lake' in 4, 'orva' in 1. Not in the text: 'directly'.",
+        [('found = follow("Orva")\nprint(found)', "['BEX', 'KELL', 'ARNO']")],
         'FINAL(["BEX", "KELL", "ARNO"])',
     )
 

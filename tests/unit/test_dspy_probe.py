@@ -16,7 +16,7 @@ from rlm_integrations.core import prompts
 from rlm_integrations.core.context_info import describe
 from rlm_integrations.core.events import ContextInfo
 from rlm_integrations.core.policy import ChatPolicy, QuestionAware
-from rlm_integrations.core.question_shape import Shape, probe_question, question_shape
+from rlm_integrations.core.question_shape import Shape, first_step, probe_question, question_shape
 from rlm_integrations.core.worked_examples import Turn, WorkedExample, example_for, worked_example
 from rlm_integrations.dspy import RLM, orientation
 from rlm_integrations.dspy.orientation import (
@@ -306,10 +306,17 @@ async def test_the_core_face_still_probes_its_query_in_the_first_message() -> No
     result = await CoreRLM(root, config=CONFIG).acompletion(ASKED, SHIPMENTS)
     assert result.answer == 100  # shipments 1..300 that are odd (held) and not a multiple of 3 (Accra)
     (first,) = root.calls
+    probe = probe_question(ASKED, SHIPMENTS)
+    step = first_step("count", probe)
+    assert step is not None
     expected = prompts.first_message(
         ASKED,
         await describe(SHIPMENTS, CONFIG.context_preview_chars),
         CONFIG.max_iterations,
-        probe=probe_question(ASKED, SHIPMENTS).describe(),
+        probe=probe.describe(),
+        opening=prompts.opening_step(step, "Output (1,234 characters):\n..."),
     )
-    assert first[1:-1] == example_for("count") and first[-1]["content"] == expected
+    content = first[-1]["content"]
+    before, _, after = expected.partition("Output (1,234 characters):\n...")
+    assert first[1:-1] == example_for("count") and content.startswith(before) and content.endswith(after)
+    assert "\n100\n" in content  # the step ran: 100 shipments match both words
