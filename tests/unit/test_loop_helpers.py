@@ -15,7 +15,7 @@ from rlm_integrations import RLM, RLMConfig
 from rlm_integrations.core.events import SubCallFinished
 from rlm_integrations.core.parsing import is_typed_answer
 from rlm_integrations.core.question_shape import Shape, probe_question, question_shape, question_terms
-from rlm_integrations.core.repl_helpers import HelperNotes, find_lines, split_items
+from rlm_integrations.core.repl_helpers import TEXT_ARG_CHARS, HelperNotes, ReplHelpers, find_lines, split_items
 from rlm_integrations.core.routing import choose_route
 from rlm_integrations.core.worked_examples import example_for, worked_example
 from rlm_integrations.lm import Message, ScriptedLM
@@ -522,3 +522,49 @@ async def test_the_first_message_quotes_a_first_mention_except_for_a_list_questi
     rlm, root, _ = make_rlm([block("FINAL('x')")])
     await run(rlm, question, RECORDS)
     assert ("First mention of" in _first_user(root.calls[0])) is quoted
+
+
+# --------------------------------------------------------------------------- grep('word', context)
+
+
+async def _no_sub_call(function: str, prompt: str, max_tokens: int | None = None) -> str:
+    raise AssertionError("grep makes no model call")
+
+
+async def test_grep_with_a_multi_line_text_as_last_argument_searches_that_text() -> None:
+    helpers = ReplHelpers("nothing to see here", _no_sub_call, max_prompt_chars=1_000)
+    short = "a paid bill\nan unpaid bill\nno bill"
+    assert len(short) < TEXT_ARG_CHARS
+    assert await helpers.grep("paid", short) == ["a paid bill"]
+    assert len(await helpers.grep("oslo", "unpaid", RECORDS)) == 4  # the words before the text are all words
+    assert helpers.notes.take() == []  # nothing was searched for in vain
+
+
+async def test_grep_with_a_long_single_line_as_last_argument_searches_that_text() -> None:
+    helpers = ReplHelpers(RECORDS, _no_sub_call, max_prompt_chars=1_000)
+    line = "x " * 300 + "needle 42 " + "y " * 300
+    assert "\n" not in line and len(line) > TEXT_ARG_CHARS
+    [hit] = await helpers.grep("needle", line)
+    assert "needle 42" in hit
+    assert await helpers.grep("oslo", line) == []  # the line, not the context, was searched
+
+
+async def test_a_short_last_argument_is_still_a_word() -> None:
+    helpers = ReplHelpers(RECORDS, _no_sub_call, max_prompt_chars=1_000)
+    assert len(await helpers.grep("oslo", "unpaid")) == 4
+    assert len(await helpers.grep("unpaid\n")) == 8  # a trailing newline does not make a text
+    as_word = "z" * TEXT_ARG_CHARS  # at the limit: a word, found nowhere
+    assert await helpers.grep("oslo", as_word) == []
+    assert helpers.notes.empty_searches == [f"'oslo', {as_word!r}"]
+
+
+async def test_a_long_argument_is_a_word_when_text_is_given() -> None:
+    helpers = ReplHelpers("unrelated", _no_sub_call, max_prompt_chars=1_000)
+    assert await helpers.grep("oslo", "q" * (TEXT_ARG_CHARS + 1), text=RECORDS) == []
+    assert len(await helpers.grep("oslo", text=RECORDS)) == 8
+
+
+async def test_grep_of_a_word_in_context_passed_as_an_argument_counts_in_a_run() -> None:
+    rlm, _, _ = make_rlm([block("FINAL(len(grep('unpaid', context)))")])
+    result = await run(rlm, "How many orders are unpaid?", RECORDS)
+    assert result.status == "completed" and result.answer == 8

@@ -6,7 +6,13 @@ import pytest
 from engine_helpers import block, make_rlm, run
 
 from rlm_integrations.core import reference_chain, repl_helpers
-from rlm_integrations.core.reference_chain import ReferencePattern, follow_references
+from rlm_integrations.core.reference_chain import (
+    SPAN_CHARS,
+    InferredReference,
+    ReferencePattern,
+    follow_references,
+    infer_reference,
+)
 from rlm_integrations.core.repl_helpers import HELPER_DOCS, ReplHelpers
 
 _RULER_LIKE = [
@@ -161,3 +167,164 @@ async def test_follow_that_stops_at_the_cap_says_so(monkeypatch: pytest.MonkeyPa
     assert await helpers.follow("53233", r"Let (\w+) equal {}") == ["ABCDE", "FGHIJ"]
     (note,) = helpers.notes.take()
     assert "stopped at 2 names" in note
+
+
+# --------------------------------------------------------------------------- the pattern read off the text
+
+_WATER = [
+    "Lake Orva is cold and deep.",  # a prose mention of the start before the reference line
+    "The road bent north past the mill.",
+    "Town BEX draws its water from Lake Orva.",
+    "Town KELL draws its water from town BEX.",
+    "Town ARNO draws its water from town KELL.",
+    "Town DUNE draws its water from the river Sell.",
+]
+
+
+def _inferred(items: list[str], start: str) -> InferredReference:
+    inferred = infer_reference(items, start)
+    assert inferred is not None
+    return inferred
+
+
+@pytest.mark.parametrize(
+    ("items", "start", "name", "names"),
+    [
+        (_RULER_LIKE[:5], "53233", "QWERT", ["QWERT", "ASDFG", "ZXCVB"]),
+        (_HELD_OUT_WORDING, "53233", "ABCDE", ["ABCDE", "FGHIJ", "KLMNO"]),
+        (
+            ["Orva supplies BEX.", "BEX supplies KELL.", "KELL supplies ARNO.", "ZED supplies ARNO."],
+            "Orva",
+            "BEX",
+            ["BEX", "KELL", "ARNO"],
+        ),  # the name after the start
+    ],
+)
+def test_the_pattern_is_read_off_the_line_that_mentions_the_start(
+    items: list[str], start: str, name: str, names: list[str]
+) -> None:
+    inferred = _inferred(items, start)
+    assert inferred.name == name and start in inferred.line and name in inferred.line
+    assert "{}" in inferred.pattern
+    assert follow_references(items, start, ReferencePattern(inferred.pattern)) == names
+
+
+def test_the_relation_words_are_in_the_pattern_in_the_order_the_line_writes_them() -> None:
+    before = _inferred(_HELD_OUT_WORDING, "53233").pattern
+    assert before.endswith(r"\s+equal\s+{}") and before.index("equal") > before.index(")")
+    after = _inferred(["Orva supplies BEX.", "BEX supplies KELL."], "Orva").pattern
+    assert after.startswith(r"{}\s+supplies\s+(")
+
+
+def test_the_type_word_before_the_start_is_neither_the_name_nor_the_relation() -> None:
+    items = ["Town BEX draws its water from Lake Orva.", "Town KELL draws its water from town BEX."]
+    inferred = _inferred(items, "Orva")
+    assert inferred.name == "BEX"
+    assert "Lake" not in inferred.pattern and "Town" not in inferred.pattern
+    assert "draws" in inferred.pattern and inferred.pattern.endswith(r"from\s+{}")
+    # the pattern without 'Lake' still takes the next hop, written with another type word ('town BEX')
+    assert follow_references(items, "Orva", ReferencePattern(inferred.pattern)) == ["BEX", "KELL"]
+
+
+def test_a_prose_mention_of_the_start_before_the_reference_line_does_not_win() -> None:
+    inferred = _inferred(_WATER, "Orva")
+    assert inferred.line == "Town BEX draws its water from Lake Orva." and inferred.name == "BEX"
+    assert follow_references(_WATER, "Orva", ReferencePattern(inferred.pattern)) == ["BEX", "KELL", "ARNO"]
+
+
+def test_the_start_is_found_whatever_its_case() -> None:
+    inferred = _inferred(_WATER, "orva")
+    assert inferred.name == "BEX"
+    assert follow_references(_WATER, "orva", ReferencePattern(inferred.pattern)) == ["BEX", "KELL", "ARNO"]
+
+
+@pytest.mark.parametrize(
+    ("items", "start"),
+    [
+        (["Orva", "Nothing else is said."], "Orva"),  # mentioned, but alone on its line
+        (["Lake Orva.", "BEX is a town."], "Orva"),  # only its type word beside it
+        (["Let ABCDE equal 53233.", "Let FGHIJ equal ABCDE."], "nowhere"),  # never mentioned
+        (["Let ABCDE equal 153233.", "Let FGHIJ equal X53233."], "53233"),  # only the tail of longer words
+        (["Let ABCDE equal 53233-7."], "53233"),  # the head of a dashed name
+        ([], "Orva"),
+    ],
+)
+def test_no_pattern_without_a_line_that_mentions_the_start_beside_another_word(items: list[str], start: str) -> None:
+    assert infer_reference(items, start) is None
+
+
+def test_a_start_as_the_tail_of_a_longer_word_is_not_the_line_used() -> None:
+    items = ["Let QQQQQ equal X53233.", "Let ABCDE equal 53233.", "Let FGHIJ equal ABCDE."]
+    inferred = _inferred(items, "53233")
+    assert inferred.line == "Let ABCDE equal 53233." and inferred.name == "ABCDE"
+
+
+def test_a_long_single_line_is_read_around_the_mention_only() -> None:
+    # a capitalised word found once, far from the mention: it would be the rarest name if the whole line were read
+    line = "ZQXJV opens the file and " + "filler words run on " * 1_200 + "Let ABCDE equal 53233 " + "and on " * 1_200
+    line += "Let FGHIJ equal ABCDE. Let KLMNO equal FGHIJ."
+    assert len(line) > 20_000
+    inferred = _inferred([line], "53233")
+    assert inferred.name == "ABCDE" and "ZQXJV" not in inferred.line
+    assert len(inferred.line) <= 2 * SPAN_CHARS + len("53233")
+    assert follow_references([line], "53233", ReferencePattern(inferred.pattern)) == ["ABCDE", "FGHIJ", "KLMNO"]
+
+
+def test_a_name_with_dots_and_dashes_inside_is_one_name() -> None:
+    items = ["Let ab.c-1 equal 53233.", "Let x-2 equal ab.c-1."]
+    inferred = _inferred(items, "53233")
+    assert inferred.name == "ab.c-1"
+    assert follow_references(items, "53233", ReferencePattern(inferred.pattern)) == ["ab.c-1", "x-2"]
+
+
+async def test_follow_without_a_pattern_reads_it_off_the_text_and_says_which_line() -> None:
+    helpers = ReplHelpers("\n".join(_WATER), _no_sub_call, max_prompt_chars=1_000)
+    assert await helpers.follow("Orva") == ["BEX", "KELL", "ARNO"]
+    (note,) = helpers.notes.take()
+    inferred = _inferred(_WATER, "Orva")
+    assert "follow('Orva')" in note and repr(inferred.line) in note and "'BEX'" in note
+    assert f"r'{inferred.pattern}'" in note and "pass a pattern" in note
+
+
+async def test_follow_without_a_pattern_searches_the_text_it_is_given() -> None:
+    helpers = ReplHelpers("nothing about lakes here", _no_sub_call, max_prompt_chars=1_000)
+    assert await helpers.follow("53233", text=_HELD_OUT_WORDING) == ["ABCDE", "FGHIJ", "KLMNO"]
+
+
+async def test_follow_with_a_pattern_records_no_inference_note() -> None:
+    helpers = ReplHelpers("\n".join(_WATER), _no_sub_call, max_prompt_chars=1_000)
+    assert await helpers.follow("Orva", r"Town (\w+) draws its water from {}") == ["BEX", "KELL", "ARNO"]
+    assert helpers.notes.take() == []
+
+
+@pytest.mark.parametrize("text", ["Let ABCDE equal 53233.", "Let ABCDE equal 53233.\nnowhere"])
+async def test_follow_of_a_start_no_line_mentions_beside_a_word_says_how_to_fix_it(text: str) -> None:
+    helpers = ReplHelpers(text, _no_sub_call, max_prompt_chars=1_000)
+    with pytest.raises(ValueError, match="no line mentions 'nowhere'") as caught:
+        await helpers.follow("nowhere")
+    message = str(caught.value)
+    assert "grep('nowhere')" in message and "pass the pattern" in message and "follow('Orva', r'Town" in message
+
+
+async def test_follow_without_a_pattern_in_a_run_answers_and_the_note_reaches_the_model() -> None:
+    replies = [block("print(follow('Orva'))"), block("FINAL(follow('Orva'))")]
+    rlm, root, sub = make_rlm(replies)
+    result = await run(rlm, "Which towns draw from Lake Orva, directly or through other towns?", "\n".join(_WATER))
+    assert result.status == "completed", result.error
+    assert result.answer == ["BEX", "KELL", "ARNO"]
+    feedback = [m["content"] for m in root.calls[1] if m["role"] == "user"][-1]
+    assert "['BEX', 'KELL', 'ARNO']" in feedback and "read the references from the line" in feedback
+    assert sub.calls == []
+
+
+async def test_follow_of_a_start_that_is_nowhere_is_an_error_in_the_cell_with_the_fix() -> None:
+    replies = [block("print(follow('nowhere'))"), block("FINAL('done')")]
+    rlm, root, _ = make_rlm(replies)
+    result = await run(rlm, "Which names end up equal to 53233?", "\n".join(_HELD_OUT_WORDING))
+    assert result.status == "completed" and result.answer == "done"
+    feedback = [m["content"] for m in root.calls[1] if m["role"] == "user"][-1]
+    assert "ValueError" in feedback and "no line mentions 'nowhere'" in feedback and "grep('nowhere')" in feedback
+
+
+async def _no_sub_call(function: str, prompt: str, max_tokens: int | None = None) -> str:
+    raise AssertionError("follow makes no model call")
