@@ -223,12 +223,13 @@ def first_step(shape: Shape, probe: Probe | None) -> str | None:
 
     Shown when an answer comes before any code ran, so that a small model has the call to
     start from in front of it: `follow` from the question's rarest word for a chain, `grep`
-    with the words that pick lines out for a list or a count. Lookups need none (the probe
-    quotes the line); group and reading questions need code no single call writes.
+    with the words that pick lines out for a list or a count, `same` with the last word found
+    for a group. Lookups need none (the probe quotes the line); reading questions need code no
+    single call writes.
     """
     if probe is None or not probe.found:
         return None
-    rarest = min(probe.found, key=lambda word: probe.found[word])
+    rarest = min(reversed(probe.found), key=lambda word: probe.found[word])  # ties: the later word ('lake orva')
     if shape == "chain":
         return f"found = follow({rarest!r})\nprint(found)"
     picking = ", ".join(repr(word) for word in probe.selective) or repr(rarest)
@@ -236,6 +237,9 @@ def first_step(shape: Shape, probe: Probe | None) -> str | None:
         return f"hits = grep({picking})\nprint(len(hits))\nfor hit in hits:\n    print(hit)"
     if shape == "count":
         return f"hits = grep({picking})\nprint(len(hits))\nprint(hits[:3])"
+    if shape == "group":  # the attribute is usually named last: 'share the same locker code'
+        attribute = list(probe.found)[-1]
+        return f"groups = same({attribute!r})\nprint(len(groups))\nfor lines in groups:\n    print(lines)"
     return None
 
 

@@ -47,6 +47,7 @@ less than the default cell timeout, because the search runs on a host thread tha
 _TYPE_WORD = r"(?:(?<!\w)[^\W\d_]+\s+)?"
 """One optional whole word before the current name: references often carry a type ('VAR X', 'Lake X', 'town X')."""
 _MARK = "_follow_current_"
+"""A group name put where ``{}`` stands to check that it stands where a name can go."""
 _NAME_GROUP = r"(\w(?:[\w.-]*\w)?)"
 """The group an inferred pattern puts where the next name stands: a word, dots and dashes allowed inside."""
 _TOKEN = re.compile(r"\w(?:[\w.-]*\w)?")
@@ -55,7 +56,6 @@ MENTIONS_TRIED = 20
 """`infer_reference` reads at most this many of the lines that mention the start."""
 SPAN_CHARS = 200
 """`infer_reference` looks this many characters either side of the start's mention (not across sentences)."""
-"""A group name put where ``{}`` stands to check that it stands where a name can go."""
 
 
 class ReferencePattern:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rlm_integrations.core.reference_chain import MAX_NAMES, ReferencePattern, follow_references, infer_reference
+from rlm_integrations.core.shared_values import MAX_GROUPS as SAME_GROUPS_CAP
+from rlm_integrations.core.shared_values import same_value_groups
 from rlm_integrations.repl.worker.notebook import CALL_ERROR_KEY
 
 __all__ = ["HELPER_DOCS", "HelperNotes", "ReplHelpers", "find_lines", "split_items"]
@@ -62,6 +64,11 @@ HELPER_DOCS: dict[str, str] = {
         "reading how references are written from the line that mentions Orva. To say it yourself, `pattern` is "
         "a line of the text with the next name as a group and {} where the current name goes: "
         "`follow('Orva', r'Town (\\w+) draws its water from {}')`."
+    ),
+    "same": (
+        "`same(word, text=None)`: the lines grouped by the value written after `word` (the first token "
+        "holding a digit, else the next word), only values two or more lines share: a list of lists of lines; "
+        "`same('room')` gives the guests who gave the same room number."
     ),
     "llm_map": (
         "`llm_map(items, instruction)`: ask the helper model `instruction` about each item (a list of str); "
@@ -208,7 +215,13 @@ class ReplHelpers:
 
     def functions(self) -> dict[str, Callable[..., Any]]:
         """The REPL functions by name."""
-        return {"grep": self.grep, "follow": self.follow, "llm_map": self.llm_map, "llm_filter": self.llm_filter}
+        return {
+            "grep": self.grep,
+            "follow": self.follow,
+            "same": self.same,
+            "llm_map": self.llm_map,
+            "llm_filter": self.llm_filter,
+        }
 
     def _context_items(self) -> list[str]:
         if self._items is None:
@@ -262,6 +275,24 @@ class ReplHelpers:
                 "pattern probably matches more than references. Print a few of the names to check it."
             )
         return found
+
+    async def same(self, word: Any, text: Any = None) -> list[list[str]]:
+        """The lines grouped by the value written after `word`, shared values only; see `HELPER_DOCS`."""
+        if not isinstance(word, str):
+            raise TypeError(f"same(word): word must be a str, the attribute's name, got {type(word).__name__}")
+        items = self._context_items() if text is None else split_items(text)
+        groups = await asyncio.to_thread(same_value_groups, items, word)
+        if not groups:
+            self.notes.add(
+                f"Note: same({word!r}) found no value that two lines write after {word!r}. Print grep({word!r})[:3] "
+                "to see how the lines are written, and pass the word written right before the value."
+            )
+        elif len(groups) >= SAME_GROUPS_CAP:
+            self.notes.add(
+                f"Note: same({word!r}) stopped at {SAME_GROUPS_CAP:,} groups; the word may stand before values "
+                "that repeat for other reasons. Print a few groups to check."
+            )
+        return groups
 
     async def llm_map(self, items: Any, instruction: Any) -> list[str | dict[str, str]]:
         """One helper-model answer per item (failures as CallErrors); see `HELPER_DOCS`."""

@@ -157,18 +157,9 @@ def _count_reading() -> WorkedExample:
 
 
 def _group() -> WorkedExample:
-    code = (
-        "groups = collections.defaultdict(list)\n"
-        'for line in grep("room", "number"):\n'
-        '    m = re.search(r"room number\\D*(\\d+)", line)\n'
-        "    if m:\n"
-        "        groups[m.group(1)].append(line)\n"
-        "same = [lines for lines in groups.values() if len(lines) > 1]\n"
-        "for lines in same:\n"
-        "    print(lines)"
-    )
+    code = 'groups = same("room")\nprint(len(groups))\nfor lines in groups:\n    print(lines)'
     output = (
-        "['On 4 May ana.silva12 came; the room number given was 214.', "
+        "2\n['On 4 May ana.silva12 came; the room number given was 214.', "
         "'On 2 June tom.berg7 came; the room number given was 214.']\n"
         "['On 9 May li.wong30 came; the room number given was 508.', "
         "'On 5 June eva.roth4 came; the room number given was 508.']"

@@ -139,7 +139,7 @@ _CHAIN_LINES = [
 @pytest.mark.parametrize(
     ("shape", "lines", "printed", "answer"),
     [
-        ("group", _GROUP_LINES, "same", [[_GROUP_LINES[0], _GROUP_LINES[2]], [_GROUP_LINES[1], _GROUP_LINES[4]]]),
+        ("group", _GROUP_LINES, "groups", [[_GROUP_LINES[0], _GROUP_LINES[2]], [_GROUP_LINES[1], _GROUP_LINES[4]]]),
         ("chain", _CHAIN_LINES, "found", ["BEX", "KELL", "ARNO"]),
     ],
 )
