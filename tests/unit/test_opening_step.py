@@ -60,6 +60,13 @@ def test_with_no_selective_word_the_rarest_word_is_grepped() -> None:
     assert step is not None and step.startswith("hits = grep('order')\n")
 
 
+def test_a_group_calls_same_with_the_last_word_found_and_prints_every_group() -> None:
+    step = first_step("group", _PROBE)  # 'order' is in every line, but the attribute is named last
+    assert step == "groups = same('order')\nprint(len(groups))\nfor lines in groups:\n    print(lines)"
+    assert first_step("group", None) is None
+    assert first_step("group", Probe(lines=10, found={}, missing=["code"])) is None
+
+
 @pytest.mark.parametrize("shape", ["lookup", "count_reading"])
 def test_shapes_no_single_call_starts_have_no_first_step(shape: Shape) -> None:
     assert first_step(shape, _PROBE) is None
