@@ -239,7 +239,7 @@ def first_step(shape: Shape, probe: Probe | None) -> str | None:
         return f"hits = grep({picking})\nprint(len(hits))\nprint(hits[:3])"
     if shape == "group":  # the attribute is usually named last: 'share the same locker code'
         attribute = list(probe.found)[-1]
-        return f"groups = same({attribute!r})\nprint(len(groups))\nfor lines in groups:\n    print(lines)"
+        return f"groups = same({attribute!r}, names=True)\nprint(len(groups))\nprint(groups)"
     return None
 
 

@@ -21,6 +21,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from rlm_integrations.core.reference_chain import MAX_NAMES, ReferencePattern, follow_references, infer_reference
@@ -66,9 +67,10 @@ HELPER_DOCS: dict[str, str] = {
         "`follow('Orva', r'Town (\\w+) draws its water from {}')`."
     ),
     "same": (
-        "`same(word, text=None)`: the lines grouped by the value written after `word` (the first token "
-        "holding a digit, else the next word), only values two or more lines share: a list of lists of lines; "
-        "`same('room')` gives the guests who gave the same room number."
+        "`same(word, text=None, names=False)`: the lines grouped by the value written after `word` (the first "
+        "token holding a digit, else the next word), only values two or more lines share: a list of lists of "
+        "lines, or with `names=True` of each line's name (its first word no other line holds); "
+        "`same('room', names=True)` gives the guests who gave the same room number."
     ),
     "llm_map": (
         "`llm_map(items, instruction)`: ask the helper model `instruction` about each item (a list of str); "
@@ -276,12 +278,12 @@ class ReplHelpers:
             )
         return found
 
-    async def same(self, word: Any, text: Any = None) -> list[list[str]]:
-        """The lines grouped by the value written after `word`, shared values only; see `HELPER_DOCS`."""
+    async def same(self, word: Any, text: Any = None, names: bool = False) -> list[list[str]]:
+        """The lines (or their names) grouped by the value after `word`, shared values only; see `HELPER_DOCS`."""
         if not isinstance(word, str):
             raise TypeError(f"same(word): word must be a str, the attribute's name, got {type(word).__name__}")
         items = self._context_items() if text is None else split_items(text)
-        groups = await asyncio.to_thread(same_value_groups, items, word)
+        groups = await asyncio.to_thread(partial(same_value_groups, names=bool(names)), items, word)
         if not groups:
             self.notes.add(
                 f"Note: same({word!r}) found no value that two lines write after {word!r}. Print grep({word!r})[:3] "

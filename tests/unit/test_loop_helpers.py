@@ -139,7 +139,7 @@ _CHAIN_LINES = [
 @pytest.mark.parametrize(
     ("shape", "lines", "printed", "answer"),
     [
-        ("group", _GROUP_LINES, "groups", [[_GROUP_LINES[0], _GROUP_LINES[2]], [_GROUP_LINES[1], _GROUP_LINES[4]]]),
+        ("group", _GROUP_LINES, "groups", [["ana.silva12", "tom.berg7"], ["li.wong30", "eva.roth4"]]),
         ("chain", _CHAIN_LINES, "found", ["BEX", "KELL", "ARNO"]),
     ],
 )
@@ -157,9 +157,8 @@ async def test_worked_example_code_gives_the_answer_it_shows(
     for part in answer:  # what the example shows is what its code prints
         assert str(part) in last_output
     final = replies[-1]
-    if shape == "group":  # the names in the final answer are read off the printed lines
-        for lines, names in zip(answer, ast.literal_eval(final.removeprefix("FINAL(").removesuffix(")")), strict=True):
-            assert all(name in line for name, line in zip(names, lines, strict=True))
+    if shape == "group":  # the answer is submitted as computed, not retyped
+        assert final == 'FINAL_VAR("groups")'
     else:
         assert str(answer).replace("'", '"') in final
 

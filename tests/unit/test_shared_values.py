@@ -158,7 +158,7 @@ async def test_same_is_one_of_the_repl_functions() -> None:
 # --------------------------------------------------------------------------- the opening step in a run
 
 GROUP = "Which members share the same locker code? List every pair."
-STEP = "groups = same('code')\nprint(len(groups))\nfor lines in groups:\n    print(lines)"
+STEP = "groups = same('code', names=True)\nprint(len(groups))\nprint(groups)"
 OPENING = "A first step for this question, already run:"
 
 _CLUB = "\n".join(
@@ -192,12 +192,28 @@ async def test_a_small_model_is_shown_the_group_questions_first_step_already_run
     first = next(m["content"] for m in conversation(root.calls[0]) if m["role"] == "user")
     assert f"{OPENING}\n```repl\n{STEP}\n```" in first
     output = first.split(OPENING)[1]
-    ada = "Member Ada Lind joined in 2019; her locker code is 192394."
-    finn = "Member Finn Oder joined in 2017; his locker code is 192394."
-    assert repr([ada, finn]) in output and "Bo Serra" not in output
+    assert "1\n[['Ada', 'Finn']]" in output and "Bo" not in output  # each line's first word no other line holds
     opening = [e for e in result.trajectory.events if isinstance(e, CellStarted) and e.iteration == 0]
     assert [e.code for e in opening] == [STEP]
 
 
 async def _no_sub_call(function: str, prompt: str, max_tokens: int | None = None) -> str:
     raise AssertionError("same makes no model call")
+
+
+async def test_same_with_names_gives_each_lines_first_word_no_other_line_holds() -> None:
+    lines = [
+        "On 4 May ana.silva12 came; the room number given was 214.",
+        "On 9 May li.wong30 came; the room number given was 508.",
+        "On 2 June tom.berg7 came; the room number given was 214.",
+        "On 3 June kim.dahl3 came; the room number given was 311.",
+    ]
+    helpers = _helpers("\n".join(lines))
+    # '4' and '2' occur once too, but a number is a name only when no word is
+    assert await helpers.same("room", names=True) == [["ana.silva12", "tom.berg7"]]
+    assert await helpers.same("room") == [[lines[0], lines[2]]]
+
+
+def test_a_record_with_no_word_of_its_own_is_given_whole() -> None:
+    lines = ["room 214 booked", "room 214 booked", "room 7 open"]
+    assert same_value_groups(lines, "room", names=True) == [["room 214 booked", "room 214 booked"]]
