@@ -6,8 +6,9 @@ question's words into a pattern the text never writes. `same_value_groups(items,
 each line that holds `word`, the value written after it (the first token holding a digit: a code,
 a number, a date; else the next word) and keeps the values two or more lines share. With
 `names=True` each line is given as its record's name instead: its first word that no other line
-holds, a number only when no word is ('ana.silva12' in 'On 4 May ana.silva12 came; the room number given was 214.'), so the
-answer can be submitted as computed rather than retyped (small models miscopy names).
+holds, a number only when no word is ('ana.silva12' in 'On 4 May ana.silva12 came; the room
+number given was 214.'), so the answer can be submitted as computed rather than retyped (small
+models miscopy names).
 """
 
 from __future__ import annotations

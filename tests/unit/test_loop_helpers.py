@@ -3,7 +3,6 @@ the worked example chosen by shape, and the check of an empty answer after an em
 
 from __future__ import annotations
 
-import ast
 import re
 from typing import Any, get_args
 
