@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -62,6 +63,8 @@ PolicyFactory = Callable[[LanguageModel], Policy]
 
 PRELUDE_MODULES = ("re", "json", "math", "collections")
 """Modules imported before the first cell: models often use them without importing them."""
+_STEP_NAME = re.compile(r"(\w+)\s*[=(]")
+"""A name an opening step assigns or calls ('found = follow(...)')."""
 
 
 class Engine(ModelCalls):
@@ -409,13 +412,23 @@ class Engine(ModelCalls):
         Small models rarely turn the example's call into the one their question needs (`follow`
         from the question's value), so the loop runs it and shows the output in the first message.
         """
-        if not (isinstance(policy, ChatPolicy) and policy.example and state.first_step and not state.seen_output):
+        step = state.first_step
+        if not (isinstance(policy, ChatPolicy) and policy.example and step and not state.seen_output):
             return ""
-        cell = await self._run_cell(repl, state, 0, state.first_step)
-        state.code_seen.add(" ".join(state.first_step.split()))
+        if set(_STEP_NAME.findall(step)) & (set(self.tools) | set(state.variables or {})):
+            return ""  # it would call a user's tool or overwrite an input: not the loop's to run
+        try:
+            async with asyncio.timeout_at(self.limits.step_deadline()):  # timeout_s holds as for a turn's cells
+                cell = await self._run_cell(repl, state, 0, step)
+        except TimeoutError:
+            if self.limits.steps_over() is None:
+                raise
+            self.open_steps.close(self.bus, state.run_id, f"interrupted: {self.limits.timeout_stop()}")
+            return ""  # the loop stops at once for the time limit
+        state.code_seen.add(" ".join(step.split()))
         state.seen_output = True
         notes = state.helpers.take()
-        return prompts.opening_step(state.first_step, "\n\n".join([self._feedback(cell, 1, 1), *notes]))
+        return prompts.opening_step(step, "\n\n".join([self._feedback(cell, 1, 1), *notes]))
 
     async def _run_cell(self, repl: REPL, state: RunState, iteration: int, code: str) -> CellResult:
         cell_id = new_id("cell-")

@@ -167,7 +167,8 @@ def _sentence_around(item: str, start: int, end: int) -> tuple[int, int]:
     high = min(len(item), end + SPAN_CHARS)
     before = max(item.rfind(stop, low, start) for stop in (". ", "? ", "! ", "; ", "\n"))
     after = [at for stop in (". ", "? ", "! ", "; ", "\n") if (at := item.find(stop, end, high)) != -1]
-    return (before + 2 if before != -1 else low), (min(after) + 1 if after else high)
+    begin = low if before == -1 else before + (1 if item[before] == "\n" else 2)  # past the stop
+    return begin, (min(after) + 1 if after else high)
 
 
 def _literal(words_between: str) -> str:
@@ -237,6 +238,7 @@ def infer_reference(items: Sequence[str], start: str) -> InferredReference | Non
                         not any(char.isupper() or char.isdigit() for char in token.group()),  # names: 'BEX', 'li7'
                         counts[token.group().casefold()],
                         abs(token.start() - here.start()),
+                        token.start(),  # ties: the earlier word; never the Match objects
                     ),
                     token,
                 )
