@@ -168,7 +168,14 @@ def _sentence_around(item: str, start: int, end: int) -> tuple[int, int]:
     before = max(item.rfind(stop, low, start) for stop in (". ", "? ", "! ", "; ", "\n"))
     after = [at for stop in (". ", "? ", "! ", "; ", "\n") if (at := item.find(stop, end, high)) != -1]
     begin = low if before == -1 else before + (1 if item[before] == "\n" else 2)  # past the stop
-    return begin, (min(after) + 1 if after else high)
+    finish = min(after) + 1 if after else high
+    if before == -1 and low > 0:  # cut mid-text: start at the next whole word, not a fragment
+        space = item.find(" ", low, start)
+        begin = space + 1 if space != -1 else start
+    if not after and high < len(item):
+        space = item.rfind(" ", end, high)
+        finish = space if space != -1 else end
+    return begin, finish
 
 
 def _literal(words_between: str) -> str:

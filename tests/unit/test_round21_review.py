@@ -149,3 +149,11 @@ async def test_a_resumed_run_replays_past_the_opening_step(tmp_path: Path) -> No
     assert root.calls == []  # both turns were cache hits: the opening step's output is the same on replay
     journal = ResumableRun(again, tmp_path).journal
     assert journal is not None and journal.attempts[-1].diverged_at is None
+
+
+def test_a_window_cut_mid_text_does_not_offer_a_word_fragment_as_the_next_name() -> None:
+    # no sentence stop within reach: the window's edges fall inside words ("xQ7zz..." cut to "Q7zz...")
+    filler = "xQ7zz" * 60
+    line = f"{filler} KX7 feeds Orva {filler}"
+    inferred = infer_reference([line, "LM4 feeds KX7"], "Orva")
+    assert inferred is not None and inferred.name == "KX7"
