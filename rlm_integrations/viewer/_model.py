@@ -131,11 +131,13 @@ class _Layout:
 
     def iteration(self, turn: IterationNode) -> Json:
         end = turn.end
+        ends = [cell.end.at for cell in turn.cells if cell.end is not None]
+        last = end.at if end is not None else max(ends, default=None)  # the first step (0) has no end event
         return {
             "n": turn.number,
             "t0": self.rel(turn.started_at),
-            "t1": self.rel(end.at) if end is not None else None,
-            "duration": end.duration if end is not None else None,
+            "t1": self.rel(last) if last is not None else None,
+            "duration": end.duration if end is not None else (last - turn.started_at if last is not None else None),
             "calls": [self.call(call) for call in turn.calls],
             "cells": [self.cell(cell) for cell in turn.cells],
             "subs": [self.sub(sub) for sub in turn.subs],
@@ -205,7 +207,7 @@ def _summary(tree: RunTree, runs: list[Json]) -> Json:
     time = {"root": 0.0, "sub": 0.0, "repl": 0.0, "wall": 0.0}
     counts = {"iterations": 0, "cells": 0, "cellErrors": 0, "lmCalls": 0, "subCalls": 0}
     for node in tree.runs.values():
-        counts["iterations"] += len(node.iterations)
+        counts["iterations"] += sum(1 for number in node.iterations if number > 0)  # 0: a small model's first step
         for turn in node.iterations.values():
             counts["lmCalls"] += len(turn.calls)
             time["root"] += sum(call.end.duration for call in turn.calls if call.end is not None)

@@ -17,6 +17,7 @@ from rlm_integrations.core.reference_chain import InferredReference, infer_refer
 from rlm_integrations.core.resume import ResumableRun
 from rlm_integrations.core.run_tree import RunTree
 from rlm_integrations.lm import Message, ScriptedLM
+from rlm_integrations.viewer import build_view
 
 _WATER = "\n".join(
     ["The road bent north and the carts passed the old gate of the valley town."] * 5
@@ -157,3 +158,22 @@ def test_a_window_cut_mid_text_does_not_offer_a_word_fragment_as_the_next_name()
     line = f"{filler} KX7 feeds Orva {filler}"
     inferred = infer_reference([line, "LM4 feeds KX7"], "Orva")
     assert inferred is not None and inferred.name == "KX7"
+
+
+async def test_the_viewer_counts_the_first_step_apart_from_the_turns_and_gives_it_an_end() -> None:
+    lines = [
+        "The road bent north. Town BEX draws its water from Lake Orva. Fog lay on the hills.",
+        "Town KELL draws its water from town BEX since the drought.",
+        "Town ARNO draws its water from town KELL.",
+    ]
+    root = ScriptedLM([block("FINAL(['BEX', 'KELL', 'ARNO'])")], name="root")
+    root.prefers_worked_example = True
+    rlm, _, _ = make_rlm(root)
+    question = "Which towns get their water from Lake Orva, directly or through other towns? List their names."
+    result = await run(rlm, question, "\n".join(lines) + "\n" + "Carts and mules passed the old gate. " * 40)
+    assert any(isinstance(e, CellStarted) and e.iteration == 0 for e in result.trajectory.events)
+    view = build_view(result.trajectory.events)
+    assert view["summary"]["iterations"] == result.iterations == 1
+    (run_view,) = view["runs"]
+    first = next(item for item in run_view["iterations"] if item["n"] == 0)
+    assert first["t1"] is not None and first["duration"] is not None and first["duration"] >= 0

@@ -230,7 +230,8 @@
     if (run.parent) head.push(h("span", { class: "tag fn" }, "rlm_query"));
     head.push(h("span", { class: "label", title: run.query, "data-f": key("q", run.id) }, oneLine(run.query, 160) || run.id));
     head.push(statusTag(run.status, run.limit));
-    head.push(h("span", { class: "tag" }, run.iterations.length + " iteration" + (run.iterations.length === 1 ? "" : "s")));
+    var turns = run.iterations.filter(function (it) { return it.n > 0; }).length;
+    head.push(h("span", { class: "tag" }, turns + " iteration" + (turns === 1 ? "" : "s")));
     if (run.children.length) head.push(h("span", { class: "tag" }, run.children.length + " child run" + (run.children.length === 1 ? "" : "s")));
     head.push(metaOf(run.duration !== null ? run.duration : run.t1End - run.t0, run.total));
     var isRoot = ROOTS.indexOf(run) >= 0;
@@ -312,7 +313,7 @@
     var callErrors = it.calls.filter(function (c) { return c.error; }).length;
     var closing = it.calls.some(function (c) { return c.purpose === "final_answer"; });
     var head = [
-      h("span", { class: "n" }, "#" + it.n),
+      h("span", { class: "n", title: it.n === 0 ? "the first step the loop ran for a small model, before its first turn" : null }, it.n === 0 ? "first step" : "#" + it.n),
       h("span", { class: "label" }, snippet(it)),
       it.cells.length ? h("span", { class: "tag" }, it.cells.length + " cell" + (it.cells.length === 1 ? "" : "s")) : null,
       errors + callErrors ? h("span", { class: "tag err" }, (errors + callErrors) + " error" + (errors + callErrors === 1 ? "" : "s")) : null,
