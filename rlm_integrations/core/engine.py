@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlm_integrations.core import prompts
-from rlm_integrations.core.answer_checks import check_answer, printed_nothing
+from rlm_integrations.core.answer_checks import check_answer, copies_example, example_answer, printed_nothing
 from rlm_integrations.core.budget import BudgetExceeded
 from rlm_integrations.core.cache import CallCache
+from rlm_integrations.core.cell_feedback import cell_feedback
 from rlm_integrations.core.citations import CiteLog
 from rlm_integrations.core.config import RLMConfig
 from rlm_integrations.core.context_info import describe
@@ -54,7 +55,6 @@ from rlm_integrations.errors import ContextWindowExceededError, ModelError, REPL
 from rlm_integrations.lm.protocol import LanguageModel
 from rlm_integrations.repl.host.client import LOST_VARIABLES_MARKER, lost_variables_note
 from rlm_integrations.repl.protocol import REPL, CellResult, FinalAnswer
-from rlm_integrations.repl.worker.output import truncate_middle
 
 __all__ = ["PRELUDE_MODULES", "Engine", "RunOutcome"]
 
@@ -223,6 +223,7 @@ class Engine(ModelCalls):
             if isinstance(policy, ChatPolicy):
                 policy.configure(config)  # history bounds and compaction (core/history.py)
                 policy.shape = shape  # picks the worked example for small models
+                state.example_answer = example_answer(shape, context) if policy.example else None
             elif isinstance(policy, QuestionAware):
                 policy.orient(probe, shape)
             system = prompts.system_prompt(sub_prompt_chars=self.sub_prompt_chars(), tools=_tool_docs(self.tools))
@@ -285,7 +286,7 @@ class Engine(ModelCalls):
                 state.code_seen.add(fingerprint)
                 cell = await self._run_cell(repl, state, iteration, code)
                 cells.append(cell)
-                reports.append(self._feedback(cell, number, len(parsed.code_blocks)))
+                reports.append(cell_feedback(cell, number, len(parsed.code_blocks), self.config.feedback_chars))
                 if cell.final is not None:
                     found, answer, problem = check_answer(
                         state, cell.final, code, max_iterations=self.config.max_iterations
@@ -373,6 +374,10 @@ class Engine(ModelCalls):
             found, value, _ = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
             if found:
                 answer = value
+        if copies_example(state, answer):  # a guess in place of an answer: say so, return none
+            return RunOutcome(
+                status=status, limit=limit, run_id=state.run_id, error=prompts.copied_example_error(answer)
+            )
         return RunOutcome(answer=answer, status=status, limit=limit, run_id=state.run_id)
 
     def _open_meter(self, policy: Policy, state: RunState, prompt_tokens: int) -> None:
@@ -428,7 +433,7 @@ class Engine(ModelCalls):
         state.code_seen.add(" ".join(step.split()))
         state.seen_output = True
         notes = state.helpers.take()
-        return prompts.opening_step(step, "\n\n".join([self._feedback(cell, 1, 1), *notes]))
+        return prompts.opening_step(step, "\n\n".join([cell_feedback(cell, 1, 1, self.config.feedback_chars), *notes]))
 
     async def _run_cell(self, repl: REPL, state: RunState, iteration: int, code: str) -> CellResult:
         cell_id = new_id("cell-")
@@ -465,24 +470,6 @@ class Engine(ModelCalls):
             )
         )
         return cell
-
-    def _feedback(self, cell: CellResult, number: int, count: int) -> str:
-        limit = self.config.feedback_chars
-        title = "Output" if count == 1 else f"Output of block {number}"
-        parts: list[str] = []
-        if cell.stdout:
-            size = f"{cell.output_chars:,} characters" + (", cut" if len(cell.stdout) < cell.output_chars else "")
-            shown = truncate_middle(cell.stdout.rstrip("\n"), limit)
-            if len(shown) < len(cell.stdout.rstrip("\n")):
-                size = f"{cell.output_chars:,} characters, cut to {limit:,}"
-            parts.append(f"{title} ({size}):\n{shown}")
-        if cell.value is not None:
-            parts.append(f"Value: {truncate_middle(cell.value, limit)}")
-        if cell.error is not None:
-            parts.append(f"Error:\n{truncate_middle(cell.error, limit)}")
-        if not parts:
-            parts.append(f"{title}: (nothing printed; use print() to see values)")
-        return "\n".join(parts)
 
 
 def _tool_docs(tools: dict[str, Callable[..., Any]]) -> dict[str, str]:

@@ -137,6 +137,20 @@ def unchecked_answer_note(answer: object, first_step: str | None = None) -> str:
     )
 
 
+def copied_example_note(answer: object) -> str:
+    """Said once when an answer repeats the worked example's, whose values are invented."""
+    return (
+        f"Your answer {answer!r} is the worked example's answer, invented for that example; it says nothing about "
+        "this context. Answer from what your code printed for this question. If you are sure, call FINAL again "
+        "with the same answer."
+    )
+
+
+def copied_example_error(answer: object) -> str:
+    """The run's error when the closing answer only repeats the worked example's."""
+    return f"no answer: the closing reply {answer!r} only repeated the worked example's invented answer"
+
+
 def question_reminder(query: str) -> str:
     """The question again, at the end of each turn's feedback."""
     return f"Question: {query}"

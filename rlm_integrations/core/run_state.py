@@ -80,6 +80,10 @@ class RunState:
     context in the first message (or no context at all), or a session's earlier answers."""
     first_step: str | None = None
     """A first cell for the question's shape (`question_shape.first_step`), offered when an answer comes first."""
+    example_answer: str | None = None
+    """The answer of the worked example the model was shown (`WorkedExample.answer`), None when it saw none."""
+    doubted_copy: bool = False
+    """Whether an answer that repeats the worked example's was already sent back (once per run)."""
     doubted_unchecked: bool = False
     """Whether a typed-in answer given before any output was seen was already questioned (once per run)."""
 

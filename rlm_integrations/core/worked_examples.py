@@ -19,6 +19,7 @@ The core loop shows it as chat messages (`example_for(shape)`); the DSPy face bu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,7 +27,7 @@ from rlm_integrations.core import prompts
 from rlm_integrations.core.events import ContextInfo
 from rlm_integrations.core.question_shape import Shape
 
-__all__ = ["Turn", "WorkedExample", "example_for", "worked_example"]
+__all__ = ["Turn", "WorkedExample", "example_for", "normal_answer", "worked_example"]
 
 
 class Turn(NamedTuple):
@@ -64,6 +65,13 @@ class WorkedExample:
     max_iterations: int = 10
     """The turn budget the first message announces."""
 
+    @property
+    def answer(self) -> str | None:
+        """The answer the example submits, normalised by `normal_answer` (None for ``FINAL_VAR``)."""
+        if not self.final.startswith("FINAL("):
+            return None
+        return normal_answer(self.final.removeprefix("FINAL(").removesuffix(")"))
+
     def messages(self) -> list[dict[str, str]]:
         """The exchange as user / assistant chat messages, rendered with `rlm_integrations.core.prompts`."""
         first = prompts.first_message(self.question, self.context, self.max_iterations, probe=self.probe)
@@ -75,6 +83,11 @@ class WorkedExample:
             left -= 1
         messages.append({"role": "assistant", "content": self.final})
         return messages
+
+
+def normal_answer(answer: object) -> str:
+    """An answer as comparable text: case, quotes and spaces left out (``["BEX", "KELL"]`` -> ``[bex,kell]``)."""
+    return re.sub(r"[\s'\"]", "", str(answer)).casefold()
 
 
 def _example(
