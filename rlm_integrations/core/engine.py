@@ -37,7 +37,7 @@ from rlm_integrations.core.events import (
 from rlm_integrations.core.interrupts import OpenSteps
 from rlm_integrations.core.limits import RunMeter, TreeLimits, prompt_tokens_of
 from rlm_integrations.core.model_calls import ModelCalls
-from rlm_integrations.core.parsing import parse_reply
+from rlm_integrations.core.parsing import names_variable, parse_reply
 from rlm_integrations.core.policy import ChatPolicy, Policy, QuestionAware
 from rlm_integrations.core.pricing import check_prices
 from rlm_integrations.core.question_shape import first_step, probe_question, question_shape
@@ -319,6 +319,9 @@ class Engine(ModelCalls):
         return found, answer
 
     async def _textual_final(self, repl: REPL, text: object, variable: str | None) -> tuple[bool, Any, str | None]:
+        if variable is None and names_variable(text):  # FINAL(groups) as text: the variable, if the REPL has it
+            with contextlib.suppress(KeyError, WorkerCrashedError):
+                return True, await repl.get(str(text)), None
         if variable is None:
             return True, text, None
         try:
@@ -370,7 +373,9 @@ class Engine(ModelCalls):
         answer: Any = reply.strip()
         if parsed.has_final and parsed.final_variable is None:
             answer = parsed.final_text
-        elif parsed.has_final and repl is not None:  # FINAL_VAR: read from the REPL (the direct route has none)
+        if (
+            parsed.has_final and repl is not None
+        ):  # FINAL_VAR or FINAL(name): read from the REPL (not on the direct route)
             found, value, _ = await self._textual_final(repl, parsed.final_text, parsed.final_variable)
             if found:
                 answer = value

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ast
+import keyword
 import re
 from dataclasses import dataclass
 
-__all__ = ["ParsedReply", "is_typed_answer", "parse_reply"]
+__all__ = ["ParsedReply", "is_typed_answer", "names_variable", "parse_reply"]
 
 # Every fence is matched (whatever its language), so a ```bash or ```text block keeps the
 # fences paired; only the code languages below are run.
@@ -128,3 +129,8 @@ def is_typed_answer(code: str | None) -> bool:
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return False
     return True
+
+
+def names_variable(text: object) -> bool:
+    """Whether a textual ``FINAL(...)``'s argument is a bare name (``FINAL(groups)``): the model may mean a variable."""
+    return isinstance(text, str) and text.isidentifier() and not keyword.iskeyword(text)

@@ -122,8 +122,27 @@ def find_lines(items: Sequence[str], words: Sequence[str]) -> list[str]:
                 break
             first = match if first is None else first
         else:
-            found.append(_window(item, first) if first is not None else item)
+            if first is None or len(item) <= LONG_LINE_CHARS:
+                found.append(item)
+            else:
+                found.extend(_windows(item, patterns) or [_window(item, first)])
     return found
+
+
+def _windows(item: str, patterns: Sequence[re.Pattern[str]]) -> list[str]:
+    """In a long line, a window around each mention of the rarest word that has every other word near it.
+
+    A long line may hold several records: the first word's first mention can belong to another
+    one (a look-alike key's sentence before the asked key's), and one window would miss the rest.
+    """
+    mentions = [list(pattern.finditer(item)) for pattern in patterns]
+    rarest = min(range(len(patterns)), key=lambda index: len(mentions[index]))
+    windows: list[str] = []
+    for anchor in mentions[rarest]:
+        low, high = anchor.start() - WINDOW_CHARS, anchor.end() + WINDOW_CHARS
+        if all(any(low <= m.start() and m.end() <= high for m in found) for found in mentions):
+            windows.append(_window(item, anchor))
+    return windows
 
 
 def _window(item: str, match: re.Match[str]) -> str:

@@ -1,4 +1,4 @@
-"""An answer that repeats the worked example's invented answer is sent back once, and never returned at close-out."""
+"""Answers read as meant: the worked example's invented answer is sent back; a bare FINAL(name) reads the variable."""
 
 from __future__ import annotations
 
@@ -58,3 +58,21 @@ async def test_a_context_that_writes_the_examples_values_makes_them_a_real_answe
     rlm, root, _ = make_rlm(_small([block('FINAL("Lutz")')]))
     result = await run(rlm, QUESTION, context)
     assert result.answer == "Lutz" and len(root.calls) == 1
+
+
+async def test_a_textual_final_naming_a_variable_submits_the_variables_value() -> None:
+    rlm, _, _ = make_rlm([block("groups = [['ana', 'tom']]\nprint(groups)"), "FINAL(groups)"])
+    result = await run(rlm, QUESTION, CONTEXT)
+    assert result.status == "completed" and result.answer == [["ana", "tom"]]
+
+
+async def test_a_textual_final_naming_no_variable_is_the_word_itself() -> None:
+    rlm, _, _ = make_rlm(["FINAL(Ovid)"])
+    result = await run(rlm, QUESTION, CONTEXT)
+    assert result.answer == "Ovid"
+
+
+async def test_a_closing_reply_naming_a_variable_submits_its_value() -> None:
+    rlm, _, _ = make_rlm([block("found = ['BEX', 'KELL']\nprint(found)"), "FINAL(found)"], max_iterations=1)
+    result = await run(rlm, QUESTION, CONTEXT)
+    assert result.status == "max_iterations" and result.answer == ["BEX", "KELL"]

@@ -566,3 +566,23 @@ async def test_grep_of_a_word_in_context_passed_as_an_argument_counts_in_a_run()
     rlm, _, _ = make_rlm([block("FINAL(len(grep('unpaid', context)))")])
     result = await run(rlm, "How many orders are unpaid?", RECORDS)
     assert result.status == "completed" and result.answer == 8
+
+
+def test_a_long_line_gives_a_window_where_every_word_is_near_the_rarest_not_at_the_first_word() -> None:
+    filler = " ".join(["the cart went by the mill"] * 20)
+    line = (
+        f"{filler} One more access code assigned to ivory-orchid is 4770746. {filler} "
+        f"One more access code assigned to misty-beaver is 6619605. {filler} "
+        f"One more access code assigned to misty-beaver is 5510558. {filler}"
+    )
+    hits = find_lines([line], ["access", "code", "misty-beaver"])
+    assert len(hits) == 2  # one window per mention of the rarest word, each with every word near it
+    assert "6619605" in hits[0] and "5510558" in hits[1]
+    assert not any("4770746" in hit for hit in hits)
+
+
+def test_a_long_line_whose_words_are_far_apart_still_comes_back_once() -> None:
+    filler = " ".join(["the cart went by the mill"] * 40)
+    line = f"invoice {filler} unpaid"
+    hits = find_lines([line], ["invoice", "unpaid"])
+    assert len(hits) == 1 and hits[0].startswith("invoice")
